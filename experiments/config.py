@@ -1,0 +1,200 @@
+"""Config schemas (registered with Hydra's ConfigStore) and the validation every job passes first.
+
+A model is a preset from `parcae.presets` plus explicit overrides: every model field defaults to null,
+meaning "the preset's value", so `model=cpu-m model.mean_recurrence=6` is all a sweep needs to say.
+The fully resolved model (preset + overrides) is what gets hashed, logged and saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from parcae import ModelConfig, PRESETS, flops_per_token, param_counts
+
+
+class ConfigError(ValueError):
+    """A bad config value: names the key, what is wrong and the fix."""
+
+    def __init__(self, key: str, value: Any, problem: str, fix: str):
+        self.key = key
+        super().__init__(f"{key}={value!r}: {problem}. Fix: {fix}.")
+
+
+def _optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        tp = next(a for a in args if a is not type(None))
+    return Optional[tp]
+
+
+def _model_schema() -> type:
+    hints = typing.get_type_hints(ModelConfig)
+    fields_ = [("name", str, field(default="tiny"))]
+    fields_ += [(f.name, _optional(hints[f.name]), field(default=None))
+                for f in dataclasses.fields(ModelConfig) if f.name != "name"]
+    return dataclasses.make_dataclass("ModelSchema", fields_)
+
+
+ModelSchema = _model_schema()
+
+
+@dataclass
+class DataSchema:
+    name: str = "stdlib"  # the embedded corpus; more sources come with real-data support
+    val_percent: float = 2.0  # share of documents held out for validation
+    val_rows: int = 64  # validation rows of model.block_size tokens
+
+
+@dataclass
+class TrainSchema:
+    seed: int = 0
+    batch_size: int = 16
+    # Exactly one budget: tokens, or FLOPs converted to tokens through parcae.flops_per_token.
+    tokens: Optional[int] = None
+    flop_budget: Optional[float] = None
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    warmup_fraction: float = 0.02  # WSD: linear warm-up, constant, then linear cooldown to 0
+    cooldown_fraction: float = 0.5
+    eval_every: int = 50  # steps between validation losses at T = µ_rec
+    checkpoint_every: int = 50  # steps between checkpoints (metrics are flushed with them)
+    test_loops: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    on_nonfinite: str = "skip"  # "skip" the step, or "stop" and mark the run diverged
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    device: str = "cpu"
+
+
+@dataclass
+class TrackingSchema:
+    enabled: bool = True
+    uri: Optional[str] = None  # default: sqlite:///<paths.root>/mlflow.db
+    experiment: str = "parcae"
+
+
+@dataclass
+class PathsSchema:
+    root: str = "."  # mlflow.db, mlartifacts/, runs/ and .cache/ live here
+    runs: str = "runs"
+    cache: str = ".cache"
+
+
+@dataclass
+class Config:
+    model: Any = field(default_factory=ModelSchema)
+    data: DataSchema = field(default_factory=DataSchema)
+    train: TrainSchema = field(default_factory=TrainSchema)
+    tracking: TrackingSchema = field(default_factory=TrackingSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    sweep_id: str = "adhoc"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    cs.store(group="model", name="schema", node=ModelSchema)
+
+
+# Keys that say where or how a run executes, not what it computes: excluded from its identity.
+_NOT_IDENTITY = {"tracking", "paths", "sweep_id", "hydra", "launcher"}
+_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a validated config will do: the resolved model and the budget in steps."""
+
+    model: ModelConfig
+    flops_per_token: int
+    tokens: int  # tokens actually trained on: steps × batch × block_size
+    steps: int
+    n_params: int
+    n_params_unrolled: int
+
+    @property
+    def train_flops(self) -> int:
+        return self.tokens * self.flops_per_token
+
+
+def resolve_model(model_cfg: Any) -> ModelConfig:
+    m = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    name = m.get("name")
+    if name not in PRESETS:
+        raise ConfigError("model.name", name, "unknown model preset",
+                          f"use model=<one of {', '.join(sorted(PRESETS))}>")
+    overrides = {k: v for k, v in m.items() if v is not None and k != "name"}
+    model = dataclasses.replace(PRESETS[name], **overrides)
+    try:
+        model.validate()
+    except ValueError as err:
+        msg = str(err)
+        key = msg.split("=", 1)[0] if msg.startswith("model.") else "model"
+        raise ConfigError(key, getattr(model, key.split(".")[-1], None), msg, "see conf/model and parcae/config.py") from err
+    return model
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate a job config and derive its budget; raises ConfigError naming the first bad key."""
+    model = resolve_model(cfg.model)
+    t = cfg.train
+    if (t.tokens is None) == (t.flop_budget is None):
+        raise ConfigError("train.tokens", t.tokens, "set exactly one of train.tokens and train.flop_budget",
+                          "pass train.tokens=N or train.flop_budget=C, and null the other")
+    for key in ("batch_size", "eval_every", "checkpoint_every"):
+        if t[key] < 1:
+            raise ConfigError(f"train.{key}", t[key], "must be a positive integer", f"set train.{key} ≥ 1")
+    if t.lr <= 0 or not math.isfinite(t.lr):
+        raise ConfigError("train.lr", t.lr, "must be a positive number", "set train.lr, e.g. 3e-3")
+    if not 0 <= t.warmup_fraction + t.cooldown_fraction <= 1:
+        raise ConfigError("train.cooldown_fraction", t.cooldown_fraction,
+                          "warmup_fraction + cooldown_fraction must lie in [0, 1]", "lower one of them")
+    if t.on_nonfinite not in ("skip", "stop"):
+        raise ConfigError("train.on_nonfinite", t.on_nonfinite, "unknown policy", "use skip or stop")
+    if not t.test_loops or min(t.test_loops) < 1:
+        raise ConfigError("train.test_loops", list(t.test_loops), "needs loop counts ≥ 1", "e.g. [1,2,4,8,16]")
+    if cfg.data.name != "stdlib":
+        raise ConfigError("data.name", cfg.data.name, "unknown corpus", "use data=stdlib (the embedded corpus)")
+
+    fpt = flops_per_token(model)
+    tokens_per_step = t.batch_size * model.block_size
+    if t.flop_budget is not None:
+        if t.flop_budget <= 0:
+            raise ConfigError("train.flop_budget", t.flop_budget, "must be positive", "e.g. train.flop_budget=2e11")
+        budget_tokens = int(t.flop_budget // fpt)
+        key, value = "train.flop_budget", t.flop_budget
+        minimum = f"{tokens_per_step * fpt:.3g} FLOPs"
+    else:
+        budget_tokens = int(t.tokens)
+        key, value = "train.tokens", t.tokens
+        minimum = f"{tokens_per_step} tokens"
+    steps = budget_tokens // tokens_per_step
+    if steps < 1:
+        raise ConfigError(key, value,
+                          f"buys {budget_tokens:,} tokens, fewer than one optimizer step "
+                          f"(train.batch_size × model.block_size = {tokens_per_step:,} tokens at "
+                          f"{fpt:,} FLOPs/token)",
+                          f"raise it to at least {minimum}, or lower train.batch_size")
+    counts = param_counts(model)
+    return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"])
+
+
+def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
+    """Hash of what the run computes: the resolved config minus where/how it runs."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c = {k: v for k, v in c.items() if k not in _NOT_IDENTITY}
+    c["train"] = {k: v for k, v in c["train"].items() if k not in _NOT_IDENTITY_TRAIN}
+    c["model"] = dataclasses.asdict(model)
+    c["data"]["content_hash"] = corpus_hash
+    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]

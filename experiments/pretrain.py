@@ -1,0 +1,104 @@
+"""Pre-train one looped LM: `python -m experiments.pretrain [overrides]`, or a grid with `sweep=<name>`.
+
+One job = validate → resolve the run's identity → skip if finished → resume or start its MLflow run →
+train → final evaluation at T = µ_rec and at the test-time loop counts → mark finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import tracking
+from experiments.config import ConfigError, Plan, identity, plan, register
+from experiments.data import PackedStream, build_corpus
+from experiments.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, read_status, write_status
+from experiments.trainer import MetricSink, TrainResult, train
+
+register()
+
+
+def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["model"] = dataclasses.asdict(p.model)
+    c["data"]["content_hash"] = corpus_hash
+    c["derived"] = {
+        "tokens": p.tokens, "steps": p.steps, "flops_per_token": p.flops_per_token,
+        "train_flops": p.train_flops, "n_params": p.n_params, "n_params_unrolled": p.n_params_unrolled,
+        "mean_backprop": p.model.backprop_depth(),
+    }
+    c["model"]["mean_backprop"] = p.model.backprop_depth()
+    return tracking.flatten(c)
+
+
+def run(cfg: DictConfig) -> float:
+    """Run (or skip, or resume) one job; returns its final validation loss at T = µ_rec."""
+    p = plan(cfg)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    root = Path(cfg.paths.root).resolve()
+    corpus = build_corpus(root / cfg.paths.cache, cfg.data.val_percent)
+    run_hash = identity(cfg, p.model, corpus.content_hash)
+    run_dir = root / cfg.paths.runs / run_hash
+    status = read_status(run_dir)
+    if status.get("status") == FINISHED:
+        print(f"[skip] {run_hash} already finished (eval/loss={status['final']['eval/loss']:.4f})", file=sys.stderr)
+        return status["final"]["eval/loss"]
+
+    tracker = None
+    if cfg.tracking.enabled:
+        uri = cfg.tracking.uri or tracking.default_uri(root)
+        exp_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, root / "mlartifacts")
+        tags = {"sweep_id": cfg.sweep_id, "config_hash": run_hash, "run_kind": "pretrain",
+                "model_kind": p.model.kind, "run_dir": str(run_dir)}
+        name = f"{p.model.name}-mu{p.model.mean_recurrence}-{p.tokens // 1000}k-{run_hash[:6]}"
+        tracker = tracking.RunTracker(uri, exp_id, run_id=status.get("mlflow_run_id"), run_name=name, tags=tags)
+    write_status(run_dir, status=RUNNING, config_hash=run_hash, sweep_id=cfg.sweep_id,
+                 mlflow_run_id=tracker.run_id if tracker else None)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if tracker:
+        tracker.log_params(_run_params(cfg, p, corpus.content_hash))
+        tracker.log_artifact(run_dir / "config.yaml")
+
+    sink = MetricSink(run_dir / "metrics.jsonl", tracker.log_metrics if tracker else None,
+                      tracker.flush if tracker else None)
+    stream = PackedStream(corpus.train, p.model.block_size, cfg.train.seed)
+    val = PackedStream(corpus.val, p.model.block_size, cfg.train.seed).head(cfg.data.val_rows)
+    try:
+        result: TrainResult = train(p.model, cfg.train, p.steps, stream, val, run_dir, sink)
+    except BaseException as err:
+        write_status(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+        if tracker:
+            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    if result.status == DIVERGED:
+        write_status(run_dir, status=DIVERGED, final=result.final, steps=result.steps)
+        if tracker:
+            tracker.set_tags({"diverged": "true"})
+            tracker.finish("FAILED")
+        print(f"[diverged] {run_hash} at step {result.steps}", file=sys.stderr)
+        return float("nan")
+    write_status(run_dir, status=FINISHED, final=result.final, skipped_steps=result.skipped_steps)
+    if tracker:
+        tracker.finish("FINISHED")
+    print(f"[done] {run_hash} eval/loss={result.final['eval/loss']:.4f} run_dir={run_dir}", file=sys.stderr)
+    return result.final["eval/loss"]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except ConfigError as err:
+        # Validation failures are the user's to fix: one line, no traceback.
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

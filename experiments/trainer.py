@@ -1,0 +1,178 @@
+"""The training loop: AdamW with a WSD schedule, periodic validation, checkpoints, guard rails."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from experiments import checkpoint
+from experiments.data import PackedStream
+from parcae import ModelConfig, build_model
+
+LOG_EVERY = 10  # steps between train/* metrics
+
+
+def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fraction: float) -> float:
+    """Warm-up, stable, decay: linear warm-up, constant, then linear cooldown to 0 at `total`."""
+    warmup = int(warmup_fraction * total)
+    cooldown = int(cooldown_fraction * total)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if step >= total - cooldown and cooldown > 0:
+        return max(0.0, (total - step) / cooldown)
+    return 1.0
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices of the blocks only: not on embeddings, norms, or injection parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_embedding = "emb" in name or "wte" in name
+        is_injection = any(k in name for k in ("A_log", "dt_bias", "injection"))
+        (no_decay if p.ndim < 2 or is_embedding or is_injection else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_steps: int | None,
+             batch_size: int, seed: int) -> float:
+    """Mean validation loss (nats/token) at `num_steps` loops, with a fixed-seed initial state."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        _, loss = model(xb, yb, num_steps=num_steps, generator=gen)
+        total += float(loss) * yb.numel()
+        count += yb.numel()
+    model.train(was_training)
+    return total / count
+
+
+@dataclass
+class TrainResult:
+    status: str  # finished | diverged
+    steps: int
+    final: dict[str, float] = field(default_factory=dict)
+    skipped_steps: int = 0
+
+
+class MetricSink:
+    """Buffers metrics; on flush appends them to metrics.jsonl and hands them to the tracker."""
+
+    def __init__(self, path: Path, forward: Callable[[dict[str, float], int], None] | None,
+                 flush_forward: Callable[[], None] | None):
+        self.path = path
+        self.forward = forward
+        self.flush_forward = flush_forward
+        self._lines: list[str] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._lines.append(json.dumps({"step": step, **metrics}))
+        if self.forward:
+            self.forward(metrics, step)
+
+    def flush(self) -> None:
+        if self._lines:
+            with open(self.path, "a") as f:
+                f.write("\n".join(self._lines) + "\n")
+            self._lines = []
+        if self.flush_forward:
+            self.flush_forward()
+
+
+def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
+          run_dir: Path, sink: MetricSink) -> TrainResult:
+    t = train_cfg
+    torch.manual_seed(t.seed)  # parameter init
+    device = torch.device(t.device)
+    model = build_model(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
+    gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and initial states
+    ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
+
+    start, skipped = 0, 0
+    state = checkpoint.load(ckpt_path)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, skipped = state["step"], state["skipped_steps"]
+        print(f"resuming from step {start}/{steps} ({ckpt_path})", file=sys.stderr)
+
+    def save_checkpoint(step: int) -> None:
+        sink.flush()
+        checkpoint.save(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
+        })
+
+    val_x, val_y = val
+    mu = model_cfg.mean_recurrence if model_cfg.kind == "parcae" else None
+    eval_bs = t.batch_size
+    tokens_per_step = t.batch_size * model_cfg.block_size
+    model.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=model_cfg.name, mininterval=2.0,
+               disable=None, file=sys.stderr)
+    t0 = time.time()
+    for step in bar:
+        x, y = stream.batch(step, t.batch_size)
+        _, loss = model(x.to(device), y.to(device), generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            optimizer.step()
+        elif t.on_nonfinite == "skip":
+            skipped += 1
+        else:
+            sink.log({"train/loss": float(loss), "train/nonfinite_step": step}, step)
+            sink.flush()
+            return TrainResult("diverged", step, skipped_steps=skipped)
+        scheduler.step()
+
+        done = step + 1
+        if done % LOG_EVERY == 0 or done == steps:
+            metrics = {"train/loss": float(loss), "train/grad_norm": float(grad_norm),
+                       "train/lr": scheduler.get_last_lr()[0], "train/tokens": done * tokens_per_step,
+                       "train/skipped_steps": skipped,
+                       "train/tokens_per_s": (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)}
+            if hasattr(model, "injection_stats"):
+                metrics.update({f"monitor/{k}": v for k, v in model.injection_stats().items()})
+            sink.log(metrics, done)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        if done % t.eval_every == 0 and done < steps:
+            sink.log({"val/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}, done)
+        if done % t.checkpoint_every == 0 and done < steps:
+            save_checkpoint(done)
+    bar.close()
+
+    final = {"eval/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}
+    if model_cfg.kind == "parcae":
+        for T in sorted(set(t.test_loops)):
+            final[f"eval/loss_T{T}"] = evaluate(model, val_x, val_y, T, eval_bs, t.seed)
+    if not all(math.isfinite(v) for v in final.values()):
+        sink.log(final, steps)
+        sink.flush()
+        return TrainResult("diverged", steps, final, skipped)
+    sink.log({"val/loss": final["eval/loss"], **final}, steps)
+    save_checkpoint(steps)
+    return TrainResult("finished", steps, final, skipped)
