@@ -8,12 +8,12 @@ races).
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # pinned hydra-core<1.4
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -23,20 +23,11 @@ from experiments.config import ConfigError, plan
 
 
 def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:
-    """The override list of every job of the grid, as the basic sweeper builds it (cartesian product,
-    command-line values win over the sweep file's)."""
-    parser = OverridesParser.create()
-    by_key: dict[str, Any] = {}
-    for key, value in (sweeper_params or {}).items():
-        by_key[key] = parser.parse_override(f"{key}={value}")
-    for ov in parser.parse_overrides(list(task_overrides)):
-        by_key[ov.get_key_element()] = ov
-    axes = []
-    for ov in by_key.values():
-        key = ov.get_key_element()
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
-        axes.append([f"{key}={v}" for v in values])
-    return [list(combo) for combo in itertools.product(*axes)]
+    """The override list of every job of the grid, built exactly as the basic sweeper builds it
+    (cartesian product; a command-line value replaces the sweep file's for the same key)."""
+    args = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    args += [o for o in task_overrides if not o.startswith("hydra.")]
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
 
 
 def validate_grid(config_name: str, sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> int:
@@ -71,6 +62,3 @@ class PrepareSweep(Callback):
                           list(config.hydra.overrides.task))
         prepare_tracking(config)
         print(f"[sweep {config.sweep_id}] {n} grid points validated; launching", file=sys.stderr)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_tracking(config)

@@ -144,21 +144,21 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         elif t.on_nonfinite == "skip":
             skipped += 1
         else:
-            sink.log({"train/loss": float(loss), "train/nonfinite_step": step}, step)
+            sink.log({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
             sink.flush()
             return TrainResult("diverged", step, skipped_steps=skipped)
         scheduler.step()
 
         done = step + 1
         if done % LOG_EVERY == 0 or done == steps:
-            metrics = {"train/loss": float(loss), "train/grad_norm": float(grad_norm),
+            metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm.item(),
                        "train/lr": scheduler.get_last_lr()[0], "train/tokens": done * tokens_per_step,
                        "train/skipped_steps": skipped,
                        "train/tokens_per_s": (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)}
             if hasattr(model, "injection_stats"):
                 metrics.update({f"monitor/{k}": v for k, v in model.injection_stats().items()})
             sink.log(metrics, done)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % t.eval_every == 0 and done < steps:
             sink.log({"val/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}, done)
         if done % t.checkpoint_every == 0 and done < steps:

@@ -1,0 +1,20 @@
+"""Shared helpers for the experiments tests: run the real entry point in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A grid point small enough to train in seconds on 2 cores.
+SMALL = ["model.block_size=64", "train.batch_size=8", "data.val_rows=16", "train.eval_every=10",
+         "train.checkpoint_every=5", "train.test_loops=[1,2,4,8]", "train.threads=1"]
+
+
+def pretrain(root: Path, *overrides: str, timeout: float = 600, wait: bool = True):
+    cmd = [sys.executable, "-m", "experiments.pretrain", f"paths.root={root}", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

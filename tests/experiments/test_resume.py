@@ -1,0 +1,56 @@
+"""A job killed with SIGKILL mid-run resumes from its checkpoint into the same MLflow run and ends
+where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import time
+
+from mlflow.tracking import MlflowClient
+
+from helpers import SMALL, pretrain
+
+RUN = [*SMALL, "model.mean_recurrence=4", "train.tokens=40960", "sweep_id=resume"]  # 80 steps
+
+
+def _only_run_dir(root):
+    (run_dir,) = list((root / "runs").iterdir())
+    return run_dir
+
+
+def test_kill9_then_resume_matches_uninterrupted(tmp_path):
+    ref_root, root = tmp_path / "ref", tmp_path / "killed"
+    ref = pretrain(ref_root, *RUN)
+    assert ref.returncode == 0, ref.stderr
+    ref_status = json.loads((_only_run_dir(ref_root) / "status.json").read_text())
+
+    proc = pretrain(root, *RUN, wait=False)
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((root / "runs").glob("*/checkpoint.pt")) if (root / "runs").exists() else []
+        if found:
+            ckpt = found[0]
+            break
+        time.sleep(0.02)
+    assert ckpt is not None and proc.poll() is None, "the run ended before its first checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = _only_run_dir(root)
+    killed = json.loads((run_dir / "status.json").read_text())
+    assert killed["status"] == "running"
+
+    again = pretrain(root, *RUN)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from step" in again.stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "finished"
+    assert status["mlflow_run_id"] == killed["mlflow_run_id"]
+    assert run_dir.name == _only_run_dir(ref_root).name  # same identity on both roots
+    for key, value in ref_status["final"].items():
+        assert abs(status["final"][key] - value) < 1e-4, key
+
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("parcae").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert abs(runs[0].data.metrics["eval/loss"] - ref_status["final"]["eval/loss"]) < 1e-4

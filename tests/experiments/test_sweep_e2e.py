@@ -1,0 +1,37 @@
+"""The central path at test scale: a Hydra sweep into a temporary MLflow store, fitted by analysis."""
+
+import re
+
+from mlflow.tracking import MlflowClient
+
+from analysis import analyze
+from helpers import SMALL, pretrain
+
+GRID = [*SMALL, "model.mean_recurrence=1,2,4", "train.flop_budget=3e10,6e10,1.2e11", "sweep_id=e2e"]
+
+
+def test_sweep_trains_tracks_fits_and_skips_on_rerun(tmp_path):
+    r = pretrain(tmp_path, "sweep=isoflop", *GRID)
+    assert r.returncode == 0, r.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("parcae")
+    runs = client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e'")
+    assert len(runs) == 9 and all(run.info.status == "FINISHED" for run in runs)
+    for run in runs:
+        assert {"eval/loss", "eval/loss_T1", "eval/loss_T8", "train/loss"} <= set(run.data.metrics)
+        assert run.data.tags["config_hash"] and run.data.params["derived.tokens"]
+        assert float(run.data.params["derived.train_flops"]) <= float(run.data.params["train.flop_budget"])
+    assert len({run.data.tags["config_hash"] for run in runs}) == 9
+
+    report = analyze(uri, "parcae", "e2e", tmp_path / "report", log_to_mlflow=True)
+    text = report.read_text()
+    assert re.search(r"0\.\d+|\d\.\d+", text)
+    assert list((tmp_path / "report").glob("*.png"))
+    analysis_runs = client.search_runs([exp.experiment_id], "tags.run_kind = 'analysis'")
+    assert len(analysis_runs) == 1
+
+    again = pretrain(tmp_path, "sweep=isoflop", *GRID)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("[skip]") == 9
+    assert len(client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e'")) == 9
