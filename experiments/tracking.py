@@ -63,15 +63,14 @@ class RunTracker:
     def __init__(self, uri: str, experiment_id: str, run_id: str | None = None,
                  run_name: str | None = None, tags: Mapping[str, str] | None = None):
         self.client = MlflowClient(uri)
+        self._buffer: list[Metric] = []
         if run_id is None:
-            run = self.client.create_run(experiment_id, tags=dict(tags or {}), run_name=run_name)
-            run_id = run.info.run_id
+            self.run_id = self.client.create_run(experiment_id, tags=dict(tags or {}), run_name=run_name).info.run_id
         else:
+            self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
             if tags:
                 self.set_tags(tags)
-        self.run_id = run_id
-        self._buffer: list[Metric] = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
