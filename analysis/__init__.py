@@ -1,0 +1,1 @@
+"""Scaling-law analysis of Parcae sweeps logged to MLflow (no torch imports here)."""

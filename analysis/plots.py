@@ -1,0 +1,132 @@
+"""Figures for the sweep report.  Every plot shows the measured points; fitted
+curves are drawn on top, never instead.  Each figure is written as PNG (for
+the markdown report) and PDF (for papers); functions return the PNG path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the analysis runs on login nodes and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+
+from analysis.isoflop import BudgetOptimum  # noqa: E402
+from analysis.powerlaw import PowerLawFit  # noqa: E402
+from analysis.testtime import SaturationFit  # noqa: E402
+
+
+def _save(fig: plt.Figure, stem: Path) -> Path:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    png = stem.with_suffix(".png")
+    fig.savefig(png, dpi=130)
+    fig.savefig(stem.with_suffix(".pdf"))
+    plt.close(fig)
+    return png
+
+
+def _budget_colors(budgets: list[float]):
+    norm = LogNorm(min(budgets), max(budgets)) if len(budgets) > 1 else Normalize(0, 1)
+    cmap = plt.get_cmap("plasma")
+    return lambda b: cmap(0.85 * norm(b)) if len(budgets) > 1 else cmap(0.3)
+
+
+def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
+    """Loss vs allocation variable per budget: points, parabola, optimum.
+
+    Filled stars are interior optima; hollow stars are flagged (edge of the
+    grid, non-positive curvature, too few points) and sit on a grid value.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    color = _budget_colors([o.budget for o in optima])
+    for o in optima:
+        c = color(o.budget)
+        f = o.fit
+        ax.scatter(np.exp(f.x), f.y, color=c, s=22, zorder=3, label=f"C = {o.budget:.2g}")
+        if f.coef is not None:
+            xs = np.linspace(f.x.min(), f.x.max(), 200)
+            ax.plot(np.exp(xs), f.predict(xs), color=c, lw=1.2)
+        ax.scatter([f.opt], [f.y_opt], marker="*", s=160, zorder=4, edgecolors=c,
+                   facecolors=c if f.ok else "none", linewidths=1.4)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("IsoFLOP profiles (hollow star: flagged optimum)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, stem)
+
+
+def plot_powerlaw(fit: PowerLawFit, optima: list[BudgetOptimum], ylabel: str,
+                  stem: Path) -> Path:
+    """Optima vs compute: points with per-budget run-bootstrap intervals, fitted line,
+    run-bootstrap band."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    used = [o for o in optima if o.budget not in fit.excluded_budgets]
+    left_out = [o for o in optima if o.budget in fit.excluded_budgets]
+    for group, style in ((used, dict(color="C0", label="optimum (used)")),
+                         (left_out, dict(color="C3", mfc="none", label="flagged (left out)"))):
+        if not group:
+            continue
+        C = np.array([o.budget for o in group])
+        y = np.array([o.fit.opt for o in group])
+        ci = np.array([o.boot_interval("runs") for o in group])
+        has_ci = np.all(np.isfinite(ci), axis=1)
+        yerr = np.vstack([np.where(has_ci, y - ci[:, 0], 0), np.where(has_ci, ci[:, 1] - y, 0)])
+        ax.errorbar(C, y, yerr=np.clip(yerr, 0, None), fmt="o", capsize=3, **style)
+    grid = np.geomspace(min(o.budget for o in optima) / 1.5, max(o.budget for o in optima) * 1.5)
+    ax.plot(grid, fit.predict(grid), color="C0", lw=1.5,
+            label=f"fit: gamma = {fit.gamma:.3f}")
+    band = fit.band(grid, "runs")
+    if band is not None:
+        ax.fill_between(grid, band[0], band[1], color="C0", alpha=0.18,
+                        label="95 % bootstrap band (runs)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs C")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, stem)
+
+
+def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) -> Path:
+    """Test-time loss vs T per run (points) with the fitted exponential, coloured by mu_rec."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    mu = df.set_index(df["run_id"].astype(str))["mean_recurrence"].astype(float)
+    vals = [mu[r] for r in fits]
+    norm = Normalize(min(vals), max(vals) if max(vals) > min(vals) else min(vals) + 1)
+    cmap = plt.get_cmap("viridis")
+    for run_id, fit in fits.items():
+        c = cmap(norm(mu[run_id]))
+        ax.scatter(fit.T, fit.loss, color=c, s=14, zorder=3)
+        if fit.fitted:
+            ts = np.linspace(fit.T.min(), fit.T.max(), 200)
+            ax.plot(ts, fit.predict(ts), color=c, lw=1.1, ls="-" if fit.z_identified else ":")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="training mean recurrence")
+    ax.set_xlabel("test-time loops T")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("L(T) = L_inf + Z exp(-zT)   (dotted: z not identified)", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, stem)
+
+
+def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
+                 color_by: str = "mean_recurrence") -> Path:
+    """Final loss against one run attribute (tokens, parameters, FLOPs), log x."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    x = df[column].astype(float).to_numpy()
+    y = df["loss"].astype(float).to_numpy()
+    c = df[color_by].astype(float).to_numpy()
+    sc = ax.scatter(x, y, c=c, cmap="viridis", s=26, zorder=3)
+    fig.colorbar(sc, ax=ax, label=color_by)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, stem)

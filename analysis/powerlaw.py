@@ -1,0 +1,158 @@
+"""Compute-optimal power laws y*(C) = k * C^gamma fitted to isoFLOP optima.
+
+The fit is ordinary least squares of ln y* on ln C (unweighted: with a handful
+of budgets the per-budget variances are themselves too noisy to weight by).
+Two uncertainties are reported and they answer different questions:
+
+* the t-interval from the OLS residuals (scatter of the optima about the line);
+* bootstrap percentile intervals (noise in the optima), two flavours:
+  "runs" resamples the runs within each budget, refits every parabola and the
+  line (the cluster bootstrap; wide when a budget has few runs because a
+  resample can lose the grid ends), and "residuals" keeps each budget's grid
+  fixed and resamples its parabola residuals (needs >= 4 runs per budget).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from analysis.isoflop import BudgetOptimum
+
+MIN_BOOT_DRAWS = 50
+
+
+@dataclass
+class PowerLawFit:
+    C: np.ndarray
+    y: np.ndarray
+    gamma: float
+    log_k: float  # ln k in y = k C^gamma
+    se_gamma: float
+    ci_gamma: tuple[float, float]  # 95 % t-interval, NaN when dof == 0
+    dof: int
+    r2: float
+    warnings: list[str] = field(default_factory=list)
+    # method -> (gamma draws, ln k draws)
+    boot: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    excluded_budgets: list[float] = field(default_factory=list)
+
+    @property
+    def k(self) -> float:
+        return float(np.exp(self.log_k))
+
+    def predict(self, C: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_k + self.gamma * np.log(np.asarray(C, dtype=float)))
+
+    def boot_ci_gamma(self, method: str = "runs",
+                      level: float = 0.95) -> tuple[float, float]:
+        if method not in self.boot:
+            return float("nan"), float("nan")
+        q = 100 * (1 - level) / 2
+        lo, hi = np.percentile(self.boot[method][0], [q, 100 - q])
+        return float(lo), float(hi)
+
+    def band(self, C: np.ndarray, method: str = "runs",
+             level: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise bootstrap percentile band of the fitted line."""
+        if method not in self.boot:
+            return None
+        gamma, log_k = self.boot[method]
+        lnC = np.log(np.asarray(C, dtype=float))
+        pred = log_k[:, None] + gamma[:, None] * lnC[None, :]
+        q = 100 * (1 - level) / 2
+        lo, hi = np.percentile(pred, [q, 100 - q], axis=0)
+        return np.exp(lo), np.exp(hi)
+
+
+def _ols_loglog(lnC: np.ndarray, lny: np.ndarray) -> tuple[float, float, float, int, float]:
+    """(gamma, ln k, se(gamma), dof, r2) of ln y = ln k + gamma ln C."""
+    n = lnC.size
+    xm, ym = lnC.mean(), lny.mean()
+    sxx = float(np.sum((lnC - xm) ** 2))
+    gamma = float(np.sum((lnC - xm) * (lny - ym)) / sxx)
+    log_k = float(ym - gamma * xm)
+    resid = lny - (log_k + gamma * lnC)
+    dof = n - 2
+    ss_tot = float(np.sum((lny - ym) ** 2))
+    r2 = 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")
+    se = float(np.sqrt(resid @ resid / dof / sxx)) if dof > 0 else float("nan")
+    return gamma, log_k, se, dof, r2
+
+
+def fit_powerlaw(C: np.ndarray, y: np.ndarray) -> PowerLawFit:
+    """OLS fit of ln y = ln k + gamma ln C with a 95 % t-interval for gamma."""
+    C = np.asarray(C, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if C.size < 2 or np.unique(C).size < 2:
+        raise ValueError("a power law needs at least 2 distinct budgets")
+    gamma, log_k, se, dof, r2 = _ols_loglog(np.log(C), np.log(y))
+    warnings: list[str] = []
+    if dof == 0:
+        ci = (float("nan"), float("nan"))
+        warnings.append("only 2 budgets: the line passes exactly through both optima, "
+                        "no residual degrees of freedom, no standard error; the bootstrap "
+                        "interval reflects within-budget noise only")
+    else:
+        t = float(stats.t.ppf(0.975, dof))
+        ci = (gamma - t * se, gamma + t * se)
+        if dof == 1:
+            warnings.append(f"only 3 budgets: 1 residual dof (t = {t:.1f}), so the "
+                            "interval on gamma is wide")
+    decades = float(np.log10(C.max() / C.min()))
+    if decades < 1:
+        warnings.append(f"budgets span only {decades:.2f} decades of compute; "
+                        "extrapolation is unreliable")
+    return PowerLawFit(C, y, gamma, log_k, se, ci, dof, r2, warnings)
+
+
+def _boot_loglog(lnC: np.ndarray, lny: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised OLS over bootstrap draws: lny has shape (n_draws, n_budgets)."""
+    xc = lnC - lnC.mean()
+    gamma = (lny - lny.mean(axis=1, keepdims=True)) @ xc / float(xc @ xc)
+    log_k = lny.mean(axis=1) - gamma * lnC.mean()
+    return gamma, log_k
+
+
+def powerlaw_from_optima(optima: list[BudgetOptimum]) -> PowerLawFit:
+    """Power law through the per-budget optima, with a run-level bootstrap.
+
+    Budgets whose optimum is flagged (edge of grid, non-positive curvature,
+    too few points) are left out because their optimum is a grid value, not an
+    estimate.  If fewer than 2 clean budgets remain, all budgets are used and
+    the result carries a warning that the exponent is biased.
+    """
+    clean = [o for o in optima if o.fit.ok]
+    excluded = [o.budget for o in optima if not o.fit.ok]
+    used = clean
+    notes: list[str] = []
+    if len(clean) < 2:
+        used = optima
+        if excluded:
+            notes.append("fewer than 2 budgets with an interior optimum; fitted on ALL "
+                         "budgets including edge/flagged optima, so gamma is biased "
+                         "(towards 0 when optima sit on the same grid edge)")
+        excluded = []
+    C = np.array([o.budget for o in used])
+    lny = np.array([o.fit.x_opt for o in used])
+    fit = fit_powerlaw(C, np.exp(lny))
+    fit.warnings = notes + fit.warnings
+    fit.excluded_budgets = excluded
+    if excluded:
+        fit.warnings.append("budgets left out (flagged optimum): "
+                            + ", ".join(f"{b:.3g}" for b in excluded))
+
+    for method in sorted(set.intersection(*(set(o.boot) for o in used))):
+        draws = np.stack([o.boot[method] for o in used], axis=1)
+        finite = np.all(np.isfinite(draws), axis=1)
+        dropped = draws.shape[0] - int(finite.sum())
+        if finite.sum() < MIN_BOOT_DRAWS:
+            fit.warnings.append(f"{method} bootstrap unavailable ({dropped} of "
+                                f"{draws.shape[0]} draws undefined)")
+            continue
+        if dropped:
+            fit.warnings.append(f"{method} bootstrap: {dropped} of {draws.shape[0]} draws "
+                                "dropped (a resampled budget had < 3 distinct points)")
+        fit.boot[method] = _boot_loglog(np.log(C), draws[finite])
+    return fit

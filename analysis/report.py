@@ -1,0 +1,288 @@
+"""End-to-end sweep analysis: load runs, run every analysis the data supports,
+write ``report.md`` with figures, and log the bundle to MLflow as an
+``run_kind=analysis`` run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import scipy
+
+from analysis import isoflop, plots
+from analysis.markdown import fmt, interval, table
+from analysis.powerlaw import PowerLawFit, powerlaw_from_optima
+from analysis.runs import load_runs, split_usable, testtime_columns
+from analysis.testtime import HUBER_DELTA, fit_testtime_runs, tabulate_testtime
+from mlflow.tracking import MlflowClient
+
+# Published exponents (Parcae, Prairie et al. 2026, section 5.2), shown only
+# beside our fits for comparison; nothing is fitted towards them.
+PAPER_GAMMA = {"mean_recurrence": 0.40, "tokens": 0.78}
+AXES = {"mean_recurrence": ("mu_rec*", "mean recurrence mu_rec"),
+        "tokens": ("D*", "training tokens D")}
+
+
+class NoRunsError(RuntimeError):
+    """The sweep has no usable (finished, non-diverged) runs."""
+
+
+@dataclass
+class Report:
+    sections: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add(self, *blocks: str) -> None:
+        self.sections.extend(blocks)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+def _fig_link(report: Report, png: Path, out_dir: Path, caption: str) -> str:
+    report.figures.append(png)
+    rel = png.relative_to(out_dir).as_posix()
+    return f"![{caption}]({rel})\n\n[{caption} (PNG)]({rel}) · [PDF]({Path(rel).with_suffix('.pdf').as_posix()})"
+
+
+def _header(raw: pd.DataFrame, usable: pd.DataFrame, excluded: pd.DataFrame,
+            experiment: str, sweep_id: str, tracking_uri: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        f"# Sweep analysis: `{sweep_id}`",
+        "",
+        f"- experiment: `{experiment}`; tracking store: `{tracking_uri}`",
+        f"- generated: {now}; numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"pandas {pd.__version__}, matplotlib {matplotlib.__version__}, mlflow {mlflow.__version__}",
+        f"- pretrain runs found: {len(raw)}; used: {len(usable)}; excluded: {len(excluded)}",
+        "- loss = `eval/loss`, validation loss in nats/token at T = mu_rec",
+    ])
+
+
+def _excluded_section(excluded: pd.DataFrame) -> str:
+    if excluded.empty:
+        return "## Excluded runs\n\nNone: every run finished without divergence."
+    counts = excluded["reason"].value_counts()
+    summary = "; ".join(f"{n} × {reason}" for reason, n in counts.items())
+    body = table(excluded.assign(run_id=excluded["run_id"].str[:12]),
+                 ["run_id", "model_name", "mean_recurrence", "flop_budget", "status", "reason"])
+    return (f"## Excluded runs\n\n{len(excluded)} run(s) excluded ({summary}). Only FINISHED, "
+            f"non-diverged runs with a finite final loss enter the fits.\n\n{body}")
+
+
+def _flop_check(df: pd.DataFrame) -> str | None:
+    """Realised training FLOPs vs nominal budget: the fits use the nominal C."""
+    sel = df[np.isfinite(df["flop_budget"].astype(float)) & np.isfinite(df["train_flops"])]
+    if sel.empty:
+        return None
+    ratio = sel["train_flops"] / sel["flop_budget"].astype(float)
+    return (f"Realised train FLOPs / nominal budget: {ratio.min():.3f}–{ratio.max():.3f} "
+            "(fits use the nominal budget as C).")
+
+
+def _powerlaw_row(label: str, axis: str, law: PowerLawFit) -> dict[str, object]:
+    return {
+        "quantity": f"{label} ∝ C^gamma",
+        "gamma": fmt(law.gamma),
+        "SE (OLS)": fmt(law.se_gamma, 2),
+        "95 % t-interval": interval(*law.ci_gamma),
+        "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
+        "95 % bootstrap (residuals)": interval(*law.boot_ci_gamma("residuals")),
+        "k": fmt(law.k),
+        "R²": fmt(law.r2),
+        "budgets used": len(law.C),
+        "paper gamma": fmt(PAPER_GAMMA[axis]),
+    }
+
+
+def _optima_section(label: str, opt: list[isoflop.BudgetOptimum]) -> str:
+    t = isoflop.optima_table(opt)
+    t["delta-method 95 %"] = [interval(a, b) for a, b in zip(t["delta_lo"], t["delta_hi"])]
+    t["bootstrap (runs) 95 %"] = [interval(a, b) for a, b in zip(t["boot_lo"], t["boot_hi"])]
+    t["bootstrap (residuals) 95 %"] = [interval(a, b)
+                                       for a, b in zip(t["resid_lo"], t["resid_hi"])]
+    cols = ["budget", "n_runs", "optimum", "delta-method 95 %", "bootstrap (runs) 95 %",
+            "bootstrap (residuals) 95 %",
+            "loss_at_opt", "curvature", "r2", "flags"]
+    return f"Per-budget optimum of {label}:\n\n" + table(t, cols)
+
+
+def _isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path,
+                   n_boot: int, rng: np.random.Generator) -> None:
+    supported, why = isoflop.isoflop_supported(df)
+    if not supported:
+        report.add(f"### `{name}`\n\nIsoFLOP analysis skipped: {why}.")
+        return
+    blocks = [f"### `{name}`", f"Data: {why}."]
+    check = _flop_check(df)
+    if check:
+        blocks.append(check)
+    law_rows = []
+    for axis, (label, xlabel) in AXES.items():
+        opt = isoflop.isoflop_optima(df, axis, n_boot=n_boot, rng=rng)
+        stem = out_dir / "figures" / f"isoflop_{_slug(name)}_{axis}"
+        blocks.append(_fig_link(report, plots.plot_isoflop(opt, xlabel, stem), out_dir,
+                                f"isoFLOP {name}: loss vs {xlabel}"))
+        blocks.append(_optima_section(label, opt))
+        for o in opt:
+            if not o.fit.ok:
+                report.warnings.append(f"{name}: {label} at C={o.budget:.3g}: "
+                                       + "; ".join(o.fit.flags))
+        fitted = [o for o in opt if np.isfinite(o.fit.x_opt)]
+        if len({o.budget for o in fitted}) < 2:
+            blocks.append(f"No power law for {label}: fewer than 2 budgets.")
+            continue
+        law = powerlaw_from_optima(fitted)
+        law_rows.append(_powerlaw_row(label, axis, law))
+        report.warnings += [f"{name}: {label} power law: {w}" for w in law.warnings]
+        key = f"{_slug(name)}.gamma_{axis}"
+        report.metrics[key] = law.gamma
+        for method in law.boot:
+            lo, hi = law.boot_ci_gamma(method)
+            report.metrics[f"{key}_{method}_lo"], report.metrics[f"{key}_{method}_hi"] = lo, hi
+        pstem = out_dir / "figures" / f"powerlaw_{_slug(name)}_{axis}"
+        blocks.append(_fig_link(report, plots.plot_powerlaw(law, opt, label, pstem), out_dir,
+                                f"power law {name}: {label} vs C"))
+    if law_rows:
+        blocks.insert(2, "Compute-optimal power laws (ln y = ln k + gamma ln C):\n\n"
+                      + table(pd.DataFrame(law_rows)))
+    report.add("\n\n".join(blocks))
+
+
+def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path,
+                     n_boot: int, seed: int) -> None:
+    report.add(
+        "## IsoFLOP analysis\n\n"
+        "Per FLOP budget a least-squares parabola of loss vs ln(mu_rec), and separately vs "
+        "ln(tokens); the vertex is the optimum. An optimum beyond the sampled grid is reported "
+        "as the grid edge and flagged (never extrapolated); flagged budgets are left out of the "
+        "power law. Intervals (95 %): *delta method* on the parabola coefficients (needs >= 4 "
+        f"runs); *bootstrap (runs)*: {n_boot} resamples of the runs within each budget, parabolas "
+        "and power law refitted per resample, percentiles (conservative with few runs per budget: "
+        "a resample can lose the grid ends and its optimum is then clipped to the narrower grid); "
+        f"*bootstrap (residuals)*: {n_boot} resamples of parabola residuals on the fixed grid "
+        "(needs >= 4 runs per budget). The power-law t-interval reflects only the scatter of the "
+        "optima about the line. The paper's exponents are shown for "
+        "comparison only.")
+    rng = np.random.default_rng(seed)
+    for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False):
+        _isoflop_group(report, " / ".join(str(n) for n in name), grp, out_dir, n_boot, rng)
+
+
+def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
+    head = "## Test-time looping\n\n"
+    if not testtime_columns(usable):
+        report.add(head + "Skipped: no `eval/loss_T*` metrics logged.")
+        return
+    fits = fit_testtime_runs(usable)
+    if not fits:
+        report.add(head + "Skipped: no run has test-time losses at >= 3 values of T.")
+        return
+    t = tabulate_testtime(usable, fits)
+    t["run_id"] = t["run_id"].str[:12]
+    t["huber (×1e-7)"] = t["huber"] * 1e7
+    cols = ["run_id", "model_name", "mean_recurrence", "n_T", "L_inf", "se_L_inf", "Z", "z",
+            "se_z", "r2", "huber (×1e-7)", "loss_at_mu", "gap_pct", "z_identified", "flags"]
+    ident = t["z_identified"].astype(bool)
+    for _, r in t[~ident].iterrows():
+        report.warnings.append(f"test-time fit {r['run_id']}: {r['flags']}")
+    summary = "No curve has an identified decay rate."
+    if ident.any():
+        gaps = t.loc[ident, "gap_pct"].abs()
+        summary = (f"|L_inf − L(T=mu_rec)| / L(T=mu_rec) over {int(ident.sum())} identified "
+                   f"curves: mean {gaps.mean():.3f} %, max {gaps.max():.3f} %.")
+    png = plots.plot_testtime(usable, fits, out_dir / "figures" / "testtime")
+    report.add(head + (
+        "Per run, L(T) = L_inf + Z·exp(−z·T) fitted by bounded least squares on **log-loss** "
+        "(z in [1e-3, 20], Z >= 0, 16 starts over z). SEs from the Jacobian (no SE with 3 "
+        f"points). Huber is the mean Huber(δ={HUBER_DELTA:g}) of log residuals. gap_pct = "
+        "100·(L_inf − L(T=mu_rec))/L(T=mu_rec) with L(T=mu_rec) = eval/loss.\n\n"
+        + summary + "\n\n" + table(t, cols) + "\n\n"
+        + _fig_link(report, png, out_dir, "test-time loss vs T")))
+
+
+def _scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
+    blocks = ["## Loss vs scale"]
+    candidates = [("tokens", "training tokens D"), ("train_flops", "training FLOPs"),
+                  ("n_params", "parameters"), ("n_params_unrolled", "unrolled parameters")]
+    for col, label in candidates:
+        values = usable[col].astype(float)
+        if values.notna().sum() >= 2 and values.nunique() >= 2:
+            png = plots.plot_loss_vs(usable, col, label, out_dir / "figures" / f"loss_vs_{col}")
+            blocks.append(_fig_link(report, png, out_dir, f"loss vs {label}"))
+    if len(blocks) == 1:
+        blocks.append("Skipped: tokens, FLOPs and parameter counts do not vary across runs.")
+    elif usable["n_params"].nunique() >= 2 and usable["tokens"].nunique() >= 2:
+        blocks.insert(1, "Model sizes and token counts both vary (ladder-style sweep); points "
+                         "only, no parametric L(N, D) fit is made here.")
+    report.add("\n\n".join(blocks))
+
+
+def _runs_section(usable: pd.DataFrame) -> str:
+    cols = ["run_id", "model_name", "model_kind", "mean_recurrence", "mean_backprop",
+            "flop_budget", "tokens", "n_params", "n_params_unrolled", "train_flops", "loss"]
+    t = usable.sort_values(["model_name", "flop_budget", "mean_recurrence"])
+    return f"## Runs used ({len(t)})\n\n" + table(t, cols)
+
+
+def _warnings_section(warnings: list[str]) -> str:
+    if not warnings:
+        return "## Warnings\n\nNone."
+    return "## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings)
+
+
+def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: Path,
+                   report: Report, n_used: int) -> str:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    run = client.create_run(exp.experiment_id, run_name=f"analysis-{sweep_id}", tags={
+        "run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used)})
+    run_id = run.info.run_id
+    try:
+        for key, value in report.metrics.items():
+            if np.isfinite(value):
+                client.log_metric(run_id, key, float(value))
+        client.log_artifact(run_id, str(out_dir / "report.md"))
+        for fig in sorted((out_dir / "figures").glob("*")):
+            client.log_artifact(run_id, str(fig), artifact_path="figures")
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Path,
+            log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Analyse one sweep; returns the path of the written report.md."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = load_runs(tracking_uri, experiment, sweep_id)
+    usable, excluded = split_usable(raw)
+    if usable.empty:
+        reasons = ", ".join(excluded["reason"].value_counts().index) if len(excluded) else "none"
+        raise NoRunsError(f"sweep {sweep_id!r} in experiment {experiment!r} has no finished "
+                          f"runs ({len(raw)} pretrain runs found; exclusion reasons: {reasons})")
+    report = Report()
+    report.add(_header(raw, usable, excluded, experiment, sweep_id, tracking_uri))
+    report.add(_excluded_section(excluded))
+    _isoflop_section(report, usable, out_dir, n_boot, seed)
+    _testtime_section(report, usable, out_dir)
+    _scaling_plots_section(report, usable, out_dir)
+    report.add(_runs_section(usable))
+    # Warnings go right after the header so they are read before the numbers.
+    report.sections.insert(1, _warnings_section(report.warnings))
+    path = out_dir / "report.md"
+    path.write_text("\n\n".join(report.sections) + "\n", encoding="utf-8")
+    if log_to_mlflow:
+        _log_to_mlflow(tracking_uri, experiment, sweep_id, out_dir, report, len(usable))
+    return path

@@ -1,0 +1,181 @@
+"""Test-time looping law per run: L(T) = L_inf + Z * exp(-z * T).
+
+Fitted, as in the Parcae paper (App. L), by least squares on log-loss:
+residual_i = ln(L_inf + Z e^{-z T_i}) - ln L_i, with bounds L_inf > 0, Z >= 0,
+z in [Z_MIN, Z_MAX].  The model is linear in (L_inf, Z) for fixed z, so the
+starts come from a grid over z with non-negative linear least squares for the
+other two; each start is then refined with a bounded trust-region solver with
+tight tolerances (loose ones stop early on these ~1e-4 residuals).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares, nnls
+
+from analysis.runs import testtime_long
+
+Z_MIN, Z_MAX = 1e-3, 20.0
+HUBER_DELTA = 1e-3
+MIN_T = 3
+# Relative loss change below which a curve is called flat.
+FLAT_REL = 1e-3
+# Fraction of the decay still left at the largest T above which no plateau was seen.
+PLATEAU_LEFT = 0.3
+START_Z = np.geomspace(0.01, 10.0, 16)
+
+
+@dataclass
+class SaturationFit:
+    T: np.ndarray
+    loss: np.ndarray
+    L_inf: float = float("nan")
+    Z: float = float("nan")
+    z: float = float("nan")
+    se_L_inf: float = float("nan")
+    se_z: float = float("nan")
+    r2: float = float("nan")
+    huber: float = float("nan")  # mean Huber(delta=1e-3) of log residuals
+    z_identified: bool = False
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def fitted(self) -> bool:
+        return np.isfinite(self.L_inf)
+
+    def predict(self, T: np.ndarray) -> np.ndarray:
+        return self.L_inf + self.Z * np.exp(-self.z * np.asarray(T, dtype=float))
+
+
+def _model(p: np.ndarray, T: np.ndarray) -> np.ndarray:
+    return p[0] + p[1] * np.exp(-p[2] * T)
+
+
+def _log_resid(p: np.ndarray, T: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    return np.log(_model(p, T)) - lnL
+
+
+def _linear_start(z: float, T: np.ndarray, L: np.ndarray) -> np.ndarray:
+    basis = np.column_stack([np.ones_like(T), np.exp(-z * T)])
+    (l_inf, amp), _ = nnls(basis, L)
+    return np.array([max(l_inf, 1e-3 * L.min()), amp, z])
+
+
+def huber_mean(r: np.ndarray, delta: float = HUBER_DELTA) -> float:
+    a = np.abs(r)
+    return float(np.mean(np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))))
+
+
+def _best_fit(T: np.ndarray, L: np.ndarray):
+    lnL = np.log(L)
+    lower = [1e-9, 0.0, Z_MIN]
+    upper = [np.inf, np.inf, Z_MAX]
+    best = None
+    for z0 in START_Z:
+        p0 = np.clip(_linear_start(z0, T, L), lower, [1e12, 1e12, Z_MAX])
+        res = least_squares(_log_resid, p0, bounds=(lower, upper), args=(T, lnL),
+                            method="trf", x_scale="jac", ftol=1e-15, xtol=1e-15,
+                            gtol=1e-15, max_nfev=2000)
+        if best is None or res.cost < best.cost:
+            best = res
+    return best
+
+
+def _standard_errors(res, n: int) -> tuple[float, float]:
+    dof = n - 3
+    if dof <= 0:
+        return float("nan"), float("nan")
+    s2 = 2 * res.cost / dof
+    try:
+        cov = s2 * np.linalg.inv(res.jac.T @ res.jac)
+    except np.linalg.LinAlgError:
+        return float("nan"), float("nan")
+    diag = np.diag(cov)
+    if np.any(diag < 0) or not np.all(np.isfinite(diag)):
+        return float("nan"), float("nan")
+    # Parameters are in absolute units, residuals in log units: cov is absolute.
+    return float(np.sqrt(diag[0])), float(np.sqrt(diag[2]))
+
+
+def _identification_flags(fit: SaturationFit) -> list[str]:
+    T, L = fit.T, fit.loss
+    flags: list[str] = []
+    rmse = float(np.sqrt(np.mean((fit.predict(T) - L) ** 2)))
+    if (L.max() - L.min()) / L.mean() < FLAT_REL:
+        flags.append(f"flat curve (range < {FLAT_REL:g} relative): Z and z not identified")
+    t2 = np.unique(T)[1]
+    left_at_t2 = fit.Z * np.exp(-fit.z * t2)
+    if not flags and left_at_t2 < max(rmse, 1e-5 * fit.L_inf):
+        flags.append(f"saturates before T={t2:g}: z only bounded from below")
+    if fit.z <= Z_MIN * 1.01 or fit.z >= Z_MAX * 0.99:
+        flags.append("z at its bound")
+    if not flags and np.exp(-fit.z * (T.max() - T.min())) > PLATEAU_LEFT:
+        flags.append("no plateau within the measured T: L_inf is an extrapolation "
+                     "and trades off against z")
+    after_min = L[int(np.argmin(L)):]
+    if after_min.max() - L.min() > FLAT_REL * L.min():
+        flags.append("non-monotone: loss rises again at large T")
+    return flags
+
+
+def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
+    """Fit L(T) = L_inf + Z exp(-z T) to one run's test-time losses."""
+    order = np.argsort(T)
+    T = np.asarray(T, dtype=float)[order]
+    L = np.asarray(loss, dtype=float)[order]
+    fit = SaturationFit(T, L)
+    if np.unique(T).size < MIN_T:
+        fit.flags.append(f"fewer than {MIN_T} T values: not fitted")
+        return fit
+    res = _best_fit(T, L)
+    fit.L_inf, fit.Z, fit.z = (float(v) for v in res.x)
+    fit.se_L_inf, fit.se_z = _standard_errors(res, T.size)
+    pred = fit.predict(T)
+    ss_tot = float(np.sum((L - L.mean()) ** 2))
+    fit.r2 = 1 - float(np.sum((L - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    fit.huber = huber_mean(np.log(pred) - np.log(L))
+    if not res.success:
+        fit.flags.append(f"optimizer did not converge: {res.message}")
+    fit.flags += _identification_flags(fit)
+    blocking = ("flat", "saturates", "bound", "no plateau")
+    fit.z_identified = not any(f.startswith(blocking) for f in fit.flags)
+    return fit
+
+
+def fit_testtime_runs(df: pd.DataFrame) -> dict[str, SaturationFit]:
+    """Fit every run of ``df`` (usable runs from load_runs) that has >= 3 T values."""
+    long = testtime_long(df)
+    fits: dict[str, SaturationFit] = {}
+    for run_id, grp in long.groupby("run_id", sort=False):
+        if grp["T"].nunique() >= MIN_T:
+            fits[str(run_id)] = fit_testtime(grp["T"].to_numpy(), grp["loss"].to_numpy())
+    return fits
+
+
+def tabulate_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> pd.DataFrame:
+    """Per fitted run: parameters, quality, and the gap between L_inf and L(T=mu_rec).
+
+    gap_pct = 100 (L_inf - L_mu) / L_mu with L_mu the run's eval/loss (logged at
+    T = mu_rec); negative means more test-time loops are predicted to help.
+    """
+    rows = []
+    meta = df.set_index(df["run_id"].astype(str))
+    for run_id, fit in fits.items():
+        r = meta.loc[run_id]
+        l_mu = float(r["loss"])
+        rows.append({
+            "run_id": run_id,
+            "model_name": r["model_name"],
+            "mean_recurrence": r["mean_recurrence"],
+            "n_T": int(fit.T.size),
+            "L_inf": fit.L_inf, "se_L_inf": fit.se_L_inf,
+            "Z": fit.Z, "z": fit.z, "se_z": fit.se_z,
+            "r2": fit.r2, "huber": fit.huber,
+            "loss_at_mu": l_mu,
+            "gap_pct": 100 * (fit.L_inf - l_mu) / l_mu if fit.fitted else float("nan"),
+            "z_identified": fit.z_identified,
+            "flags": "; ".join(fit.flags),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from analysis.isoflop import (FLAG_CURVATURE, bootstrap_optima, FLAG_EDGE_HIGH, FLAG_TOO_FEW, fit_parabola,
+                              isoflop_optima, isoflop_supported)
+from analysis.powerlaw import fit_powerlaw, powerlaw_from_optima
+from analysis_synthetic import GAMMA_MU, K_MU, isoflop_frame
+
+
+def test_parabola_vertex_exact():
+    x = np.log([1, 2, 4, 8, 16])
+    y = 2.0 + 0.1 * (x - np.log(3.0)) ** 2
+    fit = fit_parabola(x, y)
+    assert fit.ok and fit.opt == pytest.approx(3.0, rel=1e-9)
+    assert fit.r2 == pytest.approx(1.0)
+
+
+def test_edge_flag_reports_grid_edge_not_extrapolation():
+    x = np.log([1, 2, 4, 8, 16])
+    y = 2.0 + 0.1 * (x - np.log(40.0)) ** 2
+    fit = fit_parabola(x, y)
+    assert FLAG_EDGE_HIGH in fit.flags and not fit.ok
+    assert fit.opt == pytest.approx(16.0)
+
+
+def test_concave_and_too_few_flags():
+    x = np.log([1, 2, 4, 8])
+    fit = fit_parabola(x, 2.0 - 0.1 * (x - 1.0) ** 2)
+    assert FLAG_CURVATURE in fit.flags
+    assert fit.opt == pytest.approx(8.0)  # best observed point, which is an edge
+    assert FLAG_EDGE_HIGH in fit.flags
+    fit2 = fit_parabola(np.log([2, 4]), np.array([2.0, 1.9]))
+    assert FLAG_TOO_FEW in fit2.flags and fit2.opt == pytest.approx(4.0)
+
+
+def test_exponent_recovered_exactly_without_noise():
+    optima = isoflop_optima(isoflop_frame(), "mean_recurrence")
+    assert all(o.fit.ok for o in optima)
+    law = powerlaw_from_optima(optima)
+    assert law.gamma == pytest.approx(GAMMA_MU, abs=1e-9)
+    assert law.k == pytest.approx(K_MU, rel=1e-6)
+
+
+def test_exponent_recovered_with_noise_and_bootstrap_covers_truth():
+    df = isoflop_frame(noise=2e-3, seed=1)
+    optima = isoflop_optima(df, "mean_recurrence", n_boot=1000, rng=np.random.default_rng(0))
+    law = powerlaw_from_optima(optima)
+    assert law.gamma == pytest.approx(GAMMA_MU, abs=0.05)
+    for method in ("runs", "residuals"):
+        lo, hi = law.boot_ci_gamma(method)
+        assert lo < GAMMA_MU < hi and hi - lo < 0.3, method
+    assert law.ci_gamma[0] < law.gamma < law.ci_gamma[1]
+    band = law.band(np.array([1e18, 1e19]))
+    assert band is not None and np.all(band[0] < band[1])
+
+
+def test_residual_bootstrap_undefined_with_three_points():
+    x = np.log([1.0, 4.0, 16.0])
+    y = 2.0 + 0.1 * (x - 1.0) ** 2
+    draws = bootstrap_optima(x, y, 100, np.random.default_rng(0), "residuals")
+    assert np.all(np.isnan(draws))
+    runs = bootstrap_optima(x, y, 100, np.random.default_rng(0), "runs")
+    assert np.isfinite(runs).any() and np.isnan(runs).any()
+
+
+def test_edge_budget_is_left_out_of_power_law():
+    # last budget's optimum far above the grid
+    df = isoflop_frame(mu_star=lambda C: 40.0 if C > 1e19 else K_MU * C**GAMMA_MU)
+    optima = isoflop_optima(df, "mean_recurrence")
+    assert [o.fit.ok for o in optima] == [True, True, True, True, False]
+    law = powerlaw_from_optima(optima)
+    assert law.excluded_budgets == [16e18]
+    assert law.gamma == pytest.approx(GAMMA_MU, abs=1e-9)
+    assert any("left out" in w for w in law.warnings)
+
+
+def test_two_and_three_budget_warnings():
+    two = fit_powerlaw(np.array([1e18, 1e19]), np.array([3.0, 7.5]))
+    assert two.dof == 0 and np.isnan(two.se_gamma)
+    assert any("2 budgets" in w for w in two.warnings)
+    three = fit_powerlaw(np.array([1e18, 1e19, 1e20]), np.array([3.0, 7.0, 20.0]))
+    assert three.dof == 1 and any("3 budgets" in w for w in three.warnings)
+
+
+def test_bootstrap_is_fast():
+    import time
+    df = isoflop_frame(noise=2e-3)
+    t0 = time.perf_counter()
+    for axis in ("mean_recurrence", "tokens"):
+        powerlaw_from_optima(isoflop_optima(df, axis, n_boot=1000))
+    assert time.perf_counter() - t0 < 10
+
+
+def test_supported():
+    ok, _ = isoflop_supported(isoflop_frame(budgets=(1e18, 2e18)))
+    assert ok
+    ok, why = isoflop_supported(isoflop_frame(budgets=(1e18,)))
+    assert not ok and "need 2" in why

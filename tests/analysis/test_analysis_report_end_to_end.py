@@ -1,0 +1,147 @@
+"""End-to-end: a real temporary sqlite MLflow store, fake runs following the
+data contract, analyze() and the CLI on top."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+import analysis.runs as runs
+from analysis.__main__ import main
+from analysis.report import analyze
+from analysis_synthetic import CURVATURE, flops_per_token, saturating
+
+EXPERIMENT = "parcae"
+SWEEP = "isoflop-test"
+BUDGETS = (1e11, 4e11, 1.6e12)
+MUS = (1, 2, 4, 8, 16)
+
+
+def _log_run(client: MlflowClient, exp_id: str, *, sweep: str, mu: int, budget: float | None,
+             loss: float | None, status: str = "FINISHED", diverged: bool = False,
+             testtime: dict[int, float] | None = None, n_params: int = 65_000_000,
+             tokens: int | None = None) -> str:
+    run = client.create_run(exp_id, tags={"sweep_id": sweep, "run_kind": "pretrain",
+                                          "config_hash": f"h{mu}{budget}"})
+    fpt = int(flops_per_token(mu))
+    tokens = tokens or int((budget or 1e11) / fpt)
+    params = {"model.name": "tiny", "model.kind": "parcae", "model.mean_recurrence": mu,
+              "model.mean_backprop": (mu + 1) // 2,
+              "train.flop_budget": "None" if budget is None else f"{budget:g}",
+              "derived.tokens": tokens, "derived.flops_per_token": fpt,
+              "derived.n_params": n_params, "derived.n_params_unrolled": 40_000_000 + 25_000_000 * mu,
+              "derived.train_flops": tokens * fpt}
+    now = int(time.time() * 1000)
+    metrics = [Metric("train/loss", 5.0 - 0.1 * s, now, s) for s in range(3)]
+    if loss is not None:
+        metrics.append(Metric("eval/loss", loss, now, 2))
+    for T, value in (testtime or {}).items():
+        metrics.append(Metric(f"eval/loss_T{T}", value, now, 2))
+    tags = [RunTag("diverged", "true")] if diverged else []
+    client.log_batch(run.info.run_id, metrics=metrics,
+                     params=[Param(k, str(v)) for k, v in params.items()], tags=tags)
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(EXPERIMENT, artifact_location=str(root / "artifacts"))
+    rng = np.random.default_rng(0)
+    # An older sweep, to check that sweeps are kept apart.
+    _log_run(client, exp_id, sweep="older", mu=2, budget=1e11, loss=3.3)
+    # A ladder sweep: token budgets, growing models, no test-time metrics.
+    for i, (n, d) in enumerate([(1e6, 2e7), (4e6, 8e7), (16e6, 3.2e8)]):
+        _log_run(client, exp_id, sweep="ladder", mu=4, budget=None, n_params=int(n),
+                 tokens=int(d), loss=4.0 - 0.3 * i)
+    for C in BUDGETS:
+        star = 3.0 * (C / 1e11) ** 0.4
+        for mu in MUS:
+            loss = 3.0 - 0.05 * np.log(C / 1e11) + CURVATURE * np.log(mu / star) ** 2
+            loss += rng.normal(0, 1e-3)
+            tt = {T: float(saturating(T, loss - 0.01, 0.6, 0.7)) for T in (1, 2, 4, 8, 16)}
+            _log_run(client, exp_id, sweep=SWEEP, mu=mu, budget=C, loss=float(loss), testtime=tt)
+    _log_run(client, exp_id, sweep=SWEEP, mu=4, budget=1e11, loss=float("nan"), diverged=True)
+    _log_run(client, exp_id, sweep=SWEEP, mu=8, budget=4e11, loss=None, status="FAILED")
+    return uri
+
+
+def test_load_runs_types_and_filters(store):
+    df = runs.load_runs(store, EXPERIMENT, SWEEP)
+    assert len(df) == len(BUDGETS) * len(MUS) + 2
+    assert str(df["mean_recurrence"].dtype) == "Int64"
+    assert df["flop_budget"].dtype == float and df["loss"].dtype == float
+    assert df["diverged"].sum() == 1
+    usable, excluded = runs.split_usable(df)
+    assert len(usable) == len(BUDGETS) * len(MUS)
+    assert sorted(excluded["reason"]) == ["diverged", "status FAILED"]
+    long = runs.testtime_long(usable)
+    assert sorted(long["T"].unique()) == [1, 2, 4, 8, 16]
+    assert runs.latest_sweep_id(store, EXPERIMENT) == SWEEP
+
+
+def test_token_budget_runs_have_nan_flop_budget(store):
+    df = runs.load_runs(store, EXPERIMENT, "ladder")
+    assert len(df) == 3 and df["flop_budget"].isna().all()
+    assert df["tokens"].tolist() == [20_000_000, 80_000_000, 320_000_000]
+    assert runs.testtime_long(df).empty
+
+
+def test_analyze_end_to_end(store, tmp_path):
+    out = tmp_path / "report"
+    path = analyze(store, EXPERIMENT, SWEEP, out, n_boot=300)
+    text = path.read_text()
+    assert path == out / "report.md"
+    assert "mu_rec* ∝ C^gamma" in text and "D* ∝ C^gamma" in text
+    assert "2 run(s) excluded" in text and "diverged" in text and "status FAILED" in text
+    assert "3 budgets" in text  # the wide-interval warning
+    for name in ("isoflop_parcae_tiny_mean_recurrence", "powerlaw_parcae_tiny_tokens",
+                 "testtime", "loss_vs_tokens"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+        assert (out / "figures" / f"{name}.pdf").exists()
+        assert f"figures/{name}.png" in text
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    logged = client.search_runs([exp.experiment_id], "tags.run_kind = 'analysis'")
+    assert len(logged) == 1
+    run = logged[0]
+    assert run.data.tags["sweep_id"] == SWEEP and run.info.status == "FINISHED"
+    gamma = run.data.metrics["parcae_tiny.gamma_mean_recurrence"]
+    assert gamma == pytest.approx(0.4, abs=0.1)
+    assert f"{gamma:.4g}" in text
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "figures"} <= artifacts
+    # The analysis run shares the sweep tag but must not be read back as a training run.
+    assert len(runs.load_runs(store, EXPERIMENT, SWEEP)) == len(BUDGETS) * len(MUS) + 2
+    assert runs.latest_sweep_id(store, EXPERIMENT) == SWEEP
+
+
+def test_cli_prints_report_path_last(store, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["--tracking-uri", store, "--experiment", EXPERIMENT, "--out", str(out),
+               "--no-mlflow-log", "--n-boot", "100"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out / "report.md")
+
+
+def test_cli_fails_cleanly_without_finished_runs(store, tmp_path, capsys):
+    rc = main(["--tracking-uri", store, "--sweep-id", "no-such-sweep", "--out", str(tmp_path)])
+    assert rc != 0
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_ladder_sweep_skips_what_it_cannot_support(store, tmp_path):
+    path = analyze(store, EXPERIMENT, "ladder", tmp_path, log_to_mlflow=False)
+    text = path.read_text()
+    assert "IsoFLOP analysis skipped: no runs with a FLOP budget" in text
+    assert "Test-time looping\n\nSkipped" in text
+    assert "ladder-style sweep" in text
+    for col in ("tokens", "n_params"):
+        assert (tmp_path / "figures" / f"loss_vs_{col}.png").exists()

@@ -1,0 +1,68 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.testtime import fit_testtime, huber_mean, fit_testtime_runs, tabulate_testtime
+from analysis_synthetic import saturating
+
+T_GRID = np.array([1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24])
+
+
+def test_recovers_known_parameters_from_noisy_data():
+    rng = np.random.default_rng(0)
+    truth = dict(L_inf=3.2, Z=1.5, z=0.35)
+    L = saturating(T_GRID, **truth) * np.exp(rng.normal(0, 3e-4, T_GRID.size))
+    fit = fit_testtime(T_GRID, L)
+    assert fit.L_inf == pytest.approx(truth["L_inf"], abs=5e-3)
+    assert fit.Z == pytest.approx(truth["Z"], rel=0.05)
+    assert fit.z == pytest.approx(truth["z"], rel=0.05)
+    assert fit.z_identified and fit.r2 > 0.999
+    assert fit.huber < 1e-6
+    assert abs(fit.L_inf - truth["L_inf"]) < 4 * fit.se_L_inf + 1e-3
+
+
+def test_exact_data_exact_fit():
+    L = saturating(T_GRID, 2.9, 0.8, 0.6)
+    fit = fit_testtime(T_GRID, L)
+    np.testing.assert_allclose([fit.L_inf, fit.Z, fit.z], [2.9, 0.8, 0.6], rtol=1e-6)
+
+
+def test_flat_curve_flagged():
+    rng = np.random.default_rng(1)
+    fit = fit_testtime(T_GRID, 3.0 + rng.normal(0, 1e-4, T_GRID.size))
+    assert not fit.z_identified
+    assert any(f.startswith("flat") for f in fit.flags)
+
+
+def test_early_saturation_flagged():
+    # decays completely between T=1 and T=2
+    fit = fit_testtime(T_GRID, saturating(T_GRID, 3.0, 5.0, 15.0))
+    assert not fit.z_identified
+
+
+def test_no_plateau_flagged():
+    T = np.array([1, 2, 3, 4])
+    fit = fit_testtime(T, saturating(T, 3.0, 1.0, 0.05))
+    assert not fit.z_identified
+    assert any("plateau" in f or "bound" in f for f in fit.flags)
+
+
+def test_too_few_points_not_fitted():
+    fit = fit_testtime(np.array([1, 2]), np.array([3.5, 3.2]))
+    assert not fit.fitted and fit.flags
+
+
+def test_huber_is_quadratic_inside_delta():
+    r = np.array([1e-4, -2e-4])
+    assert huber_mean(r) == pytest.approx(np.mean(0.5 * r**2))
+
+
+def test_table_gap_against_loss_at_mu():
+    L = saturating(T_GRID, 3.0, 1.0, 0.5)
+    df = pd.DataFrame({"run_id": ["a"], "model_name": ["m"], "mean_recurrence": [4],
+                       "loss": [float(saturating(4, 3.0, 1.0, 0.5))],
+                       **{f"loss_T{t}": [v] for t, v in zip(T_GRID, L)}})
+    fits = fit_testtime_runs(df)
+    table = tabulate_testtime(df, fits)
+    expected = 100 * (3.0 - df["loss"][0]) / df["loss"][0]
+    assert table["gap_pct"][0] == pytest.approx(expected, rel=1e-4)
