@@ -7,6 +7,7 @@ train → final evaluation at T = µ_rec and at the test-time loop counts → ma
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from experiments.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, read_status
 from experiments.trainer import MetricSink, TrainResult, train
 
 register()
+log = logging.getLogger("experiments.pretrain")
 
 
 def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
@@ -47,7 +49,7 @@ def run(cfg: DictConfig) -> float:
     run_dir = root / cfg.paths.runs / run_hash
     status = read_status(run_dir)
     if status.get("status") == FINISHED:
-        print(f"[skip] {run_hash} already finished (eval/loss={status['final']['eval/loss']:.4f})", file=sys.stderr)
+        log.info("[skip] %s already finished (eval/loss=%.4f)", run_hash, status["final"]["eval/loss"])
         return status["final"]["eval/loss"]
 
     tracker = None
@@ -81,12 +83,12 @@ def run(cfg: DictConfig) -> float:
         if tracker:
             tracker.set_tags({"diverged": "true"})
             tracker.finish("FAILED")
-        print(f"[diverged] {run_hash} at step {result.steps}", file=sys.stderr)
+        log.warning("[diverged] %s at step %d", run_hash, result.steps)
         return float("nan")
     write_status(run_dir, status=FINISHED, final=result.final, skipped_steps=result.skipped_steps)
     if tracker:
         tracker.finish("FINISHED")
-    print(f"[done] {run_hash} eval/loss={result.final['eval/loss']:.4f} run_dir={run_dir}", file=sys.stderr)
+    log.info("[done] %s eval/loss=%.4f run_dir=%s", run_hash, result.final["eval/loss"], run_dir)
     return result.final["eval/loss"]
 
 

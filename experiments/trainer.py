@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -17,6 +18,7 @@ from experiments import checkpoint
 from experiments.data import PackedStream
 from parcae import ModelConfig, build_model
 
+log = logging.getLogger("experiments.trainer")
 LOG_EVERY = 10  # steps between train/* metrics
 
 
@@ -114,7 +116,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start, skipped = state["step"], state["skipped_steps"]
-        print(f"resuming from step {start}/{steps} ({ckpt_path})", file=sys.stderr)
+        log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
 
     def save_checkpoint(step: int) -> None:
         sink.flush()

@@ -42,7 +42,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path):
 
     again = pretrain(root, *RUN)
     assert again.returncode == 0, again.stderr
-    assert "resuming from step" in again.stderr
+    assert "resuming from step" in again.stdout
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "finished"
     assert status["mlflow_run_id"] == killed["mlflow_run_id"]
