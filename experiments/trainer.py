@@ -40,7 +40,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad:
             continue
         is_embedding = "emb" in name or "wte" in name
-        is_injection = any(k in name for k in ("A_log", "dt_bias", "injection"))
+        is_injection = name == "C.weight" or any(k in name for k in ("A_log", "dt_bias", "injection"))
         (no_decay if p.ndim < 2 or is_embedding or is_injection else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 

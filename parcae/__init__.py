@@ -1,0 +1,18 @@
+"""Parcae: stable looped language models and their Transformer baselines (spec: shared/reference/parcae.md A–C)."""
+
+from .config import ModelConfig
+from .flops import flops_per_token, param_counts, tokens_for_budget
+from .model import LoopedLM, TransformerLM, build_model
+from .presets import PRESETS, get_preset
+
+__all__ = [
+    "ModelConfig",
+    "PRESETS",
+    "get_preset",
+    "build_model",
+    "LoopedLM",
+    "TransformerLM",
+    "flops_per_token",
+    "param_counts",
+    "tokens_for_budget",
+]

@@ -1,0 +1,97 @@
+"""Analytic parameter counts and training FLOPs per token, following the reference accounting (parcae.md C).
+
+The reference counts 6 FLOPs per parameter for everything except the tied embedding/head matrix: value-
+embedding tables (pure lookups) are counted, the output head matmul is not. That is not the textbook count
+(paper App. D says the opposite), but it is what fixed the token budgets of the published isoFLOP runs, so
+budgets computed here line up with theirs.
+"""
+
+from __future__ import annotations
+
+from .blocks import VE_GATE_CHANNELS, has_value_embedding
+from .config import ModelConfig
+
+
+def _block_params(cfg: ModelConfig) -> int:
+    d = cfg.d_model
+    attention = 4 * d * d
+    mlp = 2 * cfg.mlp_ratio * d * d
+    norms = 2 * d
+    return attention + mlp + norms
+
+
+def _gate_params(cfg: ModelConfig) -> int:
+    return min(VE_GATE_CHANNELS, cfg.d_model) * cfg.n_head
+
+
+def _layers_params(cfg: ModelConfig, layer_indices: range) -> tuple[int, int]:
+    """(block params including VE gates, VE table params) for the given unrolled-once layer indices."""
+    n = cfg.n_unique_layers
+    ve = [i for i in layer_indices if cfg.value_embeddings and has_value_embedding(i, n)]
+    blocks = len(layer_indices) * _block_params(cfg) + len(ve) * _gate_params(cfg)
+    return blocks, len(ve) * cfg.vocab_size * cfg.d_model
+
+
+def _injection_params(cfg: ModelConfig) -> int:
+    d = cfg.d_model
+    return {"diagonal": 2 * d + d * d, "add": 0, "linear": 2 * d * d}[cfg.injection]
+
+
+def param_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Unique parameter counts, equal to counting an instantiated model.
+
+    total     all unique parameters (tied head counted once)
+    embedding V·d, the tied token embedding / output head
+    core      the R recurrent blocks (with their VE gates); 0 for a Transformer
+    non_core  total − embedding − core: prelude, coda, all VE tables, injection, C, norms
+    unrolled  N(µ_rec) = total + (µ_rec − 1)·core, the parameter count of the model unrolled µ_rec times
+              (what the parametric scaling law calls the effective size; VE tables and embedding included)
+    """
+    d, V = cfg.d_model, cfg.vocab_size
+    embedding = V * d
+    final_norm = d
+    if cfg.kind == "transformer":
+        blocks, tables = _layers_params(cfg, range(cfg.n_layer))
+        total = embedding + blocks + tables + final_norm
+        return dict(total=total, embedding=embedding, core=0, non_core=total - embedding, unrolled=total)
+
+    P, R, C = cfg.n_prelude, cfg.n_core, cfg.n_coda
+    core, core_tables = _layers_params(cfg, range(P, P + R))
+    outer, outer_tables = _layers_params(cfg, [*range(P), *range(P + R, P + R + C)])  # type: ignore[arg-type]
+    prelude_norm = d if cfg.prelude_norm else 0
+    c_projection = d * d
+    non_core = outer + outer_tables + core_tables + _injection_params(cfg) + c_projection + prelude_norm + final_norm
+    total = embedding + core + non_core
+    unrolled = total + (cfg.mean_recurrence - 1) * core
+    return dict(total=total, embedding=embedding, core=core, non_core=non_core, unrolled=unrolled)
+
+
+def attention_flops_per_layer(cfg: ModelConfig) -> int:
+    """4·d·S: QKᵀ and AV over the full context, forward only, without causal halving (reference choice)."""
+    return 4 * cfg.d_model * cfg.block_size
+
+
+def flops_per_token(cfg: ModelConfig) -> int:
+    """Training FLOPs per token at the configured mean depths µ_rec, µ_bwd (not realised samples).
+
+    Parcae:      6·N_nc + 3·(P+C)·attn + (2·N_core + R·attn)·µ_rec + (4·N_core + 2·R·attn)·µ_bwd
+    Transformer: 6·(N_all − N_emb) + 3·L·attn
+    Every iteration pays a forward; only backpropagated iterations pay the 2× backward.
+    """
+    counts = param_counts(cfg)
+    attn = attention_flops_per_layer(cfg)
+    if cfg.kind == "transformer":
+        return 6 * counts["non_core"] + 3 * cfg.n_layer * attn
+    R = cfg.n_core
+    mu_rec, mu_bwd = cfg.mean_recurrence, cfg.backprop_depth()
+    return (
+        6 * counts["non_core"]
+        + 3 * (cfg.n_prelude + cfg.n_coda) * attn
+        + (2 * counts["core"] + R * attn) * mu_rec
+        + (4 * counts["core"] + 2 * R * attn) * mu_bwd
+    )
+
+
+def tokens_for_budget(cfg: ModelConfig, flop_budget: float) -> int:
+    """Training tokens an isoFLOP run gets: ⌊budget / F⌋."""
+    return int(flop_budget // flops_per_token(cfg))

@@ -1,0 +1,88 @@
+"""How the prelude output e enters the recurrent state h before each pass through the core blocks.
+
+parcae.md A.2 / A.6. Viewing one loop step as a linear system h' = Ā h + B̄ e (plus the core's residual):
+* "diagonal" (Parcae): Ā = exp(-Δ ⊙ exp(A_log)) with Δ = softplus(dt_bias), so 0 < Ā < 1 for every
+  parameter value and the loop cannot blow up through its linear part;
+* "add" (looped transformers): Ā = I, marginally stable;
+* "linear" (recurrent-depth / Huginn): W [h; e], Ā = W_h unconstrained, may become unstable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .initialization import scaled_std, truncated_normal_
+
+# Ā = sqrt(1/5) per channel at init: Δ = -ln(sqrt(1/5)) with A = -1.
+INIT_DECAY = math.sqrt(1.0 / 5.0)
+
+
+def inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class DiagonalInjection(nn.Module):
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.A_log = nn.Parameter(torch.zeros(d_model))
+        self.dt_bias = nn.Parameter(torch.full((d_model,), inverse_softplus(-math.log(INIT_DECAY))))
+        self.B = nn.Parameter(torch.eye(d_model))
+
+    def delta(self) -> torch.Tensor:
+        return F.softplus(self.dt_bias)
+
+    def decay(self) -> torch.Tensor:
+        """Ā, the per-channel discretised state transition (zero-order hold)."""
+        return torch.exp(-self.delta() * torch.exp(self.A_log))
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        delta = self.delta()
+        decay = torch.exp(-delta * torch.exp(self.A_log))
+        # B̄ = Δ ⊙ B (Euler for B): row i of B scaled by Δ_i.
+        return decay * h + delta * F.linear(e, self.B)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.A_log.is_meta:
+            return
+        self.A_log.zero_()
+        self.dt_bias.fill_(inverse_softplus(-math.log(INIT_DECAY)))
+        self.B.copy_(torch.eye(self.B.shape[0]))
+
+
+class AdditiveInjection(nn.Module):
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return h + e
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class LinearInjection(nn.Module):
+    """Concatenate-then-project adapter W [h; e] of recurrent-depth models."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.proj = nn.Linear(2 * d_model, d_model, bias=False)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat((h, e), dim=-1))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        truncated_normal_(self.proj.weight, scaled_std(self.d_model))
+
+
+def make_injection(kind: str, d_model: int) -> nn.Module:
+    if kind == "diagonal":
+        return DiagonalInjection(d_model)
+    if kind == "add":
+        return AdditiveInjection()
+    if kind == "linear":
+        return LinearInjection(d_model)
+    raise ValueError(f"model.injection={kind!r}: unknown injection; use diagonal, add or linear")
