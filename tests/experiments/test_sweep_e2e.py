@@ -4,7 +4,7 @@ import re
 
 from mlflow.tracking import MlflowClient
 
-from analysis import analyze
+from analysis.report import analyze
 from helpers import SMALL, pretrain
 
 GRID = [*SMALL, "model.mean_recurrence=1,2,4", "train.flop_budget=3e10,6e10,1.2e11", "sweep_id=e2e"]
@@ -26,8 +26,9 @@ def test_sweep_trains_tracks_fits_and_skips_on_rerun(tmp_path):
 
     report = analyze(uri, "parcae", "e2e", tmp_path / "report", log_to_mlflow=True)
     text = report.read_text()
-    assert re.search(r"0\.\d+|\d\.\d+", text)
-    assert list((tmp_path / "report").glob("*.png"))
+    assert "mu_rec* ∝ C^gamma" in text and "D* ∝ C^gamma" in text  # the fitted exponents
+    assert re.search(r"\| R²|r2", text)  # test-time fits with their R²
+    assert {"isoflop", "testtime"} <= {p.stem.split("_")[0] for p in (tmp_path / "report").rglob("*.png")}
     analysis_runs = client.search_runs([exp.experiment_id], "tags.run_kind = 'analysis'")
     assert len(analysis_runs) == 1
 
