@@ -35,4 +35,4 @@ def test_sweep_trains_tracks_fits_and_skips_on_rerun(tmp_path):
     again = pretrain(tmp_path, "sweep=isoflop", *GRID)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("[skip]") == 9
-    assert len(client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e'")) == 9
+    assert len(client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e' and tags.run_kind = 'pretrain'")) == 9
