@@ -13,6 +13,8 @@ def fmt(value: object, digits: int = 4) -> str:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str):  # ids like "880714286907" are labels, not numbers
+        return value.replace("|", "\\|")
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return str(value)
     try:

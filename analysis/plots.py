@@ -21,7 +21,8 @@ from analysis.testtime import SaturationFit  # noqa: E402
 
 def _save(fig: plt.Figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     png = stem.with_suffix(".png")
     fig.savefig(png, dpi=130)
     fig.savefig(stem.with_suffix(".pdf"))
@@ -95,24 +96,39 @@ def plot_powerlaw(fit: PowerLawFit, optima: list[BudgetOptimum], ylabel: str,
 
 
 def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) -> Path:
-    """Test-time loss vs T per run (points) with the fitted exponential, coloured by mu_rec."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    mu = df.set_index(df["run_id"].astype(str))["mean_recurrence"].astype(float)
-    vals = [mu[r] for r in fits]
-    norm = Normalize(min(vals), max(vals) if max(vals) > min(vals) else min(vals) + 1)
+    """Test-time loss vs T per run (points) with the fitted exponential, coloured by mu_rec.
+
+    One panel per FLOP budget (or per token count when the sweep has no budgets): curves of one
+    budget share a scale, so the test-time gain of each model is visible next to its neighbours.
+    """
+    meta = df.set_index(df["run_id"].astype(str))
+    facet = "flop_budget" if meta["flop_budget"].notna().any() else "tokens"
+    groups = sorted(meta.loc[list(fits), facet].dropna().unique()) or [None]
+    ncol = min(3, len(groups))
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol + 1.2, 3.4 * nrow),
+                             squeeze=False, layout="constrained")
+    vals = meta.loc[list(fits), "mean_recurrence"].astype(float)
+    norm = Normalize(vals.min(), vals.max() if vals.max() > vals.min() else vals.min() + 1)
     cmap = plt.get_cmap("viridis")
-    for run_id, fit in fits.items():
-        c = cmap(norm(mu[run_id]))
-        ax.scatter(fit.T, fit.loss, color=c, s=14, zorder=3)
-        if fit.fitted:
-            ts = np.linspace(fit.T.min(), fit.T.max(), 200)
-            ax.plot(ts, fit.predict(ts), color=c, lw=1.1, ls="-" if fit.z_identified else ":")
+    for ax, group in zip(axes.flat, groups):
+        for run_id, fit in fits.items():
+            if group is not None and meta.loc[run_id, facet] != group:
+                continue
+            c = cmap(norm(float(meta.loc[run_id, "mean_recurrence"])))
+            ax.scatter(fit.T, fit.loss, color=c, s=14, zorder=3)
+            if fit.fitted:
+                ts = np.linspace(fit.T.min(), fit.T.max(), 200)
+                ax.plot(ts, fit.predict(ts), color=c, lw=1.1, ls="-" if fit.z_identified else ":")
+        ax.set_title(f"{facet} = {group:.3g}" if group is not None else "all runs", fontsize=9)
+        ax.set_xlabel("test-time loops T")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label="training mean recurrence")
-    ax.set_xlabel("test-time loops T")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("L(T) = L_inf + Z exp(-zT)   (dotted: z not identified)", fontsize=9)
-    ax.grid(alpha=0.3)
+    fig.colorbar(sm, ax=axes, label="training mean recurrence")
+    fig.suptitle("L(T) = L_inf + Z exp(-zT)   (dotted: z not identified)", fontsize=9)
     return _save(fig, stem)
 
 
