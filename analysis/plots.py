@@ -146,3 +146,34 @@ def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
     return _save(fig, stem)
+
+
+def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
+    """Training loss (top) and recurrent state norm (bottom) over steps, one column per injection,
+    coloured by learning rate; a cross marks where a diverged run stopped."""
+    injections = sorted(table["injection"].dropna().unique())
+    fig, axes = plt.subplots(2, len(injections), figsize=(4.0 * len(injections) + 1.2, 6.4),
+                             squeeze=False, sharex="col", layout="constrained")
+    lrs = table["lr"].astype(float)
+    norm = LogNorm(lrs.min(), lrs.max() if lrs.max() > lrs.min() else lrs.min() * 10)
+    cmap = plt.get_cmap("plasma")
+    for col, inj in enumerate(injections):
+        for _, run in table[table["injection"] == inj].iterrows():
+            c = cmap(norm(float(run["lr"])))
+            h = hist[hist["run_id"] == run["run_id"]]
+            for row, key in enumerate(("train/loss", "monitor/state_norm")):
+                k = h[h["key"] == key]
+                ax = axes[row, col]
+                ax.plot(k["step"], k["value"], color=c, lw=1.0, marker=".", ms=3)
+                if run["outcome"] == "diverged" and len(k):
+                    ax.scatter(k["step"].iloc[-1], k["value"].iloc[-1], marker="x", color=c, s=60, zorder=4)
+        axes[0, col].set_title(f"injection = {inj}", fontsize=9)
+        axes[0, col].set_ylabel("train loss (nats/token)")
+        axes[1, col].set_ylabel("recurrent state norm ‖h_T‖")
+        axes[1, col].set_yscale("log")
+        axes[1, col].set_xlabel("step")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="learning rate")
+    fig.suptitle("Stability: loss and state norm over training (x: diverged)", fontsize=9)
+    return _save(fig, stem)

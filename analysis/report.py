@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import isoflop, plots
+from analysis import isoflop, plots, stability
 from analysis.markdown import fmt, interval, table
 from analysis.powerlaw import PowerLawFit, powerlaw_from_optima
 from analysis.runs import load_runs, split_usable, testtime_columns
@@ -178,6 +178,30 @@ def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path,
         _isoflop_group(report, " / ".join(str(n) for n in name), grp, out_dir, n_boot, rng)
 
 
+def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, tracking_uri: str) -> None:
+    th = stability.Thresholds()
+    hist = stability.histories(tracking_uri, raw["run_id"].astype(str).tolist())
+    t = stability.stability_table(raw, hist, th)
+    png = plots.plot_stability(t, hist, out_dir / "figures" / "stability")
+    counts = t.groupby("injection")["outcome"].value_counts().unstack(fill_value=0)
+    for key, value in counts.stack().items():
+        report.metrics[f"stability.{key[0]}.{key[1]}"] = float(value)
+    detail = t.assign(run_id=t["run_id"].astype(str).str[:12])
+    report.add(
+        "## Stability\n\n"
+        f"Outcome per injection and learning rate ({stability.SYMBOL['converged']} converged, "
+        f"{stability.SYMBOL['spiky']} loss spikes, {stability.SYMBOL['exploded']} state norm exploded, "
+        f"{stability.SYMBOL['diverged']} diverged). A spike is a rise of the training loss above "
+        f"{1 + th.spike_rel:g}× its running minimum after the first {th.warmup_fraction:.0%} of training; "
+        f"an explosion is a growth of the recurrent state norm by more than {th.explode_factor:g}×; "
+        "divergence is a non-finite loss (the run is stopped and tagged `diverged`). Diverged runs are "
+        "kept here although the fits exclude them.\n\n"
+        + table(stability.outcome_grid(t)) + "\n\n"
+        + table(detail, ["run_id", "injection", "lr", "mean_recurrence", "outcome", "spikes",
+                         "state_growth", "max_state_norm", "steps_logged", "final_loss"]) + "\n\n"
+        + _fig_link(report, png, out_dir, "loss and state norm over training"))
+
+
 def _loss_by_loops(usable: pd.DataFrame) -> str:
     """The measured losses at every test-time loop count, and the gain from looping at test time."""
     t_cols = testtime_columns(usable)
@@ -297,6 +321,8 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
     report = Report()
     report.add(_header(raw, usable, excluded, experiment, sweep_id, tracking_uri))
     report.add(_excluded_section(excluded))
+    if stability.stability_supported(raw):
+        _stability_section(report, raw, out_dir, tracking_uri)
     _isoflop_section(report, usable, out_dir, n_boot, seed)
     _testtime_section(report, usable, out_dir)
     _scaling_plots_section(report, usable, out_dir)

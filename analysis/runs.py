@@ -29,6 +29,8 @@ _COLUMNS: dict[str, tuple[str, str, str]] = {
     "model_kind": ("param", "model.kind", "str"),
     "mean_recurrence": ("param", "model.mean_recurrence", "int"),
     "mean_backprop": ("param", "model.mean_backprop", "int"),
+    "injection": ("param", "model.injection", "str"),
+    "lr": ("param", "train.lr", "float"),
     "flop_budget": ("param", "train.flop_budget", "float"),
     "tokens": ("param", "derived.tokens", "int"),
     "flops_per_token": ("param", "derived.flops_per_token", "int"),

@@ -152,7 +152,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         scheduler.step()
 
         done = step + 1
-        if done % LOG_EVERY == 0 or done == steps:
+        # Step 1 too: an unstable injection can blow the state up within the first few steps.
+        if done % LOG_EVERY == 0 or done in (1, steps):
             metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm.item(),
                        "train/lr": scheduler.get_last_lr()[0], "train/tokens": done * tokens_per_step,
                        "train/skipped_steps": skipped,
