@@ -26,9 +26,9 @@ HISTORY_KEYS = (LOSS_KEY, STATE_KEY, RHO_KEY)
 
 @dataclass(frozen=True)
 class Thresholds:
-    spike_rel: float = 0.15
+    spike_rel: float = 0.3
     explode_factor: float = 10.0
-    warmup_fraction: float = 0.1
+    warmup_fraction: float = 0.2
 
 
 def histories(tracking_uri: str, run_ids: list[str], keys: tuple[str, ...] = HISTORY_KEYS) -> pd.DataFrame:

@@ -62,10 +62,13 @@ class TrainSchema:
     # Exactly one budget: tokens, or FLOPs converted to tokens through parcae.flops_per_token.
     tokens: Optional[int] = None
     flop_budget: Optional[float] = None
-    lr: float = 3e-3
-    weight_decay: float = 0.1
+    optimizer: str = "adamw"  # "adamw", or "muon" (MuonAdamW: Muon for block matrices, AdamW for the rest)
+    lr: float = 3e-3  # AdamW (group) learning rate
+    muon_lr: float = 8e-3  # Muon group, optimizer=muon only
+    weight_decay: float = 0.1  # on block matrices (AdamW) / cautious, decaying to 0 (Muon)
     beta1: float = 0.9
     beta2: float = 0.95
+    eps: float = 1e-8
     grad_clip: float = 1.0
     warmup_fraction: float = 0.02  # WSD: linear warm-up, constant, then linear cooldown to 0
     cooldown_fraction: float = 0.5
@@ -160,6 +163,8 @@ def plan(cfg: DictConfig) -> Plan:
     if not 0 <= t.warmup_fraction + t.cooldown_fraction <= 1:
         raise ConfigError("train.cooldown_fraction", t.cooldown_fraction,
                           "warmup_fraction + cooldown_fraction must lie in [0, 1]", "lower one of them")
+    if t.optimizer not in ("adamw", "muon"):
+        raise ConfigError("train.optimizer", t.optimizer, "unknown optimizer", "use adamw or muon")
     if t.on_nonfinite not in ("skip", "stop"):
         raise ConfigError("train.on_nonfinite", t.on_nonfinite, "unknown policy", "use skip or stop")
     if not t.test_loops or min(t.test_loops) < 1:

@@ -1,4 +1,4 @@
-"""The training loop: AdamW with a WSD schedule, periodic validation, checkpoints, guard rails."""
+"""The training loop: AdamW or MuonAdamW with a WSD schedule, periodic validation, checkpoints, guard rails."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tqdm import tqdm
 from experiments import checkpoint
 from experiments.data import PackedStream
 from parcae import ModelConfig, build_model
+from parcae.optim import MuonAdamW, param_groups
 
 log = logging.getLogger("experiments.trainer")
 LOG_EVERY = 10  # steps between train/* metrics
@@ -33,16 +34,18 @@ def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fract
     return 1.0
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices of the blocks only: not on embeddings, norms, or injection parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_embedding = "emb" in name or "wte" in name
-        is_injection = name == "C.weight" or any(k in name for k in ("A_log", "dt_bias", "injection"))
-        (no_decay if p.ndim < 2 or is_embedding or is_injection else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the blocks' matrices only, or the reference's MuonAdamW (parcae.md D.1).
+
+    Both use parcae.optim's split: embeddings, norms, 1-D, injection parameters and C never decay.
+    """
+    if t.optimizer == "muon":
+        return MuonAdamW(model, adamw_lr=t.lr, muon_lr=t.muon_lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                         muon_weight_decay=t.weight_decay, total_steps=total_steps)
+    groups = param_groups(model)
+    return torch.optim.AdamW([{"params": groups["muon"], "weight_decay": t.weight_decay},
+                              {"params": groups["adamw"], "weight_decay": 0.0}],
+                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
 
 
 @torch.no_grad()
@@ -101,7 +104,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     torch.manual_seed(t.seed)  # parameter init
     device = torch.device(t.device)
     model = build_model(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    optimizer = build_optimizer(model, t, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
     gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and initial states

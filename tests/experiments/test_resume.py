@@ -3,6 +3,8 @@ where an uninterrupted run ends."""
 
 import json
 import os
+
+import pytest
 import signal
 import time
 
@@ -18,13 +20,15 @@ def _only_run_dir(root):
     return run_dir
 
 
-def test_kill9_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("train", ["default", "parcae"])  # AdamW, and the reference's MuonAdamW
+def test_kill9_then_resume_matches_uninterrupted(tmp_path, train):
     ref_root, root = tmp_path / "ref", tmp_path / "killed"
-    ref = pretrain(ref_root, *RUN)
+    run = [f"train={train}", *RUN]
+    ref = pretrain(ref_root, *run)
     assert ref.returncode == 0, ref.stderr
     ref_status = json.loads((_only_run_dir(ref_root) / "status.json").read_text())
 
-    proc = pretrain(root, *RUN, wait=False)
+    proc = pretrain(root, *run, wait=False)
     deadline = time.time() + 300
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
@@ -40,7 +44,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path):
     killed = json.loads((run_dir / "status.json").read_text())
     assert killed["status"] == "running"
 
-    again = pretrain(root, *RUN)
+    again = pretrain(root, *run)
     assert again.returncode == 0, again.stderr
     assert "resuming from step" in again.stdout
     status = json.loads((run_dir / "status.json").read_text())
