@@ -139,7 +139,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     t0 = time.time()
     for step in bar:
         x, y = stream.batch(step, t.batch_size)
-        _, loss = model(x.to(device), y.to(device), generator=gen)
+        _, loss = model(x.to(device), y.to(device), generator=gen, step=step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)

@@ -2,6 +2,7 @@
 
 Details follow parcae.md A.4: RMSNorm in fp32, separate q/k/v/o projections, gated value embeddings added
 to v, interleaved-pair RoPE then parameter-free QK-norm, causal SDPA, and a 0.5·ReLU² MLP. No biases.
+Attention optionally reads and extends a KVCache, which is how generation avoids re-running the prefix.
 """
 
 from __future__ import annotations
@@ -43,17 +44,56 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, S, H, head_dim]."""
-        seq_len = x.shape[1]
-        if seq_len > self.cos.shape[0]:
-            raise ValueError(f"sequence length {seq_len} exceeds model.block_size={self.cos.shape[0]}")
-        cos = self.cos[:seq_len, None, :]
-        sin = self.sin[:seq_len, None, :]
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x: [B, S, H, head_dim] holding positions offset .. offset + S - 1."""
+        end = offset + x.shape[1]
+        if end > self.cos.shape[0]:
+            raise ValueError(f"sequence length {end} exceeds model.block_size={self.cos.shape[0]}")
+        cos = self.cos[offset:end, None, :]
+        sin = self.sin[offset:end, None, :]
         pairs = x.float().unflatten(-1, (-1, 2))
         x0, x1 = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
         return rotated.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Keys and values one attention layer has produced so far, in a buffer allocated on first use.
+
+    Preallocating max_length positions keeps each decode step an O(1) write instead of a growing torch.cat.
+    """
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+        self.length = 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add [B, H, S, head_dim] keys/values; returns those of every position cached so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_length:
+            raise ValueError(f"KV cache holds {self.max_length} positions, {end} requested; size it for the "
+                             "prompt plus every new token")
+        if self._k is None or self._v is None:
+            shape = (k.shape[0], k.shape[1], self.max_length, k.shape[3])
+            self._k, self._v = k.new_empty(shape), v.new_empty(shape)
+        self._k[:, :, self.length : end] = k
+        self._v[:, :, self.length : end] = v
+        self.length = end
+        return self._k[:, :, :end], self._v[:, :, :end]
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA where the queries are the last q.shape[2] of the k.shape[2] positions."""
+    n_query, n_key = q.shape[2], k.shape[2]
+    if n_query == n_key:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if n_query == 1:  # the newest token sees every cached position
+        return F.scaled_dot_product_attention(q, k, v)
+    # SDPA's is_causal aligns the mask top-left, which is wrong once a cached prefix precedes the queries.
+    mask = torch.ones(n_query, n_key, dtype=torch.bool, device=q.device).tril(diagonal=n_key - n_query)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class CausalSelfAttention(nn.Module):
@@ -69,19 +109,25 @@ class CausalSelfAttention(nn.Module):
         # One gate per KV head; KV heads equal query heads in every config (no GQA).
         self.ve_gate = nn.Linear(self.gate_channels, n_head, bias=False) if value_gate else None
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, ve: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: Rotary, ve: torch.Tensor | None, cache: KVCache | None = None
+    ) -> torch.Tensor:
         B, S, _ = x.shape
+        offset = 0 if cache is None else cache.length
         q = self.q_proj(x).view(B, S, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, S, self.n_head, self.head_dim)
         v = self.v_proj(x).view(B, S, self.n_head, self.head_dim)
         if self.ve_gate is not None and ve is not None:
             gate = 2.0 * torch.sigmoid(self.ve_gate(x[..., : self.gate_channels]))  # in (0, 2)
             v = v + gate.unsqueeze(-1) * ve.view(B, S, self.n_head, self.head_dim)
-        q, k = rotary(q), rotary(k)
+        q, k = rotary(q, offset), rotary(k, offset)
         # QK-norm after RoPE bounds the attention logits, which matters once the state is iterated.
-        q = F.rms_norm(q, (self.head_dim,))
-        k = F.rms_norm(k, (self.head_dim,))
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        q = F.rms_norm(q, (self.head_dim,)).transpose(1, 2)
+        k = F.rms_norm(k, (self.head_dim,)).transpose(1, 2)
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = _causal_attention(q, k, v)
         return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
 
 
@@ -108,8 +154,10 @@ class Block(nn.Module):
     def has_value_gate(self) -> bool:
         return self.attn.ve_gate is not None
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, ve: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rotary, ve)
+    def forward(
+        self, x: torch.Tensor, rotary: Rotary, ve: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), rotary, ve, cache)
         return x + self.mlp(self.mlp_norm(x))
 
     @torch.no_grad()

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 KINDS = ("parcae", "transformer")
 INJECTIONS = ("diagonal", "add", "linear")
 STATE_INITS = ("like-init", "zero", "normal")
-DEPTH_SAMPLINGS = ("poisson-truncated", "fixed")
+DEPTH_SAMPLINGS = ("poisson-truncated", "poisson-full", "poisson-fill", "fixed")
+DEPTH_GRANULARITIES = ("per-sequence", "per-batch", "per-token")
+DEPTH_CURRICULA = ("linear", "sqrt")
 
 
 @dataclass
@@ -28,7 +30,11 @@ class ModelConfig:
     mean_backprop: int | None = None  # µ_bwd; None -> ceil(µ_rec / 2)
     injection: str = "diagonal"  # "diagonal" (Parcae) | "add" | "linear" (concat-then-project)
     state_init: str = "like-init"  # "like-init" | "zero" | "normal"
-    depth_sampling: str = "poisson-truncated"  # "poisson-truncated" (per sequence) | "fixed"
+    # Training depths (parcae.md B.1, B.3; formulas in parcae.sampling.draw_depths):
+    depth_sampling: str = "poisson-truncated"  # | "poisson-full" | "poisson-fill" | "fixed"
+    depth_granularity: str = "per-sequence"  # | "per-batch" (one draw per micro-batch) | "per-token"
+    depth_curriculum_steps: int = 0  # ramp µ_rec from 1 over this many training steps; 0 = off
+    depth_curriculum: str = "linear"  # ramp shape: "linear" | "sqrt" (1 - sqrt(1 - step / L))
     rope_theta: float = 50000.0
     value_embeddings: bool = True
     prelude_norm: bool = True
@@ -89,3 +95,11 @@ class ModelConfig:
             fail("state_init", "unknown initial-state distribution", f"use one of {', '.join(STATE_INITS)}")
         if self.depth_sampling not in DEPTH_SAMPLINGS:
             fail("depth_sampling", "unknown depth sampling scheme", f"use one of {', '.join(DEPTH_SAMPLINGS)}")
+        if self.depth_granularity not in DEPTH_GRANULARITIES:
+            fail("depth_granularity", "unknown depth granularity",
+                 f"use one of {', '.join(DEPTH_GRANULARITIES)}")
+        if not isinstance(self.depth_curriculum_steps, int) or self.depth_curriculum_steps < 0:
+            fail("depth_curriculum_steps", "must be a non-negative integer number of training steps",
+                 "set it to 0 (no curriculum) or the length of the ramp")
+        if self.depth_curriculum not in DEPTH_CURRICULA:
+            fail("depth_curriculum", "unknown curriculum shape", f"use one of {', '.join(DEPTH_CURRICULA)}")

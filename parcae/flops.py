@@ -76,7 +76,10 @@ def flops_per_token(cfg: ModelConfig) -> int:
 
     Parcae:      6·N_nc + 3·(P+C)·attn + (2·N_core + R·attn)·µ_rec + (4·N_core + 2·R·attn)·µ_bwd
     Transformer: 6·(N_all − N_emb) + 3·L·attn
-    Every iteration pays a forward; only backpropagated iterations pay the 2× backward.
+    Every iteration pays a forward; only backpropagated iterations pay the 2× backward. The
+    truncated-Poisson, Poisson-fill and fixed schemes all backpropagate µ_bwd steps on average;
+    Poisson-full backpropagates all µ_rec. Curricula and the per-batch maximum are not counted (the
+    reference counts the configured means too).
     """
     counts = param_counts(cfg)
     attn = attention_flops_per_layer(cfg)
@@ -84,6 +87,8 @@ def flops_per_token(cfg: ModelConfig) -> int:
         return 6 * counts["non_core"] + 3 * cfg.n_layer * attn
     R = cfg.n_core
     mu_rec, mu_bwd = cfg.mean_recurrence, cfg.backprop_depth()
+    if cfg.depth_sampling == "poisson-full":  # full BPTT: every iteration is backpropagated
+        mu_bwd = mu_rec
     return (
         6 * counts["non_core"]
         + 3 * (cfg.n_prelude + cfg.n_coda) * attn

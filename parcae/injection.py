@@ -19,6 +19,11 @@ from .initialization import scaled_std, truncated_normal_
 
 # Ā = sqrt(1/5) per channel at init: Δ = -ln(sqrt(1/5)) with A = -1.
 INIT_DECAY = math.sqrt(1.0 / 5.0)
+# Mathematically exp(-Δ·exp(A_log)) lies in (0, 1) for all finite parameters, but in float32 a rate
+# below ~6e-8 rounds Ā to exactly 1 and a rate above ~104 rounds it to 0. Clamping the rate keeps
+# 0 < Ā < 1 true in arithmetic too (fp32: exp(-1e-6) = 0.999999, exp(-80) ≈ 1.8e-35); inside these
+# bounds, which every trained model seen so far stays in, the map is exactly the reference's.
+MIN_RATE, MAX_RATE = 1e-6, 80.0
 
 
 def inverse_softplus(y: float) -> float:
@@ -36,12 +41,20 @@ class DiagonalInjection(nn.Module):
         return F.softplus(self.dt_bias)
 
     def decay(self) -> torch.Tensor:
-        """Ā, the per-channel discretised state transition (zero-order hold)."""
-        return torch.exp(-self.delta() * torch.exp(self.A_log))
+        """Ā, the per-channel discretised state transition (zero-order hold), in (0, 1)."""
+        return self._decay(self.delta())
+
+    def _decay(self, delta: torch.Tensor) -> torch.Tensor:
+        # rate = Δ·exp(A_log), formed in log space so that no parameter value (not even Δ = 0 with a
+        # huge A_log) gives 0·inf = NaN, and clamped so that its gradient is 0, never NaN, outside.
+        tiny = torch.finfo(torch.float32).tiny
+        log_rate = torch.log(delta.float().clamp_min(tiny)) + self.A_log.float()
+        rate = torch.exp(log_rate.clamp(math.log(MIN_RATE), math.log(MAX_RATE)))
+        return torch.exp(-rate)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         delta = self.delta()
-        decay = torch.exp(-delta * torch.exp(self.A_log))
+        decay = self._decay(delta).to(h.dtype)
         # B̄ = Δ ⊙ B (Euler for B): row i of B scaled by Δ_i.
         return decay * h + delta * F.linear(e, self.B)
 

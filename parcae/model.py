@@ -7,9 +7,10 @@ LoopedLM, parcae.md A.1:
     h_t = Core(Inject(h_{t-1}, e))          t = 1..T
     out = Head(FinalNorm(Coda(C h_T)))     head tied to wte
 
-During training T is drawn per sequence (truncated Poisson around µ_rec) and only the last µ_bwd steps
-carry gradient; the update does not depend on the step index, so running short sequences' steps early
-or late is the same computation (parcae.md B.1).
+During training T is drawn per sequence (truncated Poisson around µ_rec; other schemes and granularities in
+parcae.sampling) and only the last µ_bwd steps carry gradient; the update does not depend on the step
+index, so running short sequences' steps early or late is the same computation (parcae.md B.1).
+Both models also decode incrementally against a KV cache (parcae.generation).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Block, RMSNorm, Rotary, has_value_embedding
+from .blocks import Block, KVCache, RMSNorm, Rotary, has_value_embedding
 from .config import ModelConfig
+from .generation import DecodeCache, generate
 from .initialization import orthogonal_scaled_, scaled_std
 from .injection import DiagonalInjection, make_injection
-from .sampling import DepthPlan, fixed_depths, initial_state, truncated_poisson_depths
+from .sampling import DepthPlan, curriculum_mean, draw_depths, fixed_depths
+from .sampling import initial_state as initial_state_draw
 
 IGNORE_INDEX = -1  # targets equal to this are left out of the loss (padding)
 
@@ -52,6 +55,20 @@ class _TiedEmbeddingLM(nn.Module):
     def _value_embeddings(self, idx: torch.Tensor) -> dict[int, torch.Tensor]:
         return {int(i): table(idx) for i, table in self.value_embeds.items()}
 
+    def _run_blocks(
+        self,
+        stage: str,
+        blocks: nn.ModuleList,
+        first_layer: int,
+        x: torch.Tensor,
+        ves: dict[int, torch.Tensor],
+        cache: DecodeCache | None,
+    ) -> torch.Tensor:
+        for i, block in enumerate(blocks):
+            layer_cache = None if cache is None else cache.layer((stage, i))
+            x = block(x, self.rotary, ves.get(first_layer + i), layer_cache)
+        return x
+
     def _logits_and_loss(
         self, x: torch.Tensor, targets: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -69,6 +86,45 @@ class _TiedEmbeddingLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        loops: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Autoregressive continuation of prompt_ids; see parcae.generation.generate."""
+        return generate(self, prompt_ids, max_new_tokens, loops=loops, temperature=temperature, top_k=top_k,
+                        generator=generator, use_cache=use_cache)
+
+
+def _gather(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """The batch rows `rows` of t (all of them for None)."""
+    return t if rows is None else t.index_select(0, rows.to(t.device))
+
+
+@torch.no_grad()
+def _record_residual(
+    residual: torch.Tensor, old: torch.Tensor, new: torch.Tensor, finishing: torch.Tensor, rows: torch.Tensor | None
+) -> None:
+    """Write ‖new − old‖ into residual ([B, S]) where a sub-batch row (or token) takes its last step.
+
+    finishing ([b] or [b, S], CPU) marks them within the sub-batch whose batch indices are rows (None = all).
+    """
+    per_token = finishing.dim() == 2
+    local = (finishing.any(1) if per_token else finishing).nonzero().squeeze(1)
+    if local.numel() == 0:
+        return
+    target = local if rows is None else rows[local]
+    delta = (_gather(new, local) - _gather(old, local)).norm(dim=-1).to(residual.dtype)
+    if per_token:  # the rows' other tokens finish at another step and keep their entry
+        delta = torch.where(finishing[local].to(delta.device), delta, _gather(residual, target))
+    residual.index_copy_(0, target.to(residual.device), delta)
+
 
 class LoopedLM(_TiedEmbeddingLM):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -81,7 +137,10 @@ class LoopedLM(_TiedEmbeddingLM):
         self.core = nn.ModuleList(self._block(P + j) for j in range(R))
         self.C = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.coda = nn.ModuleList(self._block(P + R + j) for j in range(C))
+        # Monitors of the latest forward, read by injection_stats (parcae.md E).
         self._last_state_norm: torch.Tensor | None = None
+        self._last_residual: torch.Tensor | None = None
+        self._last_rel_residual: torch.Tensor | None = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -92,8 +151,19 @@ class LoopedLM(_TiedEmbeddingLM):
         orthogonal_scaled_(self.C.weight, scaled_std(self.config.d_model))
         self.injection.reset_parameters()
 
-    def depth_plan(self, batch_size: int, num_steps: int | None, generator: torch.Generator | None) -> DepthPlan:
-        """How many gradient-free and gradient steps each sequence runs in this forward."""
+    def depth_plan(
+        self,
+        batch_size: int,
+        num_steps: int | None,
+        generator: torch.Generator | None,
+        *,
+        seq_len: int = 1,
+        step: int | None = None,
+    ) -> DepthPlan:
+        """How many gradient-free and gradient steps each sequence (or token) runs in this forward.
+
+        `step` is the training step, which only the depth curriculum reads; None means fully ramped.
+        """
         cfg = self.config
         if num_steps is not None and num_steps < 1:
             raise ValueError(f"num_steps={num_steps}: the recurrence must run at least once; pass num_steps >= 1")
@@ -103,34 +173,62 @@ class LoopedLM(_TiedEmbeddingLM):
             return fixed_depths(batch_size, steps, backprop_depth=steps)
         if num_steps is not None:
             return fixed_depths(batch_size, num_steps, cfg.backprop_depth())
-        if cfg.depth_sampling == "fixed":
-            return fixed_depths(batch_size, cfg.mean_recurrence, cfg.backprop_depth())
-        return truncated_poisson_depths(batch_size, cfg.mean_recurrence, cfg.backprop_depth(), generator)
+        mean = curriculum_mean(cfg.mean_recurrence, step, cfg.depth_curriculum_steps, cfg.depth_curriculum)
+        return draw_depths(cfg.depth_sampling, cfg.depth_granularity, batch_size, seq_len, mean,
+                           cfg.backprop_depth(), generator)
 
-    def _core_step(self, h: torch.Tensor, e: torch.Tensor, core_ves: list[torch.Tensor | None]) -> torch.Tensor:
+    def _core_step(
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        core_ves: list[torch.Tensor | None],
+        caches: list[KVCache] | None = None,
+    ) -> torch.Tensor:
         x = self.injection(h, e)
-        for block, ve in zip(self.core, core_ves):
-            x = block(x, self.rotary, ve)
+        for j, (block, ve) in enumerate(zip(self.core, core_ves)):
+            x = block(x, self.rotary, ve, None if caches is None else caches[j])
         return x
 
     def _recur(
-        self, h: torch.Tensor, e: torch.Tensor, core_ves: list[torch.Tensor | None], steps: torch.Tensor
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        core_ves: list[torch.Tensor | None],
+        steps: torch.Tensor,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Advance sequence i by steps[i] iterations; finished sequences are frozen.
+        """Advance each sequence ([B] steps) or token ([B, S] steps) by its own number of iterations.
 
-        Instead of computing the whole batch and discarding frozen rows with torch.where, only the rows
-        still running are gathered: identical result, but the tail of a Poisson batch (max depth ≈ 2µ)
-        no longer costs full-batch compute.
+        Only rows with work left are gathered, so the tail of a Poisson batch (max depth ≈ 2µ) does not
+        cost full-batch compute. Per token, a row runs while any of its tokens does and finished tokens keep
+        their state, which later tokens still attend to. `residual` ([B, S]) receives ‖h_T − h_{T−1}‖ at
+        each token's final step: one norm per token, however deep the loop.
         """
+        per_token = steps.dim() == 2
         for step in range(int(steps.max()) if steps.numel() else 0):
+            # The plan lives on the CPU, so deciding which rows run never waits for the device.
             active = steps > step
-            if bool(active.all()):
-                h = self._core_step(h, e, core_ves)
-                continue
-            rows = active.nonzero().squeeze(1).to(h.device)
-            sub_ves = [None if ve is None else ve[rows] for ve in core_ves]
-            h = h.index_copy(0, rows, self._core_step(h[rows], e[rows], sub_ves))
+            running = active.any(1) if per_token else active
+            rows = None if bool(running.all()) else running.nonzero().squeeze(1)
+            old = _gather(h, rows)
+            sub_ves = [None if ve is None else _gather(ve, rows) for ve in core_ves]
+            new = self._core_step(old, _gather(e, rows), sub_ves)
+            if per_token:
+                new = torch.where(_gather(active, rows).to(h.device).unsqueeze(-1), new, old)
+            if residual is not None:
+                _record_residual(residual, old, new, _gather(steps == step + 1, rows), rows)
+            h = new if rows is None else h.index_copy(0, rows.to(h.device), new)
         return h
+
+    def _prelude(self, idx: torch.Tensor, ves: dict[int, torch.Tensor], cache: DecodeCache | None) -> torch.Tensor:
+        return self.prelude_norm(self._run_blocks("prelude", self.prelude, 0, self.wte(idx), ves, cache))
+
+    def _coda(self, h: torch.Tensor, ves: dict[int, torch.Tensor], cache: DecodeCache | None) -> torch.Tensor:
+        first = self.config.n_prelude + self.config.n_core
+        return self._run_blocks("coda", self.coda, first, self.C(h), ves, cache)
+
+    def _core_value_embeddings(self, ves: dict[int, torch.Tensor]) -> list[torch.Tensor | None]:
+        return [ves.get(self.config.n_prelude + j) for j in range(self.config.n_core)]
 
     def forward(
         self,
@@ -139,37 +237,86 @@ class LoopedLM(_TiedEmbeddingLM):
         *,
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        step: int | None = None,
+        initial_state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, S, V] and the mean loss if targets are given.
+
+        num_steps fixes the depth (evaluation, or training without sampling); step is the training step for
+        the depth curriculum; initial_state ([B, S, d]) replaces the random h_0, e.g. to fix it per position.
+        """
         cfg = self.config
-        P, R = cfg.n_prelude, cfg.n_core
         B, S = idx.shape
         ves = self._value_embeddings(idx)
+        e = self._prelude(idx, ves, None)
 
-        x = self.wte(idx)
-        for i, block in enumerate(self.prelude):
-            x = block(x, self.rotary, ves.get(i))
-        e = self.prelude_norm(x)
-
-        plan = self.depth_plan(B, num_steps, generator)
-        h = initial_state(cfg.state_init, (B, S, cfg.d_model), cfg.d_model, e.device, e.dtype, generator)
-        core_ves = [ves.get(P + j) for j in range(R)]
+        plan = self.depth_plan(B, num_steps, generator, seq_len=S, step=step)
+        if initial_state is None:
+            h = initial_state_draw(cfg.state_init, (B, S, cfg.d_model), cfg.d_model, e.device, e.dtype, generator)
+        elif initial_state.shape != e.shape:
+            raise ValueError(f"initial_state has shape {tuple(initial_state.shape)}; expected {tuple(e.shape)}")
+        else:
+            h = initial_state.to(e.dtype)
+        core_ves = self._core_value_embeddings(ves)
         if bool(plan.free.any()):
             with torch.no_grad():
                 h = self._recur(h, e, core_ves, plan.free)
-        h = self._recur(h, e, core_ves, plan.grad)
-        self._last_state_norm = h.detach().norm(dim=-1).mean()
+        # Every scheme gives each sequence at least one grad step, so its final step happens here.
+        residual = torch.zeros(B, S, device=h.device)
+        h = self._recur(h, e, core_ves, plan.grad, residual)
+        self._record_monitors(h, residual, plan.total)
+        return self._logits_and_loss(self._coda(h, ves, None), targets)
 
-        y = self.C(h)
-        for j, block in enumerate(self.coda):
-            y = block(y, self.rotary, ves.get(P + R + j))
-        return self._logits_and_loss(y, targets)
+    @torch.no_grad()
+    def _record_monitors(self, h: torch.Tensor, residual: torch.Tensor, total: torch.Tensor) -> None:
+        """Keep detached tensors only: .item() waits until injection_stats, so forward never syncs a GPU."""
+        state_norm = h.norm(dim=-1).float()
+        self._last_state_norm = state_norm.mean()
+        self._last_residual = self._last_rel_residual = None
+        looped = total >= 2  # the residual is undefined for a single step
+        if not bool(looped.any()):
+            return
+        weight = (looped if looped.dim() == 2 else looped.unsqueeze(1)).expand_as(residual).to(h.device).float()
+        self._last_residual = (residual * weight).sum() / weight.sum()
+        self._last_rel_residual = self._last_residual / ((state_norm * weight).sum() / weight.sum())
+
+    @torch.no_grad()
+    def decode(
+        self,
+        idx: torch.Tensor,
+        cache: DecodeCache,
+        *,
+        num_steps: int | None = None,
+        initial_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits [B, S, V] for tokens idx at the positions following those already in cache (extended in place).
+
+        Every position runs num_steps (default µ_rec) iterations. Core layer j at iteration t has its own
+        cache entry ("core", j, t): a token at iteration t attends to the keys earlier tokens produced at
+        that same iteration, so one entry per core layer would mix states of different depths.
+        initial_state is h_0 for these positions ([B, S, d]).
+        """
+        steps = self.config.mean_recurrence if num_steps is None else num_steps
+        if steps < 1:
+            raise ValueError(f"num_steps={steps}: the recurrence must run at least once; pass num_steps >= 1")
+        ves = self._value_embeddings(idx)
+        e = self._prelude(idx, ves, cache)
+        h = initial_state.to(e.dtype)
+        core_ves = self._core_value_embeddings(ves)
+        for t in range(steps):
+            h = self._core_step(h, e, core_ves, [cache.layer(("core", j, t)) for j in range(len(self.core))])
+        return self._logits_and_loss(self._coda(h, ves, cache), None)[0]
 
     @torch.no_grad()
     def injection_stats(self) -> dict[str, float]:
-        """Stability monitors (parcae.md E): ρ(Ā) = max Ā, spectral norms of B and C, last state norm.
+        """Stability monitors (parcae.md E): ρ(Ā) = max Ā, spectral norms of B and C, last-forward state.
 
-        B_norm and C_norm are spectral norms (largest singular value). state_norm is the mean over tokens
-        of ‖h_T‖₂ from the most recent forward. Non-diagonal injections report only state_norm.
+        B_norm and C_norm are spectral norms (largest singular value). From the most recent forward:
+        state_norm = mean over tokens of ‖h_T‖₂; recurrent_residual = mean over tokens of
+        ‖h_T − h_{T−1}‖₂, counting only sequences (tokens, per-token depths) that ran ≥ 2 steps, each at its own last step
+        (the reference averages over frozen sequences too, which dilutes it); rel_residual = that divided
+        by the mean ‖h_T‖ of the same tokens. The residual keys are absent when no sequence ran twice.
+        Non-diagonal injections report only the last-forward values.
         """
         stats: dict[str, float] = {}
         if isinstance(self.injection, DiagonalInjection):
@@ -181,6 +328,9 @@ class LoopedLM(_TiedEmbeddingLM):
             stats["C_norm"] = torch.linalg.matrix_norm(self.C.weight.float(), ord=2).item()
         if self._last_state_norm is not None:
             stats["state_norm"] = self._last_state_norm.item()
+        if self._last_residual is not None and self._last_rel_residual is not None:
+            stats["recurrent_residual"] = self._last_residual.item()
+            stats["rel_residual"] = self._last_rel_residual.item()
         return stats
 
 
@@ -201,14 +351,29 @@ class TransformerLM(_TiedEmbeddingLM):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         *,
-        num_steps: int | None = None,  # accepted for a common call signature; a Transformer has no loop
+        # The loop arguments are accepted for a common call signature; a Transformer has no loop.
+        num_steps: int | None = None,
         generator: torch.Generator | None = None,
+        step: int | None = None,
+        initial_state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ves = self._value_embeddings(idx)
-        x = self.wte(idx)
-        for i, block in enumerate(self.blocks):
-            x = block(x, self.rotary, ves.get(i))
+        x = self._run_blocks("block", self.blocks, 0, self.wte(idx), ves, None)
         return self._logits_and_loss(x, targets)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        idx: torch.Tensor,
+        cache: DecodeCache,
+        *,
+        num_steps: int | None = None,
+        initial_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B, S, V] for tokens idx following the positions in cache; the loop arguments are ignored."""
+        ves = self._value_embeddings(idx)
+        x = self._run_blocks("block", self.blocks, 0, self.wte(idx), ves, cache)
+        return self._logits_and_loss(x, None)[0]
 
     def injection_stats(self) -> dict[str, float]:
         return {}

@@ -1,4 +1,4 @@
-"""Random draws of a looped forward pass: recurrence depths per sequence and the initial state h_0.
+"""Random draws of a looped forward pass: recurrence depths and the initial state h_0.
 
 Every draw goes through an optional torch.Generator so that a trainer can checkpoint the generator for a
 bit-exact resume and an evaluator can fix h_0 with a seeded one. Draws happen on the generator's device
@@ -7,6 +7,7 @@ bit-exact resume and an evaluator can fix h_0 with a seeded one. Draws happen on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +17,13 @@ from .initialization import scaled_std
 
 @dataclass
 class DepthPlan:
-    """Per-sequence step counts: `free` gradient-free steps first, then `grad` steps with backprop."""
+    """Step counts: `free` gradient-free steps first, then `grad` steps with backprop.
 
-    free: torch.Tensor  # [B] long, on CPU
-    grad: torch.Tensor  # [B] long, on CPU
+    Shape [B] (one depth per sequence) or [B, S] (one per token); long tensors on CPU.
+    """
+
+    free: torch.Tensor
+    grad: torch.Tensor
 
     @property
     def total(self) -> torch.Tensor:
@@ -30,27 +34,88 @@ def _rng_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def truncated_poisson_depths(
-    batch_size: int, mean_recurrence: int, backprop_depth: int, generator: torch.Generator | None = None
-) -> DepthPlan:
-    """parcae.md B.1: T_i = max(Poisson(µ_rec), 1), k_i = min(T_i, µ_bwd) grad steps at the end.
+def _poisson(rate: float, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    rates = torch.full(shape, float(rate), device=_rng_device(generator))
+    return torch.poisson(rates, generator=generator).long().cpu()
 
-    Sampling the total and then splitting it (rather than drawing the free part alone) keeps the realised
-    depth distribution centred on µ_rec, which is what the model meets at test time.
+
+def _draw(
+    scheme: str, shape: tuple[int, ...], mean_recurrence: int, backprop_depth: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(free, grad) for one depth-sampling scheme, parcae.md B.1 / B.3 with µ = µ_rec, s = µ_bwd."""
+    mu, s = mean_recurrence, backprop_depth
+    if scheme == "poisson-truncated":
+        # Sample the total, then split it: the realised depth stays centred on µ_rec (paper Alg. 4).
+        total = _poisson(mu, shape, generator).clamp_min(1)
+        grad = total.clamp_max(s)
+        return total - grad, grad
+    if scheme == "poisson-full":
+        return torch.zeros(shape, dtype=torch.long), _poisson(mu, shape, generator).clamp_min(1)
+    if scheme == "poisson-fill":
+        # Huginn's split (Alg. 3): the free part alone is random, so the depth is s + Pois(µ - s).
+        return _poisson(max(mu - s, 0), shape, generator), torch.full(shape, s, dtype=torch.long)
+    if scheme == "fixed":
+        grad = min(mu, s)
+        return torch.full(shape, mu - grad, dtype=torch.long), torch.full(shape, grad, dtype=torch.long)
+    raise ValueError(f"model.depth_sampling={scheme!r}: unknown depth sampling scheme; see parcae.config")
+
+
+def draw_depths(
+    scheme: str,
+    granularity: str,
+    batch_size: int,
+    seq_len: int,
+    mean_recurrence: int,
+    backprop_depth: int,
+    generator: torch.Generator | None = None,
+) -> DepthPlan:
+    """Training depths for a micro-batch of batch_size sequences of seq_len tokens.
+
+    Schemes (T = free + grad steps):
+    * poisson-truncated: T = max(Pois(µ_rec), 1), grad = min(T, µ_bwd)
+    * poisson-full:      free = 0, grad = max(Pois(µ_rec), 1)          (backprop through every step)
+    * poisson-fill:      free ~ Pois(max(µ_rec - µ_bwd, 0)), grad = µ_bwd
+    * fixed:             T = µ_rec, grad = min(T, µ_bwd)
+    Granularity: one draw per sequence ([B]), one shared by the micro-batch ([B], all equal) or one per
+    token ([B, S]). Per-batch splits T exactly like per-sequence, so it runs T steps in total — the
+    reference's per-batch truncated scheme ran T free steps plus the grad steps (parcae.md B.3).
     """
-    rate = torch.full((batch_size,), float(max(mean_recurrence, backprop_depth)), device=_rng_device(generator))
-    total = torch.poisson(rate, generator=generator).long().clamp_min(1).cpu()
-    grad = total.clamp_max(backprop_depth)
-    return DepthPlan(free=total - grad, grad=grad)
+    if granularity == "per-sequence":
+        free, grad = _draw(scheme, (batch_size,), mean_recurrence, backprop_depth, generator)
+    elif granularity == "per-batch":
+        free, grad = _draw(scheme, (1,), mean_recurrence, backprop_depth, generator)
+        free, grad = free.expand(batch_size), grad.expand(batch_size)
+    elif granularity == "per-token":
+        free, grad = _draw(scheme, (batch_size, seq_len), mean_recurrence, backprop_depth, generator)
+    else:
+        raise ValueError(f"model.depth_granularity={granularity!r}: unknown depth granularity; see parcae.config")
+    return DepthPlan(free=free, grad=grad)
 
 
 def fixed_depths(batch_size: int, num_steps: int, backprop_depth: int) -> DepthPlan:
     """Every sequence runs num_steps, the last min(num_steps, µ_bwd) of them with gradient."""
-    grad = min(num_steps, backprop_depth)
-    return DepthPlan(
-        free=torch.full((batch_size,), num_steps - grad, dtype=torch.long),
-        grad=torch.full((batch_size,), grad, dtype=torch.long),
-    )
+    return draw_depths("fixed", "per-sequence", batch_size, 1, num_steps, backprop_depth)
+
+
+def curriculum_mean(mean_recurrence: int, step: int | None, ramp_steps: int, shape: str) -> int:
+    """The µ_rec that depth sampling uses at training step `step` (parcae.md B.3 curriculum).
+
+    Ramps from 1 to µ_rec over ramp_steps as ceil(progress · µ_rec), progress = step / L ("linear") or
+    1 - sqrt(1 - step / L) ("sqrt"). step=None or ramp_steps=0 means no curriculum.
+    """
+    if step is not None and step < 0:
+        raise ValueError(f"step={step}: the training step must be >= 0; count steps from 0")
+    if step is None or ramp_steps == 0 or step >= ramp_steps:
+        return mean_recurrence
+    if shape == "linear":
+        ramped = -(-step * mean_recurrence // ramp_steps)  # exact integer ceil: no float round-up at k/L
+    elif shape == "sqrt":
+        progress = 1.0 - math.sqrt(1.0 - step / ramp_steps)
+        ramped = math.ceil(progress * mean_recurrence - 1e-9)
+    else:
+        raise ValueError(f"model.depth_curriculum={shape!r}: unknown curriculum shape; use linear or sqrt")
+    return max(ramped, 1)
 
 
 def initial_state(
