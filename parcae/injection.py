@@ -67,9 +67,20 @@ class DiagonalInjection(nn.Module):
         self.B.copy_(torch.eye(self.B.shape[0]))
 
 
+    @torch.no_grad()
+    def system_norms(self) -> dict[str, float]:
+        """ρ(Ā) = max Ā (Ā is diagonal and positive), ‖B̄‖₂ with B̄ = diag(Δ)·B."""
+        delta = self.delta().float()
+        return {"rho_A": self.decay().max().item(),
+                "B_bar_norm": torch.linalg.matrix_norm(delta[:, None] * self.B.float(), ord=2).item()}
+
+
 class AdditiveInjection(nn.Module):
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return h + e
+
+    def system_norms(self) -> dict[str, float]:
+        return {"rho_A": 1.0, "B_bar_norm": 1.0}  # Ā = B̄ = I: marginally stable
 
     def reset_parameters(self) -> None:
         pass
@@ -85,6 +96,15 @@ class LinearInjection(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return self.proj(torch.cat((h, e), dim=-1))
+
+    @torch.no_grad()
+    def system_norms(self) -> dict[str, float]:
+        """Ā = W_h (the state half of W) is unconstrained: its spectral radius and norm can pass 1."""
+        w = self.proj.weight.float()
+        a, b = w[:, : self.d_model], w[:, self.d_model:]
+        return {"rho_A": torch.linalg.eigvals(a).abs().max().item(),
+                "A_norm": torch.linalg.matrix_norm(a, ord=2).item(),
+                "B_bar_norm": torch.linalg.matrix_norm(b, ord=2).item()}
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -309,23 +309,22 @@ class LoopedLM(_TiedEmbeddingLM):
 
     @torch.no_grad()
     def injection_stats(self) -> dict[str, float]:
-        """Stability monitors (parcae.md E): ρ(Ā) = max Ā, spectral norms of B and C, last-forward state.
+        """Stability monitors (parcae.md E): the injection seen as a linear system h ← Ā h + B̄ e — ρ(Ā)
+        (spectral radius), ‖B̄‖₂ — for every injection type, ‖C‖₂, and the last forward's state.
 
-        B_norm and C_norm are spectral norms (largest singular value). From the most recent forward:
+        Norms are spectral (largest singular value); the diagonal injection adds ‖B‖₂ (before Δ). From the most recent forward:
         state_norm = mean over tokens of ‖h_T‖₂; recurrent_residual = mean over tokens of
         ‖h_T − h_{T−1}‖₂, counting only sequences (tokens, per-token depths) that ran ≥ 2 steps, each at its own last step
         (the reference averages over frozen sequences too, which dilutes it); rel_residual = that divided
         by the mean ‖h_T‖ of the same tokens. The residual keys are absent when no sequence ran twice.
-        Non-diagonal injections report only the last-forward values.
         """
-        stats: dict[str, float] = {}
+        stats: dict[str, float] = dict(self.injection.system_norms())
+        stats["C_norm"] = torch.linalg.matrix_norm(self.C.weight.float(), ord=2).item()
         if isinstance(self.injection, DiagonalInjection):
             decay = self.injection.decay().float()
-            stats["rho_A"] = decay.max().item()
             stats["A_mean"] = decay.mean().item()
             stats["delta_mean"] = self.injection.delta().float().mean().item()
             stats["B_norm"] = torch.linalg.matrix_norm(self.injection.B.float(), ord=2).item()
-            stats["C_norm"] = torch.linalg.matrix_norm(self.C.weight.float(), ord=2).item()
         if self._last_state_norm is not None:
             stats["state_norm"] = self._last_state_norm.item()
         if self._last_residual is not None and self._last_rel_residual is not None:
