@@ -149,10 +149,13 @@ def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
 
 
 def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
-    """Training loss (top) and recurrent state norm (bottom) over steps, one column per injection,
-    coloured by learning rate; a cross marks where a diverged run stopped."""
+    """Training loss, recurrent state norm and ρ(Ā) over steps, one column per injection, coloured by
+    learning rate; a cross marks where a diverged run stopped, a dashed line ρ = 1."""
     injections = sorted(table["injection"].dropna().unique())
-    fig, axes = plt.subplots(2, len(injections), figsize=(4.0 * len(injections) + 1.2, 6.4),
+    panels = (("train/loss", "train loss (nats/token)", "linear"),
+              ("monitor/state_norm", "recurrent state norm ‖h_T‖", "log"),
+              ("monitor/rho_A", "ρ(Ā) of the injection", "linear"))
+    fig, axes = plt.subplots(len(panels), len(injections), figsize=(4.0 * len(injections) + 1.2, 9.0),
                              squeeze=False, sharex="col", layout="constrained")
     lrs = table["lr"].astype(float)
     norm = LogNorm(lrs.min(), lrs.max() if lrs.max() > lrs.min() else lrs.min() * 10)
@@ -161,19 +164,19 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
         for _, run in table[table["injection"] == inj].iterrows():
             c = cmap(norm(float(run["lr"])))
             h = hist[hist["run_id"] == run["run_id"]]
-            for row, key in enumerate(("train/loss", "monitor/state_norm")):
+            for row, (key, _, _) in enumerate(panels):
                 k = h[h["key"] == key]
                 ax = axes[row, col]
                 ax.plot(k["step"], k["value"], color=c, lw=1.0, marker=".", ms=3)
                 if run["outcome"] == "diverged" and len(k):
                     ax.scatter(k["step"].iloc[-1], k["value"].iloc[-1], marker="x", color=c, s=60, zorder=4)
         axes[0, col].set_title(f"injection = {inj}", fontsize=9)
-        axes[0, col].set_ylabel("train loss (nats/token)")
-        axes[1, col].set_ylabel("recurrent state norm ‖h_T‖")
-        axes[1, col].set_yscale("log")
-        axes[1, col].set_xlabel("step")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
+        for row, (_, label, scale) in enumerate(panels):
+            axes[row, col].set_ylabel(label)
+            axes[row, col].set_yscale(scale)
+            axes[row, col].grid(alpha=0.3)
+        axes[-1, col].axhline(1.0, color="grey", lw=0.8, ls="--")
+        axes[-1, col].set_xlabel("step")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="learning rate")
-    fig.suptitle("Stability: loss and state norm over training (x: diverged)", fontsize=9)
+    fig.suptitle("Stability: loss, state norm and ρ(Ā) over training (x: diverged)", fontsize=9)
     return _save(fig, stem)

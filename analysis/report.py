@@ -198,8 +198,8 @@ def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, trackin
         "kept here although the fits exclude them.\n\n"
         + table(stability.outcome_grid(t)) + "\n\n"
         + table(detail, ["run_id", "injection", "lr", "mean_recurrence", "outcome", "spikes",
-                         "state_growth", "max_state_norm", "steps_logged", "final_loss"]) + "\n\n"
-        + _fig_link(report, png, out_dir, "loss and state norm over training"))
+                         "state_growth", "max_state_norm", "max_rho_A", "steps_logged", "final_loss"]) + "\n\n"
+        + _fig_link(report, png, out_dir, "loss, state norm and ρ(Ā) over training"))
 
 
 def _loss_by_loops(usable: pd.DataFrame) -> str:

@@ -62,6 +62,7 @@ def classify(run: pd.Series, hist: pd.DataFrame, th: Thresholds = Thresholds()) 
     growth = math.nan
     if len(state) >= 2 and np.isfinite(state[0]) and state[0] > 0:
         growth = float(np.nanmax(np.where(np.isfinite(state), state, np.inf)) / state[0])
+    rho = hist.loc[hist["key"] == RHO_KEY, "value"].to_numpy(dtype=float)
     final = float(run["loss"]) if pd.notna(run["loss"]) else math.nan
     if bool(run["diverged"]) or not math.isfinite(final) or (len(loss) and not np.isfinite(loss[-1])):
         outcome = "diverged"
@@ -73,6 +74,7 @@ def classify(run: pd.Series, hist: pd.DataFrame, th: Thresholds = Thresholds()) 
         outcome = "converged"
     return {"outcome": outcome, "spikes": spikes, "state_growth": growth,
             "max_state_norm": float(np.nanmax(state)) if len(state) else math.nan,
+            "max_rho_A": float(np.nanmax(rho)) if len(rho) else math.nan,
             "steps_logged": int(len(loss)), "final_loss": final}
 
 
