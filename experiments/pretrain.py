@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import tracking
+from experiments import preemption, tracking
 from experiments.config import ConfigError, Plan, identity, plan, register
 from experiments.data import PackedStream, build_corpus
 from experiments.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, read_status, write_status
@@ -38,8 +39,10 @@ def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
     return tracking.flatten(c)
 
 
-def run(cfg: DictConfig) -> float:
-    """Run (or skip, or resume) one job; returns its final validation loss at T = µ_rec."""
+def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) -> float:
+    """Run (or skip, or resume) one job; returns its final validation loss at T = µ_rec.
+
+    on_eval(step, val_loss) is passed to the trainer (Optuna's pruning hook)."""
     p = plan(cfg)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -71,8 +74,13 @@ def run(cfg: DictConfig) -> float:
                       tracker.flush if tracker else None)
     stream = PackedStream(corpus.train, p.model.block_size, cfg.train.seed)
     val = PackedStream(corpus.val, p.model.block_size, cfg.train.seed).head(cfg.data.val_rows)
+    preemption.install()
     try:
-        result: TrainResult = train(p.model, cfg.train, p.steps, stream, val, run_dir, sink)
+        result: TrainResult = train(p.model, cfg.train, p.steps, stream, val, run_dir, sink, on_eval)
+    except SystemExit:
+        # Preempted: the checkpoint is written and the job requeued; the run stays RUNNING so that
+        # the requeued job resumes into it. Metrics up to the checkpoint are already flushed.
+        raise
     except BaseException as err:
         write_status(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
         if tracker:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from experiments import checkpoint
+from experiments import checkpoint, preemption
 from experiments.data import PackedStream
 from parcae import ModelConfig, build_model
 from parcae.optim import MuonAdamW, param_groups
@@ -99,7 +99,12 @@ class MetricSink:
 
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
-          run_dir: Path, sink: MetricSink) -> TrainResult:
+          run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train to `steps`, resuming from run_dir's checkpoint if there is one.
+
+    on_eval(step, val_loss) is called after each periodic validation (e.g. to prune an Optuna trial by
+    raising); a preemption signal (see experiments.preemption) checkpoints and hands over for requeue.
+    """
     t = train_cfg
     torch.manual_seed(t.seed)  # parameter init
     device = torch.device(t.device)
@@ -166,9 +171,14 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
             sink.log(metrics, done)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % t.eval_every == 0 and done < steps:
-            sink.log({"val/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}, done)
-        if done % t.checkpoint_every == 0 and done < steps:
+            val_loss = evaluate(model, val_x, val_y, mu, eval_bs, t.seed)
+            sink.log({"val/loss": val_loss}, done)
+            if on_eval is not None:
+                on_eval(done, val_loss)
+        if done < steps and (done % t.checkpoint_every == 0 or preemption.requested()):
             save_checkpoint(done)
+            if preemption.requested():
+                preemption.hand_over()
     bar.close()
 
     final = {"eval/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}

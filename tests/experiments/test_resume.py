@@ -58,3 +58,31 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, train):
     runs = client.search_runs([client.get_experiment_by_name("parcae").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert abs(runs[0].data.metrics["eval/loss"] - ref_status["final"]["eval/loss"]) < 1e-4
+
+
+def test_preemption_signal_checkpoints_at_once_and_resumes(tmp_path):
+    """SIGUSR2 (SLURM's warning before preemption) writes a checkpoint at the current step, even off the
+    checkpoint cadence, and the same command resumes from it into the same MLflow run."""
+    run = [*RUN, "train.checkpoint_every=1000"]  # only the signal can write a mid-run checkpoint
+    proc = pretrain(tmp_path, *run, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((tmp_path / "runs").glob("*/metrics.jsonl")) if (tmp_path / "runs").exists() else []
+        if runs or list((tmp_path / "runs").glob("*/status.json")) if (tmp_path / "runs").exists() else False:
+            break
+        time.sleep(0.02)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGUSR2)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "preempted" in err
+    run_dir = _only_run_dir(tmp_path)
+    assert (run_dir / "checkpoint.pt").exists()
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+
+    again = pretrain(tmp_path, *run)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from step" in again.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("parcae").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
