@@ -12,12 +12,14 @@ EXPERIMENT ?= parcae
 TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: setup sweep analyze test test-all ui clean-runs help
+.PHONY: setup sweep analyze test test-slurm slurm-up slurm-down tune ui clean-runs help
 
 help:
 	@echo "make sweep [SWEEP=isoflop|testtime|ladder] [ARGS='hydra overrides']  train a sweep, then analyze it"
 	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest)"
 	@echo "make test                     the default test suite (sets up .venv)"
+	@echo "make test-slurm               the tests marked slurm, on a private single-node SLURM (root)"
+	@echo "make tune [TUNE=lr] [ARGS=..] Optuna search (journal storage, pruning, 2 local workers)"
 	@echo "make ui                       MLflow UI on http://127.0.0.1:5000"
 
 $(STAMP): pyproject.toml
@@ -39,6 +41,21 @@ analyze: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm" $(ARGS)
+
+# A private single-node SLURM (Debian packages, own ports and state in .cache/slurm); stopped by pid.
+SLURM_DIR ?= .cache/slurm
+slurm-up:
+	scripts/slurm/start.sh $(SLURM_DIR)
+
+slurm-down:
+	scripts/slurm/stop.sh $(SLURM_DIR)
+
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -m slurm tests/slurm $(ARGS)
+
+TUNE ?= lr
+tune: $(STAMP)
+	$(PY) -m experiments.tune tune=$(TUNE) train.threads=1 $(ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000

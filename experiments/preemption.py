@@ -1,10 +1,13 @@
-"""Checkpoint, then requeue, when SLURM warns that a job is about to be preempted or time out.
+"""Checkpoint, then requeue, when SLURM says a job is about to stop.
 
-submitit installs its own SIGUSR2 handler in every job (it requeues the job and exits). A handler
-can't safely save a model halfway through a step, so ours only raises a flag; the training loop
-checks it after each step, writes a checkpoint and then hands the signal on to submitit's handler.
-The requeued job starts over with the same arguments and resumes from that checkpoint, into the same
-run dir and the same MLflow run.
+SLURM warns with SIGUSR2 before a preemption or time limit (submitit asks for it with
+`--signal=USR2@<s>`) and sends SIGTERM on `scontrol requeue`, `scancel` or a preemption, followed by
+SIGKILL after KillWait. submitit installs handlers for both in every job: it requeues on USR2 and
+only logs TERM. A handler can't safely save a model halfway through a step, so ours only records
+the signal; the training loop checks after each step, writes a checkpoint, then hands the signal on
+to the previous handler (submitit's, which requeues and exits) and stops. Whatever starts the job
+again — SLURM's requeue or the user re-running the command — resumes from that checkpoint, into the
+same run dir and the same MLflow run. Off SLURM, SIGTERM (e.g. `kill`) gets the same clean stop.
 """
 
 from __future__ import annotations
@@ -16,32 +19,38 @@ from typing import Any
 
 log = logging.getLogger("experiments.preemption")
 
-_requested = False
-_previous: Any = None
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+_received: int | None = None
+_previous: dict[int, Any] = {}
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    global _requested
-    _requested = True
+    global _received
+    _received = signum
 
 
-def install(signum: int = signal.SIGUSR2) -> None:
-    """Take over `signum`, remembering whoever handled it before (submitit, under SLURM)."""
-    global _previous, _requested
-    _requested = False
-    current = signal.getsignal(signum)
-    if current is not _on_signal:
-        _previous = current
-    signal.signal(signum, _on_signal)
+def install() -> None:
+    """Take over SIGUSR2 and SIGTERM, remembering whoever handled them before (submitit, on SLURM)."""
+    global _received
+    _received = None
+    for signum in SIGNALS:
+        current = signal.getsignal(signum)
+        if current is not _on_signal:
+            _previous[signum] = current
+        signal.signal(signum, _on_signal)
 
 
 def requested() -> bool:
-    return _requested
+    return _received is not None
 
 
-def hand_over(signum: int = signal.SIGUSR2) -> None:
-    """Called after the checkpoint is written: let submitit requeue (it exits), or stop here."""
-    log.warning("preemption signal: checkpoint written, handing over for requeue")
-    if callable(_previous):
-        _previous(signum, None)
-    raise SystemExit(f"preempted (signal {signum}); resume by running the same command again")
+def hand_over() -> None:
+    """Called once the checkpoint is written: pass the signal on (submitit may requeue), then stop."""
+    signum = _received
+    log.warning("signal %s: checkpoint written; stopping so that the job can be requeued and resume",
+                signal.Signals(signum).name)
+    previous = _previous.get(signum)
+    if callable(previous):
+        previous(signum, None)
+    raise SystemExit(f"preempted (signal {signal.Signals(signum).name}); "
+                     "the same command resumes from the checkpoint")

@@ -60,9 +60,11 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, train):
     assert abs(runs[0].data.metrics["eval/loss"] - ref_status["final"]["eval/loss"]) < 1e-4
 
 
-def test_preemption_signal_checkpoints_at_once_and_resumes(tmp_path):
-    """SIGUSR2 (SLURM's warning before preemption) writes a checkpoint at the current step, even off the
-    checkpoint cadence, and the same command resumes from it into the same MLflow run."""
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
+def test_preemption_signal_checkpoints_at_once_and_resumes(tmp_path, signum):
+    """SIGUSR2 (SLURM's warning before preemption) or SIGTERM (requeue, cancel, kill) writes a checkpoint at
+    the current step, even off the checkpoint cadence, and the same command resumes from it into the same
+    MLflow run."""
     run = [*RUN, "train.checkpoint_every=1000"]  # only the signal can write a mid-run checkpoint
     proc = pretrain(tmp_path, *run, wait=False)
     deadline = time.time() + 300
@@ -70,7 +72,7 @@ def test_preemption_signal_checkpoints_at_once_and_resumes(tmp_path):
         time.sleep(0.02)
     time.sleep(1.0)  # into the training loop
     assert proc.poll() is None
-    os.kill(proc.pid, signal.SIGUSR2)
+    os.kill(proc.pid, signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "preempted" in err
     run_dir = _only_run_dir(tmp_path)
