@@ -12,14 +12,19 @@ EXPERIMENT ?= parcae
 TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: setup sweep analyze test test-slurm slurm-up slurm-down tune ui clean-runs help
+.PHONY: setup sweep sweep-detached status resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
 
 help:
 	@echo "make sweep [SWEEP=isoflop|testtime|ladder] [ARGS='hydra overrides']  train a sweep, then analyze it"
+	@echo "make sweep-detached [SWEEP=..] submit a sweep in the background (survives closing the terminal)"
+	@echo "make status SWEEP=<id>        per grid point: finished / running / interrupted / failed / diverged / missing"
+	@echo "make resume SWEEP=<id>        run only the grid points that are not finished"
 	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest)"
 	@echo "make test                     the default test suite (sets up .venv)"
 	@echo "make test-slurm               the tests marked slurm, on a private single-node SLURM (root)"
 	@echo "make tune [TUNE=lr] [ARGS=..] Optuna search (journal storage, pruning, 2 local workers)"
+	@echo "make mlflow-server            MLflow tracking server (+UI) on 127.0.0.1:5000; off loopback needs"
+	@echo "                              MLFLOW_TRACKING_USERNAME/PASSWORD (basic auth)"
 	@echo "make ui                       MLflow UI on http://127.0.0.1:5000"
 
 $(STAMP): pyproject.toml
@@ -34,6 +39,17 @@ setup: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m experiments.pretrain sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS)
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID)
+
+sweep-detached: $(STAMP)
+	mkdir -p logs
+	nohup $(PY) -m experiments.pretrain sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS) > logs/$(SWEEP_ID).log 2>&1 &
+	@echo "sweep $(SWEEP_ID) running in the background: log logs/$(SWEEP_ID).log; progress: make status SWEEP=$(SWEEP_ID)"
+
+status: $(STAMP)
+	$(PY) -m experiments.status $(SWEEP_ID)
+
+resume: $(STAMP)
+	$(PY) -m experiments.status $(SWEEP_ID) --resume
 
 analyze: $(STAMP)
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) \
@@ -57,8 +73,14 @@ TUNE ?= lr
 tune: $(STAMP)
 	$(PY) -m experiments.tune tune=$(TUNE) train.threads=1 $(ARGS)
 
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+SERVER_ARGS ?=
+mlflow-server: $(STAMP)
+	$(PY) -m experiments.mlflow_server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(SERVER_ARGS)
+
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
 
 clean-runs:
-	rm -rf runs multirun outputs reports mlflow.db mlartifacts
+	rm -rf runs multirun outputs reports sweeps logs mlflow.db mlartifacts

@@ -58,7 +58,10 @@ class DataSchema:
 @dataclass
 class TrainSchema:
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch: sequences per optimizer step, over all data-parallel processes
+    # Sequences per forward/backward on one process; the rest of its share of the batch is gradient
+    # accumulation. null = batch_size / world_size (no accumulation). Changes memory, not the result.
+    micro_batch_size: Optional[int] = None
     # Exactly one budget: tokens, or FLOPs converted to tokens through parcae.flops_per_token.
     tokens: Optional[int] = None
     flop_budget: Optional[float] = None
@@ -83,8 +86,11 @@ class TrainSchema:
 @dataclass
 class TrackingSchema:
     enabled: bool = True
-    uri: Optional[str] = None  # default: sqlite:///<paths.root>/mlflow.db
+    uri: Optional[str] = None  # default: sqlite:///<paths.root>/mlflow.db; tracking=server: http://...
     experiment: str = "parcae"
+    # The sweep's parent run. Set by the sweep driver (experiments.sweep_driver) as a task override
+    # before any job starts, so it is frozen into every job's config (submitit pickles, requeue).
+    parent_run_id: Optional[str] = None
 
 
 @dataclass
@@ -112,7 +118,7 @@ def register() -> None:
 
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
 _NOT_IDENTITY = {"tracking", "paths", "sweep_id", "hydra", "launcher"}
-_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every"}
+_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size"}
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,20 @@ def plan(cfg: DictConfig) -> Plan:
     for key in ("batch_size", "eval_every", "checkpoint_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}", t[key], "must be a positive integer", f"set train.{key} ≥ 1")
+    micro = t.get("micro_batch_size")
+    if micro is not None and (micro < 1 or t.batch_size % micro):
+        raise ConfigError("train.micro_batch_size", micro, f"must be ≥ 1 and divide train.batch_size={t.batch_size}",
+                          "use a divisor of train.batch_size, or null for no gradient accumulation")
+    from experiments.distributed import env_world_size
+
+    world = env_world_size()  # what this launch announces; the trainer checks the live process group again
+    if world > 1 and t.batch_size % (world * (micro or 1)):
+        need = f"world_size × train.micro_batch_size = {world} × {micro}" if micro else f"world_size = {world}"
+        raise ConfigError("train.batch_size", t.batch_size,
+                          f"must be divisible by {need} (this launch has {world} processes, each taking "
+                          "batch_size / world_size rows per step)",
+                          f"use a multiple of {world * (micro or 1)}, or change train.micro_batch_size or the "
+                          "number of processes")
     if t.lr <= 0 or not math.isfinite(t.lr):
         raise ConfigError("train.lr", t.lr, "must be a positive number", "set train.lr, e.g. 3e-3")
     if not 0 <= t.warmup_fraction + t.cooldown_fraction <= 1:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import preemption, tracking
+from experiments import distributed, preemption, tracking
 from experiments.config import ConfigError, Plan, identity, plan, register
 from experiments.data import PackedStream, build_corpus
 from experiments.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, read_status, write_status
@@ -44,6 +46,11 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
 
     on_eval(step, val_loss) is passed to the trainer (Optuna's pruning hook)."""
     p = plan(cfg)
+    main = distributed.is_main()  # rank 0 of a data-parallel launch (or the only process) owns side effects
+
+    def record(**fields) -> None:
+        if main:
+            write_status(run_dir, **fields)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     root = Path(cfg.paths.root).resolve()
@@ -56,16 +63,19 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
         return status["final"]["eval/loss"]
 
     tracker = None
-    if cfg.tracking.enabled:
+    if cfg.tracking.enabled and main:
         uri = cfg.tracking.uri or tracking.default_uri(root)
         exp_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, root / "mlartifacts")
         tags = {"sweep_id": cfg.sweep_id, "config_hash": run_hash, "run_kind": "pretrain",
                 "model_kind": p.model.kind, "run_dir": str(run_dir)}
         name = f"{p.model.name}-mu{p.model.mean_recurrence}-{p.tokens // 1000}k-{run_hash[:6]}"
-        tracker = tracking.RunTracker(uri, exp_id, run_id=status.get("mlflow_run_id"), run_name=name, tags=tags)
-    write_status(run_dir, status=RUNNING, config_hash=run_hash, sweep_id=cfg.sweep_id,
-                 mlflow_run_id=tracker.run_id if tracker else None)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        tracker = tracking.RunTracker(uri, exp_id, run_id=status.get("mlflow_run_id"), run_name=name, tags=tags,
+                                      parent_run_id=cfg.tracking.get("parent_run_id"))
+    # host and pid let `experiments.status` tell a live job from one whose process is gone.
+    record(status=RUNNING, config_hash=run_hash, sweep_id=cfg.sweep_id,
+           mlflow_run_id=tracker.run_id if tracker else None, host=socket.gethostname(), pid=os.getpid())
+    if main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if tracker:
         tracker.log_params(_run_params(cfg, p, corpus.content_hash))
         tracker.log_artifact(run_dir / "config.yaml")
@@ -82,18 +92,18 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
         # the requeued job resumes into it. Metrics up to the checkpoint are already flushed.
         raise
     except BaseException as err:
-        write_status(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+        record(status=FAILED, error=f"{type(err).__name__}: {err}")
         if tracker:
             tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     if result.status == DIVERGED:
-        write_status(run_dir, status=DIVERGED, final=result.final, steps=result.steps)
+        record(status=DIVERGED, final=result.final, steps=result.steps)
         if tracker:
             tracker.set_tags({"diverged": "true"})
             tracker.finish("FAILED")
         log.warning("[diverged] %s at step %d", run_hash, result.steps)
         return float("nan")
-    write_status(run_dir, status=FINISHED, final=result.final, skipped_steps=result.skipped_steps)
+    record(status=FINISHED, final=result.final, skipped_steps=result.skipped_steps)
     if tracker:
         tracker.finish("FINISHED")
     log.info("[done] %s eval/loss=%.4f run_dir=%s", run_hash, result.final["eval/loss"], run_dir)
@@ -107,6 +117,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         # Validation failures are the user's to fix: one line, no traceback.
         print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except tracking.TrackingError as err:
+        print(f"tracking error: {err}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,13 +1,21 @@
-"""Hydra callback that runs in the driver before any job: validate every grid point, create the store.
+"""Hydra callback that runs in the driver before any job: validate every grid point, create the store,
+open the sweep's parent run.
 
 Hydra's `on_multirun_start` runs once in the launching process (also with the SLURM launcher, where
 jobs run elsewhere), so this is where a bad grid point stops the whole sweep before anything is
 submitted, and where the sqlite store and experiment are created once (parallel first-time creation
 races).
+
+Parent/child runs: the driver finds (tags sweep_id + run_kind=sweep) or creates the sweep's parent run
+and appends `tracking.parent_run_id=<id>` to the task overrides, which every job of the sweep is
+composed from. The id is thus part of each job's own config: in-process jobs (basic launcher), submitit
+pickles (frozen at submission, so a SLURM requeue resumes with the same parent) and the job's
+`.hydra/overrides.yaml`. Each job's run carries it as `mlflow.parentRunId`. Single runs have no parent.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,10 +24,12 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # pinned hydra-core<1.4
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from experiments import tracking
-from experiments.config import ConfigError, plan
+from experiments.config import ConfigError, identity, plan
+from experiments.data import build_corpus
+from experiments.status import write_manifest
 
 
 def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:
@@ -30,35 +40,100 @@ def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[s
     return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
 
 
-def validate_grid(config_name: str, sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> int:
-    """Compose and validate every grid point; returns the number of jobs. Raises SystemExit(2) listing
-    every invalid point, before any job starts."""
-    errors = []
+def effective_grid(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> dict[str, str]:
+    """key -> swept values, as the basic sweeper sees them (a command-line sweep replaces the file's)."""
+    if isinstance(sweeper_params, DictConfig):
+        sweeper_params = OmegaConf.to_container(sweeper_params)
+    grid = {str(k): str(v) for k, v in (sweeper_params or {}).items()}
+    args = [a for a in task_overrides if not a.startswith("hydra.")]
+    for arg, o in zip(args, OverridesParser.create().parse_overrides(args)):
+        if o.is_sweep_override() or o.key_or_group in grid:
+            grid[o.key_or_group] = arg.split("=", 1)[1]
+    return grid
+
+
+def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
+                  task_overrides: list[str]) -> list[tuple[list[str], str]]:
+    """Compose and validate every grid point; returns each point's overrides and run identity. Raises
+    SystemExit(2) listing every invalid point, before any job starts."""
+    errors, jobs = [], []
+    corpus_hashes: dict[tuple[Path, float], str] = {}
     grid = grid_overrides(sweeper_params, task_overrides)
     for overrides in grid:
         try:
-            plan(compose(config_name=config_name, overrides=overrides))
+            cfg = compose(config_name=config_name, overrides=overrides)
+            p = plan(cfg)
         except ConfigError as err:
             errors.append(f"  {' '.join(overrides)}\n    -> {err}")
+            continue
         except Exception as err:  # e.g. an unknown config group option
             errors.append(f"  {' '.join(overrides)}\n    -> {type(err).__name__}: {err}")
+            continue
+        key = (Path(cfg.paths.root).resolve() / cfg.paths.cache, cfg.data.val_percent)
+        if key not in corpus_hashes:
+            corpus_hashes[key] = build_corpus(*key).content_hash
+        jobs.append((overrides, identity(cfg, p.model, corpus_hashes[key])))
     if errors:
         print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
               + "\n".join(errors), file=sys.stderr)
         raise SystemExit(2)
-    return len(grid)
+    return jobs
 
 
-def prepare_tracking(config: DictConfig) -> None:
-    if config.tracking.enabled:
-        root = Path(config.paths.root).resolve()
-        uri = config.tracking.uri or tracking.default_uri(root)
-        tracking.ensure_experiment(uri, config.tracking.experiment, root / "mlartifacts")
+PARENT_OVERRIDE = "tracking.parent_run_id"
+
+
+def prepare_tracking(config: DictConfig, n_jobs: int | None = None) -> tuple[str, str] | None:
+    """Create the store and experiment once; return (uri, parent run id) of the sweep, or None when
+    tracking is off. A parent id given on the command line (tracking.parent_run_id=...) is kept."""
+    if not config.tracking.enabled:
+        return None
+    root = Path(config.paths.root).resolve()
+    uri = config.tracking.uri or tracking.default_uri(root)
+    exp_id = tracking.ensure_experiment(uri, config.tracking.experiment, root / "mlartifacts")
+    if config.tracking.get("parent_run_id"):
+        return uri, config.tracking.parent_run_id
+    tags = {"sweep.grid": json.dumps(effective_grid(config.hydra.sweeper.get("params"),
+                                                    list(config.hydra.overrides.task)), sort_keys=True),
+            "sweep.overrides": " ".join(o for o in config.hydra.overrides.task if not o.startswith("hydra.")),
+            "sweep.dir": str(config.hydra.sweep.dir)}
+    if n_jobs is not None:
+        tags["sweep.n_jobs"] = str(n_jobs)
+    return uri, tracking.sweep_parent_run(uri, exp_id, config.sweep_id, tags)
+
+
+def _hand_parent_to_jobs(config: DictConfig, parent_run_id: str) -> None:
+    """Append the parent id to the task overrides that Hydra composes every job from (read by
+    hydra.multirun right after this callback, hydra-core 1.3)."""
+    task = config.hydra.overrides.task
+    if any(str(o).lstrip("+~").startswith(PARENT_OVERRIDE + "=") for o in task):
+        return  # given on the command line
+    with read_write(config.hydra), open_dict(config.hydra):
+        task.append(f"{PARENT_OVERRIDE}={parent_run_id}")
 
 
 class PrepareSweep(Callback):
+    def __init__(self) -> None:
+        self._parent: tuple[str, str] | None = None
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        n = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"),
-                          list(config.hydra.overrides.task))
-        prepare_tracking(config)
-        print(f"[sweep {config.sweep_id}] {n} grid points validated; launching", file=sys.stderr)
+        task_overrides = list(config.hydra.overrides.task)
+        jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides)
+        n = len(jobs)
+        # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
+        write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,
+                       task_overrides, jobs)
+        try:
+            self._parent = prepare_tracking(config, n)
+        except tracking.TrackingError as err:
+            print(f"tracking error: {err}; nothing was launched", file=sys.stderr)
+            raise SystemExit(2) from None
+        if self._parent:
+            _hand_parent_to_jobs(config, self._parent[1])
+        parent = f"; parent run {self._parent[1]}" if self._parent else ""
+        print(f"[sweep {config.sweep_id}] {n} grid points validated{parent}; launching", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Not called when a job failed (hydra#1928): the parent then stays RUNNING until a re-run ends.
+        if self._parent:
+            tracking.finish_run(*self._parent)

@@ -1,4 +1,10 @@
-"""The training loop: AdamW or MuonAdamW with a WSD schedule, periodic validation, checkpoints, guard rails."""
+"""The training loop: AdamW or MuonAdamW with a WSD schedule, periodic validation, checkpoints, guard rails.
+
+Data-parallel when launched so (torchrun, or SLURM with several tasks; see experiments.distributed):
+train.batch_size is the global batch, each rank trains on its contiguous share of it, optionally in
+micro-batches of train.micro_batch_size with gradient accumulation, and rank 0 alone writes metrics and
+checkpoints. A W-process run reproduces the single-process run up to float rounding.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from experiments import checkpoint, preemption
+from experiments import checkpoint, distributed, preemption
+from experiments.config import ConfigError
 from experiments.data import PackedStream
 from parcae import ModelConfig, build_model
 from parcae.optim import MuonAdamW, param_groups
@@ -46,6 +53,26 @@ def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.
     return torch.optim.AdamW([{"params": groups["muon"], "weight_decay": t.weight_decay},
                               {"params": groups["adamw"], "weight_decay": 0.0}],
                              lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
+
+
+def batch_split(batch_size: int, micro_batch_size: int | None, world_size: int) -> tuple[int, int]:
+    """(rows per rank, rows per micro-batch) of a global batch; ConfigError naming the key if uneven.
+
+    World size is known only at launch, so this runs when training starts (plan() checks what the
+    environment announces, and the parts that need no world size)."""
+    micro = micro_batch_size or batch_size // max(world_size, 1)
+    if micro_batch_size is None and batch_size % world_size:
+        raise ConfigError("train.batch_size", batch_size,
+                          f"the global batch must split evenly over the {world_size} processes of this launch",
+                          f"use a multiple of {world_size}, or launch a number of processes that divides it")
+    if micro < 1 or batch_size % (world_size * micro):
+        raise ConfigError("train.batch_size", batch_size,
+                          f"must be divisible by world_size × train.micro_batch_size = {world_size} × "
+                          f"{micro_batch_size} = {world_size * (micro_batch_size or 0)} (each process takes "
+                          f"batch_size / world_size rows per step, in micro-batches of micro_batch_size)",
+                          f"use a multiple of {world_size * (micro_batch_size or 1)}, or change "
+                          f"train.micro_batch_size or the number of processes")
+    return batch_size // world_size, micro
 
 
 @torch.no_grad()
@@ -106,33 +133,49 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     raising); a preemption signal (see experiments.preemption) checkpoints and hands over for requeue.
     """
     t = train_cfg
+    ctx = distributed.setup(t.device)
+    local_bs, micro_bs = batch_split(t.batch_size, getattr(t, "micro_batch_size", None), ctx.world_size)
+    n_micro = local_bs // micro_bs
     torch.manual_seed(t.seed)  # parameter init
-    device = torch.device(t.device)
-    model = build_model(model_cfg).to(device)
-    optimizer = build_optimizer(model, t, steps)
+    device = ctx.device
+    raw_model = build_model(model_cfg).to(device)
+    optimizer = build_optimizer(raw_model, t, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
     gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and initial states
     ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
+    main = ctx.is_main
+
+    def emit(metrics: dict[str, float], step: int) -> None:
+        if main:
+            sink.log(metrics, step)
+
+    def flush() -> None:
+        if main:
+            sink.flush()
 
     start, skipped = 0, 0
-    state = checkpoint.load(ckpt_path)
+    state = checkpoint.load(ckpt_path)  # every rank reads the checkpoint rank 0 wrote
     if state is not None:
-        model.load_state_dict(state["model"])
+        raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start, skipped = state["step"], state["skipped_steps"]
-        log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
+        if main:
+            log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
+    model = ctx.wrap(raw_model)
 
     def save_checkpoint(step: int) -> None:
-        sink.flush()
-        checkpoint.save(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
-        })
+        if main:
+            sink.flush()
+            checkpoint.save(ckpt_path, {
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
+            })
+        ctx.barrier()  # nobody moves on (or hands over for requeue) before the checkpoint is on disk
 
     val_x, val_y = val
     mu = model_cfg.mean_recurrence if model_cfg.kind == "parcae" else None
@@ -140,22 +183,47 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     tokens_per_step = t.batch_size * model_cfg.block_size
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=model_cfg.name, mininterval=2.0,
-               disable=None, file=sys.stderr)
+               disable=None if main else True, file=sys.stderr)
     t0 = time.time()
+    simple = not ctx.enabled and n_micro == 1  # exactly the single-process step of before
+    first_row = ctx.rank * local_bs
     for step in bar:
         x, y = stream.batch(step, t.batch_size)
-        _, loss = model(x.to(device), y.to(device), generator=gen, step=step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        if simple:
+            _, loss = model(x.to(device), y.to(device), generator=gen, step=step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            # Draws for the whole global batch, as one forward over it would make them; each rank uses
+            # the rows of its micro-batches, so depths and h_0 match the single-process run row by row.
+            draws = distributed.draw_global(raw_model, model_cfg, t.batch_size, x.shape[1], gen, step)
+            loss = torch.zeros((), device=device)
+            for k in range(n_micro):
+                a = first_row + k * micro_bs
+                b = a + micro_bs
+                with ctx.no_sync(model, sync=k == n_micro - 1), \
+                        distributed.rows_of_global_draws(raw_model, draws, a, b, device) as kw:
+                    kw.setdefault("generator", gen)
+                    _, micro_loss = model(x[a:b].to(device), y[a:b].to(device), step=step, **kw)
+                    # Each micro-batch's share of the global mean (DDP averages the W ranks' gradients).
+                    (micro_loss * (micro_bs / local_bs)).backward()
+                loss = loss + micro_loss.detach() * (micro_bs / local_bs)
+        preempt = preemption.requested()
+        if ctx.enabled:
+            # One collective for the global loss and "did any rank get the preemption signal".
+            packed = ctx.all_reduce_sum(torch.stack([loss.detach().float(),
+                                                     torch.tensor(float(preempt), device=device)]))
+            loss, preempt = packed[0] / ctx.world_size, bool(packed[1] > 0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
         if finite:
             optimizer.step()
         elif t.on_nonfinite == "skip":
             skipped += 1
         else:
-            sink.log({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
-            sink.flush()
+            emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
+            flush()
             return TrainResult("diverged", step, skipped_steps=skipped)
         scheduler.step()
 
@@ -166,29 +234,34 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
                        "train/lr": scheduler.get_last_lr()[0], "train/tokens": done * tokens_per_step,
                        "train/skipped_steps": skipped,
                        "train/tokens_per_s": (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)}
-            if hasattr(model, "injection_stats"):
-                metrics.update({f"monitor/{k}": v for k, v in model.injection_stats().items()})
-            sink.log(metrics, done)
+            if hasattr(raw_model, "injection_stats"):
+                # State monitors come from the last forward: with DDP or micro-batches, rank 0's last one.
+                metrics.update({f"monitor/{k}": v for k, v in raw_model.injection_stats().items()})
+            emit(metrics, done)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % t.eval_every == 0 and done < steps:
-            val_loss = evaluate(model, val_x, val_y, mu, eval_bs, t.seed)
-            sink.log({"val/loss": val_loss}, done)
+            # Every rank evaluates the whole (small) validation set: same number everywhere, so an
+            # on_eval hook that prunes stops all ranks alike.
+            val_loss = evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)
+            emit({"val/loss": val_loss}, done)
             if on_eval is not None:
                 on_eval(done, val_loss)
-        if done < steps and (done % t.checkpoint_every == 0 or preemption.requested()):
+        if not ctx.enabled:
+            preempt = preemption.requested()  # a signal during validation counts at once, as before
+        if done < steps and (done % t.checkpoint_every == 0 or preempt):
             save_checkpoint(done)
-            if preemption.requested():
+            if preempt:
                 preemption.hand_over()
     bar.close()
 
-    final = {"eval/loss": evaluate(model, val_x, val_y, mu, eval_bs, t.seed)}
+    final = {"eval/loss": evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)}
     if model_cfg.kind == "parcae":
         for T in sorted(set(t.test_loops)):
-            final[f"eval/loss_T{T}"] = evaluate(model, val_x, val_y, T, eval_bs, t.seed)
+            final[f"eval/loss_T{T}"] = evaluate(raw_model, val_x, val_y, T, eval_bs, t.seed)
     if not all(math.isfinite(v) for v in final.values()):
-        sink.log(final, steps)
-        sink.flush()
+        emit(final, steps)
+        flush()
         return TrainResult("diverged", steps, final, skipped)
-    sink.log({"val/loss": final["eval/loss"], **final}, steps)
+    emit({"val/loss": final["eval/loss"], **final}, steps)
     save_checkpoint(steps)
     return TrainResult("finished", steps, final, skipped)

@@ -13,7 +13,9 @@ SMALL = ["model.block_size=64", "train.batch_size=8", "data.val_rows=16", "train
 
 
 def pretrain(root: Path, *overrides: str, timeout: float = 600, wait: bool = True):
-    cmd = [sys.executable, "-m", "experiments.pretrain", f"paths.root={root}", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra wants its flags (-m) before overrides
+    cmd = [sys.executable, "-m", "experiments.pretrain", *flags, f"paths.root={root}",
+           *(o for o in overrides if not o.startswith("-"))]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

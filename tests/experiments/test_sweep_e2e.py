@@ -16,7 +16,7 @@ def test_sweep_trains_tracks_fits_and_skips_on_rerun(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("parcae")
-    runs = client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e'")
+    runs = client.search_runs([exp.experiment_id], "tags.sweep_id = 'e2e' and tags.run_kind = 'pretrain'")
     assert len(runs) == 9 and all(run.info.status == "FINISHED" for run in runs)
     for run in runs:
         assert {"eval/loss", "eval/loss_T1", "eval/loss_T8", "train/loss"} <= set(run.data.metrics)

@@ -1,0 +1,254 @@
+"""Data-parallel training across processes: launch detection, process group, rank-0 side effects.
+
+A run is distributed when its launcher says so through the environment:
+
+* torchrun (or anything exporting the env:// variables): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+  MASTER_PORT;
+* SLURM with several tasks in the srun step (e.g. hydra-submitit-launcher with tasks_per_node > 1, or
+  nodes > 1): under submitit, `submitit.helpers.TorchDistributedEnvironment` exports those variables
+  (master = the job's first node, port = MASTER_PORT or one derived from the job id); a bare `srun` is
+  parsed by hand from SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID / SLURM_STEP_NODELIST (port:
+  MASTER_PORT or one derived from SLURM_JOB_ID).
+
+Anything else is one process, and nothing here changes it. The backend is nccl on CUDA, gloo on CPU;
+each rank takes the GPU of its local rank:
+
+    # one node, 2 processes (CPU: gloo; train.device=cuda: nccl, one GPU per process)
+    torchrun --standalone --nproc_per_node=2 -m experiments.pretrain train.batch_size=16 ...
+    # SLURM through submitit: one task per GPU
+    python -m experiments.pretrain -m launcher=slurm hydra.launcher.tasks_per_node=8 \
+        hydra.launcher.gpus_per_node=8 train.device=cuda ...
+
+`train.batch_size` stays the global batch: each of W ranks takes rows [r·B/W, (r+1)·B/W) of the step's
+batch (see experiments.trainer), so the union over ranks is the single-process batch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import inspect
+import logging
+import os
+import random
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("experiments.distributed")
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    source: str  # "torchrun" (env://), "submitit", "slurm" or "single"
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM nodelist ("gpu[01-04,07],cpu3" → "gpu01"); scontrol when available."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    m = re.match(r"([^,\[]+)(?:\[([^\],]+))?", nodelist)
+    if not m:
+        return nodelist
+    prefix, ranges = m.group(1), m.group(2)
+    return prefix + ranges.split("-")[0] if ranges else prefix
+
+
+def env_world_size() -> int:
+    """The world size the launcher announces, read from the environment only (no process group needed).
+
+    Under SLURM it is the task count of the srun step this process belongs to (SLURM_STEP_NUM_TASKS, which
+    submitit's srun also sets), not the job's SLURM_NTASKS: a batch script that runs python directly in a
+    multi-task allocation is one process, and must not wait for peers that never start.
+    """
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_STEP_NUM_TASKS"):
+        return max(int(os.environ["SLURM_STEP_NUM_TASKS"]), 1)
+    return 1
+
+
+def env_rank() -> int:
+    """This process's global rank from the environment (0 when not distributed)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("SLURM_PROCID", "0") or 0) if env_world_size() > 1 else 0
+
+
+def is_main() -> bool:
+    """True on the process that owns side effects (status files, tracking, checkpoints): global rank 0."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return env_rank() == 0
+
+
+def detect() -> LaunchEnv:
+    """Read the launch from the environment; for SLURM, export the env:// variables torch needs."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return LaunchEnv(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                         int(os.environ.get("LOCAL_RANK", "0")), "torchrun")
+    if env_world_size() <= 1:
+        return LaunchEnv(0, 1, 0, "single")
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        try:
+            from submitit.helpers import TorchDistributedEnvironment
+        except ImportError:  # pragma: no cover - submitit is a dependency, but a bare srun needs no submitit
+            TorchDistributedEnvironment = None
+        if TorchDistributedEnvironment is not None:
+            # GPUs are picked below by local rank, so CUDA_VISIBLE_DEVICES is left as SLURM set it.
+            env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            return LaunchEnv(env.rank, env.world_size, env.local_rank, "submitit")
+    rank, world = int(os.environ["SLURM_PROCID"]), env_world_size()
+    local = int(os.environ.get("SLURM_LOCALID", "0"))
+    job = os.environ.get("SLURM_JOB_ID", "0")
+    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST") or "localhost"
+    os.environ.setdefault("MASTER_ADDR", _first_slurm_host(nodes))
+    os.environ.setdefault("MASTER_PORT", str(random.Random(job).randint(20000, 60000)))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
+    return LaunchEnv(rank, world, local, "slurm")
+
+
+@dataclass
+class Context:
+    """The process group as the trainer sees it; world_size == 1 means plain single-process training."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel around the model (no-op for one process)."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # Buffers (rotary tables) are deterministic functions of the config: no per-forward broadcast.
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        params = inspect.signature(DDP.__init__).parameters
+        no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {
+            "broadcast_buffers": False}
+        return DDP(model, device_ids=ids, output_device=ids[0] if ids else None, **no_buffer_sync)
+
+    def no_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """Skip DDP's gradient all-reduce on all but the last micro-batch of a step."""
+        if self.enabled and not sync:
+            return model.no_sync()
+        return contextlib.nullcontext()
+
+
+def setup(device: str) -> Context:
+    """Join (or reuse) the process group of this launch and pick this rank's device.
+
+    Idempotent: a Hydra multirun inside one torchrun launch trains several jobs in the same processes.
+    """
+    env = detect()
+    dev = torch.device(device)
+    if env.world_size <= 1:
+        return Context(0, 1, 0, dev)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise RuntimeError(f"train.device={device!r} but no CUDA device is visible on rank {env.rank}")
+        dev = torch.device("cuda", env.local_rank % count)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, **kwargs)
+        atexit.register(_shutdown)
+        if env.rank == 0:
+            log.info("distributed: %d processes (%s, %s backend)", env.world_size, env.source, backend)
+    elif dist.get_world_size() != env.world_size:
+        raise RuntimeError(f"process group has {dist.get_world_size()} ranks, the launch {env.world_size}")
+    return Context(env.rank, env.world_size, env.local_rank, dev)
+
+
+def _shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def rows_of_global_draws(model: torch.nn.Module, draws: "GlobalDraws | None", a: int, b: int,
+                         device: torch.device) -> Iterator[dict]:
+    """Forward kwargs that make the model use rows [a, b) of the global batch's draws.
+
+    The looped model draws its depths (`depth_plan`) and h_0 from the generator inside forward, for the
+    rows it is given. To give rows [a, b) of a batch exactly the draws the single-process run gives them,
+    the trainer draws for the whole global batch (same generator, same order as forward: depths, then
+    h_0) and hands each micro-batch its slice: h_0 through forward's `initial_state=`, the depths by
+    shadowing `depth_plan` on the instance for the duration of the call (forward has no plan argument).
+    """
+    if draws is None:
+        yield {}
+        return
+    from parcae.sampling import DepthPlan
+
+    sliced = DepthPlan(free=draws.plan.free[a:b], grad=draws.plan.grad[a:b])
+    n = b - a
+
+    def depth_plan(batch_size, num_steps, generator, **_):  # noqa: ANN001 - mirrors LoopedLM.depth_plan
+        if batch_size != n or num_steps is not None:
+            raise RuntimeError(f"expected a training forward of {n} rows, got {batch_size} (num_steps={num_steps})")
+        return sliced
+
+    model.depth_plan = depth_plan  # instance attribute shadows the method
+    try:
+        yield {"initial_state": draws.h0[a:b].to(device), "generator": None}
+    finally:
+        del model.depth_plan
+
+
+@dataclass
+class GlobalDraws:
+    plan: "object"  # parcae.sampling.DepthPlan for the global batch
+    h0: torch.Tensor  # [B, S, d] float32 on the generator's device
+
+
+def draw_global(model: torch.nn.Module, model_cfg, batch_size: int, seq_len: int,
+                generator: torch.Generator, step: int) -> GlobalDraws | None:
+    """The depth plan and h_0 that one forward over the whole global batch would draw, in its order.
+
+    None for a model without a loop (the Transformer draws nothing).
+    """
+    if model_cfg.kind != "parcae":
+        return None
+    from parcae.sampling import initial_state
+
+    plan = model.depth_plan(batch_size, None, generator, seq_len=seq_len, step=step)
+    h0 = initial_state(model_cfg.state_init, (batch_size, seq_len, model_cfg.d_model), model_cfg.d_model,
+                       generator.device, torch.float32, generator)
+    return GlobalDraws(plan, h0)
