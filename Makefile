@@ -71,7 +71,7 @@ test-slurm: $(STAMP)
 
 TUNE ?= lr
 tune: $(STAMP)
-	$(PY) -m experiments.tune tune=$(TUNE) train.threads=1 $(ARGS)
+	$(PY) -m experiments.tune tune=$(TUNE) train.threads=1 train.eval_every=10 $(ARGS)
 
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
