@@ -167,9 +167,11 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
             for row, (key, _, _) in enumerate(panels):
                 k = h[h["key"] == key]
                 ax = axes[row, col]
-                ax.plot(k["step"], k["value"], color=c, lw=1.0, marker=".", ms=3)
+                # An exploding state reaches ~1e308; log-scale autoscaling overflows on that, so clip.
+                values = np.clip(k["value"].to_numpy(dtype=float), None, 1e200)
+                ax.plot(k["step"], values, color=c, lw=1.0, marker=".", ms=3)
                 if run["outcome"] == "diverged" and len(k):
-                    ax.scatter(k["step"].iloc[-1], k["value"].iloc[-1], marker="x", color=c, s=60, zorder=4)
+                    ax.scatter(k["step"].iloc[-1], values[-1], marker="x", color=c, s=60, zorder=4)
         axes[0, col].set_title(f"injection = {inj}", fontsize=9)
         for row, (_, label, scale) in enumerate(panels):
             axes[row, col].set_ylabel(label)

@@ -43,22 +43,33 @@ def histories(tracking_uri: str, run_ids: list[str], keys: tuple[str, ...] = HIS
     return df.sort_values(["run_id", "key", "step"]).reset_index(drop=True)
 
 
-def count_spikes(loss: np.ndarray, spike_rel: float, skip: int) -> int:
-    """Separate excursions of the loss above (1 + spike_rel) × its running minimum, after `skip` points."""
+def count_spikes(loss: np.ndarray, spike_rel: float, skip: int, reference: np.ndarray | None = None) -> int:
+    """Separate excursions of the loss above (1 + spike_rel) × its running minimum, after `skip` points.
+
+    `reference` (the median loss of all runs of the sweep at the same steps) removes what the data does:
+    every run sees the same batches in the same order, so a hard batch lifts all of them at once. With a
+    reference, a point counts only if it is also (1 + spike_rel/2) × above the reference.
+    """
     if len(loss) <= skip:
         return 0
     running_min = np.minimum.accumulate(np.where(np.isfinite(loss), loss, np.inf))
     above = (loss > (1 + spike_rel) * running_min) & np.isfinite(loss)
+    if reference is not None:
+        above &= loss > (1 + spike_rel / 2) * reference
     above[:skip] = False
     # An excursion is a run of consecutive points above the threshold.
     return int(np.sum(above[1:] & ~above[:-1]) + above[0])
 
 
-def classify(run: pd.Series, hist: pd.DataFrame, th: Thresholds = Thresholds()) -> dict[str, object]:
-    """Outcome and its evidence for one run (row of analysis.runs.load_runs, its histories)."""
-    loss = hist.loc[hist["key"] == LOSS_KEY, "value"].to_numpy(dtype=float)
+def classify(run: pd.Series, hist: pd.DataFrame, th: Thresholds = Thresholds(),
+             reference: pd.Series | None = None) -> dict[str, object]:
+    """Outcome and its evidence for one run (row of analysis.runs.load_runs, its histories); `reference`
+    maps step → median training loss of the sweep (see count_spikes)."""
+    losses = hist[hist["key"] == LOSS_KEY]
+    loss = losses["value"].to_numpy(dtype=float)
+    ref = None if reference is None else reference.reindex(losses["step"]).to_numpy(dtype=float)
     state = hist.loc[hist["key"] == STATE_KEY, "value"].to_numpy(dtype=float)
-    spikes = count_spikes(loss, th.spike_rel, int(th.warmup_fraction * len(loss)))
+    spikes = count_spikes(loss, th.spike_rel, int(th.warmup_fraction * len(loss)), ref)
     growth = math.nan
     if len(state) >= 2 and np.isfinite(state[0]) and state[0] > 0:
         growth = float(np.nanmax(np.where(np.isfinite(state), state, np.inf)) / state[0])
@@ -81,10 +92,12 @@ def classify(run: pd.Series, hist: pd.DataFrame, th: Thresholds = Thresholds()) 
 def stability_table(runs: pd.DataFrame, hist: pd.DataFrame, th: Thresholds = Thresholds()) -> pd.DataFrame:
     """One row per run: injection, lr, outcome and evidence."""
     rows = []
+    losses = hist[hist["key"] == LOSS_KEY]
+    reference = losses.groupby("step")["value"].median() if losses["run_id"].nunique() >= 3 else None
     for _, run in runs.iterrows():
         h = hist[hist["run_id"] == run["run_id"]]
         rows.append({"run_id": run["run_id"], "injection": run["injection"], "lr": run["lr"],
-                     "mean_recurrence": run["mean_recurrence"], **classify(run, h, th)})
+                     "mean_recurrence": run["mean_recurrence"], **classify(run, h, th, reference)})
     return pd.DataFrame(rows).sort_values(["injection", "lr"]).reset_index(drop=True)
 
 

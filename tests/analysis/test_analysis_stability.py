@@ -57,3 +57,12 @@ def test_histories_and_grid_from_a_real_store(tmp_path):
     grid = outcome_grid(table).set_index("injection")
     assert grid.loc["diagonal", "lr=0.01"] == "✓" and grid.loc["linear", "lr=0.01"] == "↑"
     assert grid.loc["diagonal", "lr=0.003"] == "✓"
+
+
+def test_a_hard_batch_seen_by_every_run_is_not_a_spike():
+    loss = np.array([5.0, 4.0, 3.0, 2.0, 2.0, 2.7, 2.0, 1.9])
+    common = loss.copy()  # the median run saw the same jump at the same step
+    assert count_spikes(loss, 0.3, skip=0) == 1
+    assert count_spikes(loss, 0.3, skip=0, reference=common) == 0
+    quiet = np.array([5.0, 4.0, 3.0, 2.0, 2.0, 2.0, 2.0, 1.9])
+    assert count_spikes(loss, 0.3, skip=0, reference=quiet) == 1
