@@ -49,7 +49,8 @@ def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: 
     return path
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 checks without sending)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def job_state(run_dir: Path) -> str:
     if state is None:
         return MISSING
     if state == RUNNING and status.get("host") == socket.gethostname() and status.get("pid") \
-            and not _alive(int(status["pid"])):
+            and not process_alive(int(status["pid"])):
         return INTERRUPTED
     return state
 

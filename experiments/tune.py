@@ -50,6 +50,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from experiments import tracking
+from experiments.status import process_alive
 from experiments.config import Config, ConfigError, identity, plan, register
 from experiments.data import build_corpus
 
@@ -255,13 +256,6 @@ def _worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": job}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -499,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                                 sampler=make_sampler(tune), pruner=make_pruner(tune))
     if tune.launcher == "local":
         host = socket.gethostname()
-        retry_stale(study, store, lambda w: w.get("host") == host and not _pid_alive(int(w.get("pid", 0))))
+        retry_stale(study, store, lambda w: w.get("host") == host and not process_alive(int(w.get("pid", 0))))
 
     remaining = tune.n_trials - sum(_counts(study)[s.name] for s in FINISHED_STATES)
     codes: list[int] | None = []

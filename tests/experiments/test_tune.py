@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from experiments.status import process_alive
 from experiments import tune
 from experiments.run_dir import read_status
 
@@ -111,7 +112,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_retried_with_its_parameters(tm
     alive = study.ask({"train.lr": optuna.distributions.FloatDistribution(LOW, HIGH, log=True)})
     alive.set_user_attr("worker", {"host": "h", "pid": 1, "slurm_job": None})
 
-    n = tune.retry_stale(study, store, lambda w: w.get("host") == "h" and not tune._pid_alive(w["pid"]))
+    n = tune.retry_stale(study, store, lambda w: w.get("host") == "h" and not process_alive(w["pid"]))
     assert n == 1
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
