@@ -51,9 +51,11 @@ status: $(STAMP)
 resume: $(STAMP)
 	$(PY) -m experiments.status $(SWEEP_ID) --resume
 
+# The sweep named on the command line (SWEEP= or SWEEP_ID=), else the latest one in the store.
+ANALYZE_ID = $(if $(filter command line environment,$(origin SWEEP) $(origin SWEEP_ID)),$(SWEEP_ID))
 analyze: $(STAMP)
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) \
-		$(if $(filter command line environment,$(origin SWEEP_ID)),--sweep-id $(SWEEP_ID)) --out reports/$(if $(filter command line environment,$(origin SWEEP_ID)),$(SWEEP_ID),latest)
+		$(if $(ANALYZE_ID),--sweep-id $(ANALYZE_ID)) --out reports/$(or $(ANALYZE_ID),latest)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm" $(ARGS)
