@@ -12,7 +12,7 @@ EXPERIMENT ?= parcae
 TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: setup sweep sweep-detached status resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
+.PHONY: bench-fit setup sweep sweep-detached status resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
 
 help:
 	@echo "make sweep [SWEEP=isoflop|testtime|ladder] [ARGS='hydra overrides']  train a sweep, then analyze it"
@@ -38,7 +38,7 @@ setup: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m experiments.pretrain sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS)
-	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID)
+	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID) --reuse
 
 sweep-detached: $(STAMP)
 	mkdir -p logs
@@ -80,6 +80,10 @@ MLFLOW_PORT ?= 5000
 SERVER_ARGS ?=
 mlflow-server: $(STAMP)
 	$(PY) -m experiments.mlflow_server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(SERVER_ARGS)
+
+# Law-fit timing (1,000 points × 1,000 cold-start bootstrap resamples) and 90 % interval coverage.
+bench-fit: $(STAMP)
+	$(PY) benchmarks/bench_fit.py
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000

@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not log the report as an MLflow analysis run")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the existing report if its runs, settings and analysis code are unchanged")
     return p
 
 
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
         path = analyze(args.tracking_uri, args.experiment, sweep, args.out,
-                       log_to_mlflow=not args.no_mlflow_log, n_boot=args.n_boot, seed=args.seed)
+                       log_to_mlflow=not args.no_mlflow_log, n_boot=args.n_boot, seed=args.seed,
+                       reuse=args.reuse)
     except (NoRunsError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ write ``report.md`` with figures, and log the bundle to MLflow as an
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import pandas as pd
 import scipy
 
 from analysis import isoflop, plots, stability
+from analysis.lawreport import law_section
+from analysis.testtime_forms import compare_forms
 from analysis.markdown import fmt, interval, table
 from analysis.powerlaw import PowerLawFit, powerlaw_from_optima
 from analysis.runs import load_runs, split_usable, testtime_columns
@@ -255,7 +258,12 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
         f"points). Huber is the mean Huber(δ={HUBER_DELTA:g}) of log residuals. gap_pct = "
         "100·(L_inf − L(T=mu_rec))/L(T=mu_rec) with L(T=mu_rec) = eval/loss.\n\n"
         + summary + "\n\n" + table(t, cols) + "\n\n"
-        + _fig_link(report, png, out_dir, "test-time loss vs T")))
+        + _fig_link(report, png, out_dir, "test-time loss vs T") + "\n\n"
+        + "### Test-time law forms (Parcae Table 12 protocol)\n\n"
+        "Per run, each form fitted by least squares on log-loss; score = mean Huber(δ=1e-3) "
+        "of log residuals ×1e-7, averaged over runs with >= 4 values of T. Extrapolated: "
+        "fitted on T <= mu_rec (>= 3 values), scored on T > mu_rec.\n\n"
+        + table(compare_forms(usable))))
 
 
 def _scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
@@ -309,12 +317,34 @@ def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: P
     return run_id
 
 
+FINGERPRINT = "inputs.sha256"
+
+
+def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, n_boot: int, seed: int) -> str:
+    """What a report depends on: the sweep's runs and their results, the settings, the analysis code."""
+    digest = hashlib.sha256(f"{experiment}|{sweep_id}|{n_boot}|{seed}".encode())
+    cols = ["run_id", "status", "diverged", "loss", *testtime_columns(raw)]
+    digest.update(raw[cols].sort_values("run_id").to_csv(index=False).encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Path,
-            log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0) -> Path:
-    """Analyse one sweep; returns the path of the written report.md."""
+            log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0, reuse: bool = False) -> Path:
+    """Analyse one sweep; returns the path of the written report.md.
+
+    reuse: when the report in out_dir was made from exactly these runs, settings and analysis code,
+    return it without refitting (a re-run sweep that trained nothing then costs seconds, not minutes).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = load_runs(tracking_uri, experiment, sweep_id)
+    fingerprint = _fingerprint(raw, experiment, sweep_id, n_boot, seed)
+    stamp = out_dir / FINGERPRINT
+    if reuse and (out_dir / "report.md").exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        return out_dir / "report.md"
+    stamp.unlink(missing_ok=True)
     usable, excluded = split_usable(raw)
     if usable.empty:
         reasons = ", ".join(excluded["reason"].value_counts().index) if len(excluded) else "none"
@@ -327,6 +357,7 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
         _stability_section(report, raw, out_dir, tracking_uri)
     _isoflop_section(report, usable, out_dir, n_boot, seed)
     _testtime_section(report, usable, out_dir)
+    report.add(law_section(usable, n_boot, seed, report.warnings, report.metrics))
     _scaling_plots_section(report, usable, out_dir)
     report.add(_runs_section(usable))
     # Warnings go right after the header so they are read before the numbers.
@@ -335,4 +366,5 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
     path.write_text("\n\n".join(report.sections) + "\n", encoding="utf-8")
     if log_to_mlflow:
         _log_to_mlflow(tracking_uri, experiment, sweep_id, out_dir, report, len(usable))
+    stamp.write_text(fingerprint)
     return path

@@ -145,3 +145,16 @@ def test_ladder_sweep_skips_what_it_cannot_support(store, tmp_path):
     assert "ladder-style sweep" in text
     for col in ("tokens", "n_params"):
         assert (tmp_path / "figures" / f"loss_vs_{col}.png").exists()
+
+
+def test_reuse_returns_an_up_to_date_report_and_refits_when_settings_change(store, tmp_path):
+    """A sweep re-run that trained nothing gets its report back in seconds, without refitting."""
+    from analysis.report import FINGERPRINT
+
+    first = analyze(store, EXPERIMENT, SWEEP, tmp_path, log_to_mlflow=False, n_boot=50, reuse=True)
+    stamp = (tmp_path / FINGERPRINT).read_text()
+    first.write_text(first.read_text() + "\nmarker\n")
+    again = analyze(store, EXPERIMENT, SWEEP, tmp_path, log_to_mlflow=False, n_boot=50, reuse=True)
+    assert again.read_text().endswith("marker\n")  # reused, not rewritten
+    changed = analyze(store, EXPERIMENT, SWEEP, tmp_path, log_to_mlflow=False, n_boot=60, reuse=True)
+    assert "marker" not in changed.read_text() and (tmp_path / FINGERPRINT).read_text() != stamp

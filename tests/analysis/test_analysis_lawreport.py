@@ -1,0 +1,65 @@
+"""The "Parametric law" report section on synthetic runs frames."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.lawreport import holdout_largest_budget, law_section, law_supported
+
+
+def _frame(noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    core, once = 25e6, 40e6
+    for C in (1e18, 4e18, 1.6e19, 6.4e19):
+        for mu in (1, 2, 4, 8):
+            for width in (1.0, 2.0):
+                n_params = width * (once + core)
+                unrolled = width * (once + mu * core)
+                D = C / (6 * unrolled)
+                loss = 1.9 + 500 * unrolled ** -0.34 + 2000 * D ** -0.36
+                loss *= np.exp(rng.normal(0, noise))
+                tt = {f"loss_T{T}": loss + 0.5 * np.exp(-1.0 * T / mu) for T in (1, 2, 4, 8, 16)}
+                rows.append({"run_id": f"r{len(rows)}", "model_name": f"w{width}",
+                             "mean_recurrence": mu, "flop_budget": C, "n_params": n_params,
+                             "n_params_unrolled": unrolled, "tokens": D, "loss": loss, **tt})
+    df = pd.DataFrame(rows)
+    df["mean_recurrence"] = df["mean_recurrence"].astype("Int64")
+    return df
+
+
+def test_law_section_fits_and_reports():
+    df = _frame(noise=0.002)
+    warnings, metrics = [], {}
+    text = law_section(df, n_boot=40, seed=0, report_warnings=warnings, metrics=metrics)
+    assert "## Parametric law" in text and "### `parcae`" in text
+    assert "### `recurrence`" in text and "### `unified`" in text
+    assert "n_params_unrolled" in text and "95 % bootstrap" in text
+    assert abs(metrics["law.parcae.alpha"] - 0.34) < 0.05
+    assert "law.parcae.holdout_mean_are" in metrics
+    assert metrics["law.parcae.holdout_mean_are"] < 0.02
+
+
+def test_law_section_skips_small_sweeps():
+    df = _frame().iloc[:4]
+    ok, why = law_supported(df)
+    assert not ok and "needs >= 6 runs" in why
+    text = law_section(df, n_boot=10, seed=0, report_warnings=[], metrics={})
+    assert text.startswith("## Parametric law\n\nSkipped")
+
+
+def test_holdout_exact_on_noiseless_surface():
+    h = holdout_largest_budget("parcae", _frame())
+    assert h["n_test"] == 8 and h["max_are"] < 1e-6
+
+
+def test_testtime_form_comparison_prefers_exp_on_exp_curves():
+    from analysis.testtime_forms import compare_forms
+    df = _frame()
+    df = df[df["mean_recurrence"] >= 4].iloc[:6]
+    t = compare_forms(df).set_index("form")
+    ind = t["in-distribution (×1e-7)"]
+    assert ind["exp"] < 1e-3 and ind["exp"] < ind["power no floor"]
+    ext = t["extrapolated T > mu_rec (×1e-7)"]
+    assert t.loc["exp", "runs (ext)"] > 0 and ext["exp"] <= ext.min() + 1e-9
+
