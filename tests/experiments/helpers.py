@@ -1,6 +1,7 @@
 """Shared helpers for the experiments tests: run the real entry point in a subprocess."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,5 +19,8 @@ def pretrain(root: Path, *overrides: str, timeout: float = 600, wait: bool = Tru
            *(o for o in overrides if not o.startswith("-"))]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A shell's background job starts with SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt; give the child the default disposition so tests can Ctrl-C it anywhere.
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
