@@ -67,6 +67,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
         uri = cfg.tracking.uri or tracking.default_uri(root)
         exp_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, root / "mlartifacts")
         tags = {"sweep_id": cfg.sweep_id, "config_hash": run_hash, "run_kind": "pretrain",
+                "code_version": tracking.code_version(),
                 "model_kind": p.model.kind, "run_dir": str(run_dir)}
         name = f"{p.model.name}-mu{p.model.mean_recurrence}-{p.tokens // 1000}k-{run_hash[:6]}"
         tracker = tracking.RunTracker(uri, exp_id, run_id=status.get("mlflow_run_id"), run_name=name, tags=tags,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -236,3 +237,19 @@ class RunTracker:
             self.flush()
         finally:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def code_version(repo: Path | None = None) -> str:
+    """The git commit of the code that runs (with '+dirty' for uncommitted changes), or 'unknown'.
+
+    Not part of a run's identity (a refactor must not retrain every run), but recorded so that a
+    result can be traced to the code that produced it."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}+dirty" if dirty else sha

@@ -21,6 +21,7 @@ def test_sweep_trains_tracks_fits_and_skips_on_rerun(tmp_path):
     for run in runs:
         assert {"eval/loss", "eval/loss_T1", "eval/loss_T8", "train/loss"} <= set(run.data.metrics)
         assert run.data.tags["config_hash"] and run.data.params["derived.tokens"]
+        assert run.data.tags["code_version"] != "unknown"  # the git commit that produced the run
         assert float(run.data.params["derived.train_flops"]) <= float(run.data.params["train.flop_budget"])
     assert len({run.data.tags["config_hash"] for run in runs}) == 9
 
