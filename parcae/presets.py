@@ -42,12 +42,20 @@ def _cpu(name: str, d: int, heads: int, depth: int) -> list[ModelConfig]:
     ]
 
 
+def _bench_tiny() -> ModelConfig:
+    """The benchmark model (`make bench`): fixed dimensions whose parameter count, 1,345,920, equals the
+    reference implementation's for the same shape (tied head, value embeddings on layers 1, 3, 5)."""
+    return ModelConfig(name="bench-tiny", kind="parcae", vocab_size=256, block_size=256, d_model=128, n_head=4,
+                       mlp_ratio=4, n_prelude=2, n_core=2, n_coda=2, mean_recurrence=4, mean_backprop=2)
+
+
 def _build_presets() -> dict[str, ModelConfig]:
     configs = [
         *_cpu("tiny", 64, 4, 1),
         *_cpu("cpu-s", 96, 6, 1),
         *_cpu("cpu-m", 128, 8, 2),
         *_cpu("cpu-l", 160, 10, 3),
+        _bench_tiny(),
         *(cfg for name in _PUBLISHED for cfg in _published(name)),
     ]
     return {cfg.name: cfg for cfg in configs}
