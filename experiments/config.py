@@ -50,9 +50,29 @@ ModelSchema = _model_schema()
 
 @dataclass
 class DataSchema:
-    name: str = "stdlib"  # the embedded corpus; more sources come with real-data support
+    name: str = "stdlib"  # a label for the corpus; `source` says where it comes from
     val_percent: float = 2.0  # share of documents held out for validation
     val_rows: int = 64  # validation rows of model.block_size tokens
+    # Real data (experiments.real_data; README "Real data and evaluation"). stdlib = the embedded corpus.
+    source: str = "stdlib"  # stdlib | text | jsonl | parquet | hf (a Hugging Face `datasets` id)
+    paths: list[str] = field(default_factory=list)  # text/jsonl/parquet files or globs
+    text_field: str = "text"  # the column (jsonl/parquet/hf) that holds a document
+    text_separator: Optional[str] = None  # text: split files on this string; null = one document per file
+    hf_path: Optional[str] = None  # source=hf: the dataset id, e.g. HuggingFaceFW/fineweb-edu
+    hf_name: Optional[str] = None  # source=hf: its config, e.g. sample-10BT
+    hf_revision: Optional[str] = None
+    split: str = "train"
+    streaming: bool = True  # read through `datasets` streaming (no Arrow copy before tokenising)
+    max_docs: Optional[int] = None  # read at most this many documents; null = all
+    tokenizer: str = "byte"  # byte, or bpe (trained on the source unless tokenizer_path is given)
+    tokenizer_path: Optional[str] = None  # an existing tokenizer.json
+    bpe_vocab_size: int = 32768
+    tokenizer_train_chars: int = 100_000_000  # characters the BPE is trained on (parcae.md D.3: 2e9)
+    tokenizer_doc_chars: int = 10_000  # each training document capped at this many characters
+    shard_dir: Optional[str] = None  # null = <paths.cache>/shards/<hash of source + tokenizer>
+    shard_docs: int = 4096  # documents per shard (one unit of parallel and resumable work)
+    workers: int = 2  # tokenising processes; 0 = in this process
+    pack_buffer: int = 1000  # documents the best-fit packer chooses from
 
 
 @dataclass
@@ -119,6 +139,7 @@ def register() -> None:
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
 _NOT_IDENTITY = {"tracking", "paths", "sweep_id", "hydra", "launcher"}
 _NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size"}
+_NOT_IDENTITY_DATA = {"workers", "shard_dir", "streaming"}  # how the data is built, not what it is
 
 
 @dataclass(frozen=True)
@@ -189,8 +210,9 @@ def plan(cfg: DictConfig) -> Plan:
         raise ConfigError("train.on_nonfinite", t.on_nonfinite, "unknown policy", "use skip or stop")
     if not t.test_loops or min(t.test_loops) < 1:
         raise ConfigError("train.test_loops", list(t.test_loops), "needs loop counts ≥ 1", "e.g. [1,2,4,8,16]")
-    if cfg.data.name != "stdlib":
-        raise ConfigError("data.name", cfg.data.name, "unknown corpus", "use data=stdlib (the embedded corpus)")
+    from experiments.real_data import validate as validate_data
+
+    validate_data(cfg.data, model.vocab_size)
 
     fpt = flops_per_token(model)
     tokens_per_step = t.batch_size * model.block_size
@@ -221,5 +243,6 @@ def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
     c = {k: v for k, v in c.items() if k not in _NOT_IDENTITY}
     c["train"] = {k: v for k, v in c["train"].items() if k not in _NOT_IDENTITY_TRAIN}
     c["model"] = dataclasses.asdict(model)
+    c["data"] = {k: v for k, v in c["data"].items() if k not in _NOT_IDENTITY_DATA}
     c["data"]["content_hash"] = corpus_hash
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]

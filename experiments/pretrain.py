@@ -18,9 +18,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import distributed, preemption, tracking
+from experiments import distributed, preemption, real_data, tracking
+from experiments import tokenizer as tokenizers
 from experiments.config import ConfigError, Plan, identity, plan, register
-from experiments.data import PackedStream, build_corpus
 from experiments.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, read_status, write_status
 from experiments.trainer import MetricSink, TrainResult, train
 
@@ -54,8 +54,8 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     root = Path(cfg.paths.root).resolve()
-    corpus = build_corpus(root / cfg.paths.cache, cfg.data.val_percent)
-    run_hash = identity(cfg, p.model, corpus.content_hash)
+    data = real_data.load(cfg, root, p.model.block_size)
+    run_hash = identity(cfg, p.model, data.content_hash)
     run_dir = root / cfg.paths.runs / run_hash
     status = read_status(run_dir)
     if status.get("status") == FINISHED:
@@ -77,17 +77,19 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
            mlflow_run_id=tracker.run_id if tracker else None, host=socket.gethostname(), pid=os.getpid())
     if main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        tokenizers.save(data.tokenizer, run_dir / "tokenizer.json")  # evaluation reads the run's own tokenizer
     if tracker:
-        tracker.log_params(_run_params(cfg, p, corpus.content_hash))
+        tracker.log_params({**_run_params(cfg, p, data.content_hash), "data.tokenizer_hash": data.tokenizer.content_hash,
+                            "data.tokenizer_vocab": data.tokenizer.vocab_size})
         tracker.log_artifact(run_dir / "config.yaml")
+        tracker.log_artifact(run_dir / "tokenizer.json")
 
     sink = MetricSink(run_dir / "metrics.jsonl", tracker.log_metrics if tracker else None,
                       tracker.flush if tracker else None)
-    stream = PackedStream(corpus.train, p.model.block_size, cfg.train.seed)
-    val = PackedStream(corpus.val, p.model.block_size, cfg.train.seed).head(cfg.data.val_rows)
     preemption.install()
     try:
-        result: TrainResult = train(p.model, cfg.train, p.steps, stream, val, run_dir, sink, on_eval)
+        result: TrainResult = train(p.model, cfg.train, p.steps, data.train, data.val, run_dir, sink, on_eval,
+                                  tokens_per_byte=data.tokens_per_byte)
     except SystemExit:
         # Preempted: the checkpoint is written and the job requeued; the run stays RUNNING so that
         # the requeued job resumes into it. Metrics up to the checkpoint are already flushed.

@@ -26,9 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from experiments import tracking
+from experiments import real_data, tracking
 from experiments.config import ConfigError, identity, plan
-from experiments.data import build_corpus
 from experiments.status import write_manifest
 
 
@@ -57,7 +56,7 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
     """Compose and validate every grid point; returns each point's overrides and run identity. Raises
     SystemExit(2) listing every invalid point, before any job starts."""
     errors, jobs = [], []
-    corpus_hashes: dict[tuple[Path, float], str] = {}
+    corpus_hashes: dict[tuple[Path, str, int], str] = {}
     grid = grid_overrides(sweeper_params, task_overrides)
     for overrides in grid:
         try:
@@ -69,9 +68,9 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
         except Exception as err:  # e.g. an unknown config group option
             errors.append(f"  {' '.join(overrides)}\n    -> {type(err).__name__}: {err}")
             continue
-        key = (Path(cfg.paths.root).resolve() / cfg.paths.cache, cfg.data.val_percent)
+        key = (Path(cfg.paths.root).resolve(), json.dumps(OmegaConf.to_container(cfg.data)), p.model.block_size)
         if key not in corpus_hashes:
-            corpus_hashes[key] = build_corpus(*key).content_hash
+            corpus_hashes[key] = real_data.content_hash(cfg, key[0], key[2])
         jobs.append((overrides, identity(cfg, p.model, corpus_hashes[key])))
     if errors:
         print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from experiments import checkpoint, distributed, preemption
 from experiments.config import ConfigError
 from experiments.data import PackedStream
+from experiments.packing import check_data_position, data_position
 from parcae import ModelConfig, build_model
 from parcae.optim import MuonAdamW, param_groups
 
@@ -50,9 +51,47 @@ def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.
         return MuonAdamW(model, adamw_lr=t.lr, muon_lr=t.muon_lr, betas=(t.beta1, t.beta2), eps=t.eps,
                          muon_weight_decay=t.weight_decay, total_steps=total_steps)
     groups = param_groups(model)
+    # Fused: one kernel per step, and it can skip a non-finite step on the device (see clip_and_step).
     return torch.optim.AdamW([{"params": groups["muon"], "weight_decay": t.weight_decay},
                               {"params": groups["adamw"], "weight_decay": 0.0}],
-                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
+                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=True)
+
+
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                  grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip the gradient, then step unless the loss or the gradient norm is non-finite.
+
+    Returns (grad_norm, nonfinite as a 0/1 float tensor). Fused AdamW takes the decision on the device
+    (its found_inf input skips the update and leaves its state as it was, as GradScaler uses it), so a
+    step never waits for the accelerator; other optimizers read the flag on the host.
+    """
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    nonfinite = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+    if isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults.get("fused"):
+        optimizer.found_inf = nonfinite
+        optimizer.step()
+    elif not bool(nonfinite):
+        optimizer.step()
+    return grad_norm, nonfinite
+
+
+def step_metrics(raw_model: torch.nn.Module, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, done: int,
+                 tokens_per_step: int, skipped: int, tokens_per_s: float) -> dict[str, float]:
+    """The train/* and monitor/* metrics of a log step; the only host syncs of a step happen here."""
+    metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm.item(), "train/lr": lr,
+               "train/tokens": done * tokens_per_step, "train/skipped_steps": skipped,
+               "train/tokens_per_s": tokens_per_s}
+    if hasattr(raw_model, "injection_stats"):
+        # State monitors come from the last forward: with DDP or micro-batches, rank 0's last one.
+        metrics.update({f"monitor/{k}": v for k, v in raw_model.injection_stats().items()})
+    return metrics
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host batch to the device without blocking: pinned, so the copy overlaps the previous step's work."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def batch_split(batch_size: int, micro_batch_size: int | None, world_size: int) -> tuple[int, int]:
@@ -126,11 +165,13 @@ class MetricSink:
 
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
-          run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+          run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None,
+          tokens_per_byte: float | None = None) -> TrainResult:
     """Train to `steps`, resuming from run_dir's checkpoint if there is one.
 
     on_eval(step, val_loss) is called after each periodic validation (e.g. to prune an Optuna trial by
     raising); a preemption signal (see experiments.preemption) checkpoints and hands over for requeue.
+    tokens_per_byte (of the validation labels) adds bits per byte next to every validation loss.
     """
     t = train_cfg
     ctx = distributed.setup(t.device)
@@ -157,6 +198,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     start, skipped = 0, 0
     state = checkpoint.load(ckpt_path)  # every rank reads the checkpoint rank 0 wrote
     if state is not None:
+        check_data_position(stream, state.get("data"))
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -166,18 +208,34 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         if main:
             log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
     model = ctx.wrap(raw_model)
+    skipped_new = torch.zeros((), device=device)  # skipped steps not yet read back from the device
+
+    def settle_skipped() -> int:
+        """All skipped steps so far: reads the device counter, so only log and save steps call it."""
+        nonlocal skipped, skipped_new
+        skipped += int(skipped_new.item())
+        skipped_new = torch.zeros((), device=device)
+        return skipped
 
     def save_checkpoint(step: int) -> None:
+        settle_skipped()
         if main:
             sink.flush()
             checkpoint.save(ckpt_path, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
+                "data": data_position(stream, step, t.batch_size),
             })
         ctx.barrier()  # nobody moves on (or hands over for requeue) before the checkpoint is on disk
 
     val_x, val_y = val
+
+    def bpb_of(losses: dict[str, float]) -> dict[str, float]:
+        """loss… keys become bpb… keys: loss · log2(e) · tokens ÷ bytes (experiments.bpb)."""
+        if not tokens_per_byte:
+            return {}
+        return {k.replace("loss", "bpb"): v * math.log2(math.e) * tokens_per_byte for k, v in losses.items()}
     mu = model_cfg.mean_recurrence if model_cfg.kind == "parcae" else None
     eval_bs = t.batch_size
     tokens_per_step = t.batch_size * model_cfg.block_size
@@ -190,7 +248,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     for step in bar:
         x, y = stream.batch(step, t.batch_size)
         if simple:
-            _, loss = model(x.to(device), y.to(device), generator=gen, step=step)
+            _, loss = model(to_device(x, device), to_device(y, device), generator=gen, step=step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         else:
@@ -215,13 +273,10 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
             packed = ctx.all_reduce_sum(torch.stack([loss.detach().float(),
                                                      torch.tensor(float(preempt), device=device)]))
             loss, preempt = packed[0] / ctx.world_size, bool(packed[1] > 0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
-        if finite:
-            optimizer.step()
-        elif t.on_nonfinite == "skip":
-            skipped += 1
-        else:
+        grad_norm, nonfinite = clip_and_step(raw_model, optimizer, loss, t.grad_clip)
+        if t.on_nonfinite == "skip":
+            skipped_new = skipped_new + nonfinite  # on the device: read only when logged or saved
+        elif bool(nonfinite):  # "stop" reads the flag every step
             emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
             flush()
             return TrainResult("diverged", step, skipped_steps=skipped)
@@ -230,20 +285,14 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         done = step + 1
         # Step 1 too: an unstable injection can blow the state up within the first few steps.
         if done % LOG_EVERY == 0 or done in (1, steps):
-            metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm.item(),
-                       "train/lr": scheduler.get_last_lr()[0], "train/tokens": done * tokens_per_step,
-                       "train/skipped_steps": skipped,
-                       "train/tokens_per_s": (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)}
-            if hasattr(raw_model, "injection_stats"):
-                # State monitors come from the last forward: with DDP or micro-batches, rank 0's last one.
-                metrics.update({f"monitor/{k}": v for k, v in raw_model.injection_stats().items()})
-            emit(metrics, done)
+            emit(step_metrics(raw_model, loss, grad_norm, scheduler.get_last_lr()[0], done, tokens_per_step,
+                              settle_skipped(), (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)), done)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % t.eval_every == 0 and done < steps:
             # Every rank evaluates the whole (small) validation set: same number everywhere, so an
             # on_eval hook that prunes stops all ranks alike.
             val_loss = evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)
-            emit({"val/loss": val_loss}, done)
+            emit({"val/loss": val_loss, **bpb_of({"val/loss": val_loss})}, done)
             if on_eval is not None:
                 on_eval(done, val_loss)
         if not ctx.enabled:
@@ -258,10 +307,11 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     if model_cfg.kind == "parcae":
         for T in sorted(set(t.test_loops)):
             final[f"eval/loss_T{T}"] = evaluate(raw_model, val_x, val_y, T, eval_bs, t.seed)
+    final.update(bpb_of(final))
     if not all(math.isfinite(v) for v in final.values()):
         emit(final, steps)
         flush()
-        return TrainResult("diverged", steps, final, skipped)
-    emit({"val/loss": final["eval/loss"], **final}, steps)
+        return TrainResult("diverged", steps, final, settle_skipped())
+    emit({"val/loss": final["eval/loss"], **bpb_of({"val/loss": final["eval/loss"]}), **final}, steps)
     save_checkpoint(steps)
     return TrainResult("finished", steps, final, skipped)

@@ -1,0 +1,153 @@
+"""A run's data, whatever the source: tokenizer → shards → packed rows → train stream and validation set.
+
+`data.source=stdlib` (the default) is the embedded corpus exactly as before (byte tokens, PackedStream).
+Every other source goes source documents → tokenizer (bytes, a given tokenizer.json, or a BPE trained on
+the source and cached) → shards (parallel, resumable) → best-fit packed rows → RowStream. All of it is
+cached under paths.cache, keyed by what it is made from, so a sweep's jobs share one build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from experiments import bpb, shards, sources
+from experiments import tokenizer as tokenizers
+from experiments.config import ConfigError
+from experiments.data import PackedStream, build_corpus
+from experiments.packing import RowStream, pack_best_fit, write_rows
+
+log = logging.getLogger("experiments.real_data")
+
+
+@dataclass
+class RunData:
+    train: PackedStream
+    val: tuple[torch.Tensor, torch.Tensor]
+    content_hash: str
+    tokenizer: tokenizers.ByteLevel | tokenizers.BPE
+    tokens_per_byte: float  # of the validation labels, for bits per byte
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validate(data, model_vocab: int) -> None:
+    """Everything about data.* that can be checked before any work starts (called by config.plan)."""
+    sources.check(data)
+    if data.source == "stdlib":
+        return
+    if data.tokenizer not in ("byte", "bpe"):
+        raise ConfigError("data.tokenizer", data.tokenizer, "unknown tokenizer", "use byte or bpe")
+    for key, low in (("shard_docs", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
+        if data[key] < low:
+            raise ConfigError(f"data.{key}", data[key], f"must be ≥ {low}", f"set data.{key} ≥ {low}")
+    if data.tokenizer == "byte":
+        vocab = 256
+    elif data.tokenizer_path:
+        if not Path(data.tokenizer_path).is_file():
+            raise ConfigError("data.tokenizer_path", data.tokenizer_path, "no such file",
+                              "point it at a tokenizer.json (e.g. a run dir's), or null to train one")
+        vocab = tokenizers.load(data.tokenizer_path).vocab_size
+    else:
+        vocab = data.bpe_vocab_size
+        if vocab <= 256 + len(tokenizers.SPECIALS):
+            raise ConfigError("data.bpe_vocab_size", vocab, "too small for 256 bytes + specials", "e.g. 32768")
+    if vocab > model_vocab:
+        raise ConfigError("model.vocab_size", model_vocab,
+                          f"smaller than the tokenizer's vocabulary ({vocab} tokens)",
+                          f"set model.vocab_size={vocab} (or a larger multiple of 64)")
+
+
+def _sample(docs, budget_chars: int, doc_chars: int):
+    """The first documents, up to budget_chars characters counted after capping each at doc_chars."""
+    used = 0
+    for d in docs:
+        if used >= budget_chars:
+            return
+        used += min(len(d), doc_chars)
+        yield d
+
+
+def _tokenizer(data, cache: Path):
+    if data.tokenizer == "byte":
+        return tokenizers.ByteLevel()
+    if data.tokenizer_path:
+        return tokenizers.load(data.tokenizer_path)
+    spec = {"source": sources.fingerprint(data), "vocab": data.bpe_vocab_size,
+            "chars": data.tokenizer_train_chars, "doc_chars": data.tokenizer_doc_chars}
+    path = cache / "tokenizers" / _key(spec) / "tokenizer.json"
+    if path.exists():
+        return tokenizers.load(path)
+    log.info("training a %d-token BPE on ≤ %d characters of %s", data.bpe_vocab_size, data.tokenizer_train_chars,
+             data.source)
+    docs = _sample(sources.documents(data, cache / "hf"), data.tokenizer_train_chars, data.tokenizer_doc_chars)
+    tok = tokenizers.train_bpe(docs, data.bpe_vocab_size, data.tokenizer_doc_chars)
+    tokenizers.save(tok, path)
+    (path.parent / "spec.json").write_text(json.dumps(spec, indent=1, default=str))
+    return tok
+
+
+def build_shard_set(data, cache: Path, progress: bool = True) -> tuple[shards.ShardSet, object]:
+    """The source tokenised into shards (built, resumed, or found in the cache) and its tokenizer."""
+    tok = _tokenizer(data, cache)
+    spec = {"source": sources.fingerprint(data), "tokenizer": tok.content_hash, "shard_docs": data.shard_docs,
+            "val_percent": data.val_percent}
+    out = Path(data.shard_dir) if data.shard_dir else cache / "shards" / _key(spec)
+    found = shards.load_shards(out)
+    if found is not None and found.manifest["tokenizer"] != tok.content_hash:
+        raise ConfigError("data.shard_dir", str(out), "holds shards of another tokenizer",
+                          "point data.shard_dir at an empty folder, or null for the cache")
+    built = found or shards.build_shards(sources.documents(data, cache / "hf"), tok, out, shard_docs=data.shard_docs,
+                                         workers=data.workers, val_percent=data.val_percent, description=spec,
+                                         progress=progress)
+    return built, tok
+
+
+def _packed(shard_set: shards.ShardSet, split: str, row_len: int, buffer_docs: int, bos_id: int):
+    path = shard_set.dir / f"rows-{split}-{row_len}-{buffer_docs}.bin"
+    rows = pack_best_fit(shard_set.documents(split), row_len, buffer_docs, bos_id)
+    return write_rows(rows, path, shard_set.dtype, row_len)
+
+
+def _rows_hash(shard_set: shards.ShardSet, row_len: int, buffer_docs: int) -> str:
+    return _key({"shards": shard_set.content_hash, "row_len": row_len, "buffer": buffer_docs})
+
+
+def load(cfg, root: Path, block_size: int) -> RunData:
+    """The train stream, the fixed validation set, the content hash and the tokenizer of a run."""
+    cache = root / cfg.paths.cache
+    data, seed = cfg.data, cfg.train.seed
+    if data.source == "stdlib":
+        corpus = build_corpus(cache, data.val_percent)
+        val = PackedStream(corpus.val, block_size, seed).head(data.val_rows)
+        tok = tokenizers.ByteLevel()
+        return RunData(PackedStream(corpus.train, block_size, seed), val, corpus.content_hash, tok,
+                       bpb.tokens_per_byte(val[1], tok.token_bytes()))
+    shard_set, tok = build_shard_set(data, cache)
+    content = _rows_hash(shard_set, block_size + 1, data.pack_buffer)
+    streams = {}
+    for split in shards.SPLITS:
+        rows = _packed(shard_set, split, block_size + 1, data.pack_buffer, tok.bos_id)
+        if len(rows) == 0:
+            raise ConfigError("data.val_percent" if split == "val" else "data.paths", data.val_percent,
+                              f"the {split} split holds fewer tokens than one row of {block_size + 1}",
+                              "use more documents, a larger data.val_percent, or a smaller model.block_size")
+        streams[split] = RowStream(rows, seed, content)
+    val = streams["val"].head(data.val_rows)
+    return RunData(streams["train"], val, content, tok, bpb.tokens_per_byte(val[1], tok.token_bytes()))
+
+
+def content_hash(cfg, root: Path, block_size: int) -> str:
+    """A run's data hash (what its identity records), building missing shards on the way: a sweep's
+    driver calls this once before its jobs start, so they find the shards built."""
+    if cfg.data.source == "stdlib":
+        return build_corpus(root / cfg.paths.cache, cfg.data.val_percent).content_hash
+    shard_set, _ = build_shard_set(cfg.data, root / cfg.paths.cache)
+    return _rows_hash(shard_set, block_size + 1, cfg.data.pack_buffer)
