@@ -20,6 +20,7 @@ help:
 	@echo "make status SWEEP=<id>        per grid point: finished / running / interrupted / failed / diverged / missing"
 	@echo "make resume SWEEP=<id>        run only the grid points that are not finished"
 	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest)"
+	@echo "make compare SWEEPS=a,b       two sweeps on one figure, with their exponents"
 	@echo "make test                     the default test suite (sets up .venv)"
 	@echo "make test-slurm               the tests marked slurm, on a private single-node SLURM (root)"
 	@echo "make tune [TUNE=lr] [ARGS=..] Optuna search (journal storage, pruning, 2 local workers)"
@@ -56,6 +57,12 @@ ANALYZE_ID = $(if $(filter command line environment,$(origin SWEEP) $(origin SWE
 analyze: $(STAMP)
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) \
 		$(if $(ANALYZE_ID),--sweep-id $(ANALYZE_ID)) --out reports/$(or $(ANALYZE_ID),latest)
+
+# Two or more sweeps on one figure, e.g. make compare SWEEPS=isoflop,isoflop-muon
+.PHONY: compare
+compare: $(STAMP)
+	@test -n "$(SWEEPS)" || { echo "make compare needs SWEEPS=a,b (comma-separated sweep ids)"; exit 2; }
+	$(PY) -m analysis.compare --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweeps $(SWEEPS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm" $(ARGS)

@@ -10,6 +10,15 @@ describes the same estimator:
 * curvature > 0 and vertex beyond the grid: the grid edge (flagged, never
   extrapolated);
 * curvature <= 0 or fewer than 3 distinct x: the best observed point (flagged).
+
+Beside the parabola, each budget's curve is interpolated with an Akima spline
+(no global shape assumed), whose minimum on the sampled range is reported too;
+a large gap between the two optima means the parabola's shape assumption is
+doing the work.  Quality flags beyond the rule above: an off-centre grid (the
+optimum sits in the outer fifth of the sampled range, so one side is barely
+sampled), weak curvature (the parabola rises less across the grid than the
+scatter of the points about it, so the vertex is set by noise), and
+parabola/Akima disagreement.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.interpolate import Akima1DInterpolator
 
 MIN_DISTINCT_X = 3
 # A vertex this close to the grid boundary (fraction of the log-span) is only
@@ -29,6 +39,17 @@ FLAG_EDGE_LOW = "minimum at/below lower grid edge"
 FLAG_EDGE_HIGH = "minimum at/above upper grid edge"
 FLAG_CURVATURE = "non-positive curvature"
 FLAG_NO_DOF = "exactly 3 points: no residual dof, no delta-method SE"
+FLAG_OFF_CENTRE = "off-centre grid: optimum in the outer fifth of the sampled range"
+FLAG_WEAK = "weak curvature: not significantly positive (t < 2), or a rise across the grid under 0.1 %"
+FLAG_DISAGREE = "parabola and Akima optima differ by more than a quarter of the grid"
+# The outer share of the log-span that counts as "off-centre" (inside it but not at the edge).
+OFF_CENTRE_FRACTION = 0.2
+# Curvature is "weak" below this t-statistic, or when the parabola rises less than this fraction of
+# the loss across the grid (the only test left with exactly 3 points).
+WEAK_T = 2.0
+WEAK_RELATIVE_RISE = 1e-3
+DISAGREE_FRACTION = 0.25
+AKIMA_GRID = 512
 
 
 @dataclass
@@ -50,8 +71,8 @@ class ParabolaFit:
 
     @property
     def ok(self) -> bool:
-        """True when the optimum is an interior vertex of a convex parabola."""
-        bad = {FLAG_TOO_FEW, FLAG_EDGE_LOW, FLAG_EDGE_HIGH, FLAG_CURVATURE}
+        """True when the optimum is an interior vertex of a convex parabola that noise does not set."""
+        bad = {FLAG_TOO_FEW, FLAG_EDGE_LOW, FLAG_EDGE_HIGH, FLAG_CURVATURE, FLAG_WEAK}
         return not bad.intersection(self.flags)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -108,8 +129,47 @@ def fit_parabola(x: np.ndarray, y: np.ndarray) -> ParabolaFit:
         flags.append(FLAG_EDGE_LOW)
     elif vertex >= hi - tol:
         flags.append(FLAG_EDGE_HIGH)
+    else:
+        flags += _interior_flags(x, y, coef, cov, vertex)
     se = _vertex_se(coef, cov) if cov is not None else float("nan")
     return ParabolaFit(x, y, coef, x_opt, float(np.polyval(coef, x_opt)), se, r2, flags)
+
+
+def _interior_flags(x: np.ndarray, y: np.ndarray, coef: np.ndarray, cov: np.ndarray | None,
+                    vertex: float) -> list[str]:
+    """Off-centre and weak-curvature flags of an interior vertex (cov: of the coefficients, or None)."""
+    lo, hi, _ = _edge_limits(x)
+    span = hi - lo
+    flags = []
+    if min(vertex - lo, hi - vertex) < OFF_CENTRE_FRACTION * span:
+        flags.append(FLAG_OFF_CENTRE)
+    rise = coef[0] * max(vertex - lo, hi - vertex) ** 2
+    se_a = float(np.sqrt(cov[0, 0])) if cov is not None and cov[0, 0] > 0 else 0.0
+    if rise < WEAK_RELATIVE_RISE * float(np.min(y)) or coef[0] < WEAK_T * se_a:
+        flags.append(FLAG_WEAK)
+    return flags
+
+
+def akima_curve(x: np.ndarray, y: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
+    """An Akima spline through the points on n points of the sampled range; None with < 3 distinct x.
+
+    Repeated x (replicate runs) are averaged first: the spline interpolates, it does not smooth.
+    """
+    ux, inverse = np.unique(np.asarray(x, dtype=float), return_inverse=True)
+    if ux.size < MIN_DISTINCT_X:
+        return None
+    uy = np.bincount(inverse, weights=np.asarray(y, dtype=float)) / np.bincount(inverse)
+    grid = np.linspace(ux[0], ux[-1], n)
+    return grid, Akima1DInterpolator(ux, uy)(grid)
+
+
+def akima_optimum(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(x, y) of the minimum of the Akima spline on the sampled range; NaNs with < 3 distinct x."""
+    curve = akima_curve(x, y, AKIMA_GRID)
+    if curve is None:
+        return float("nan"), float("nan")
+    best = int(np.argmin(curve[1]))
+    return float(curve[0][best]), float(curve[1][best])
 
 
 BOOT_METHODS = ("runs", "residuals")
@@ -192,6 +252,12 @@ class BudgetOptimum:
     fit: ParabolaFit
     # method -> ln-optima of the bootstrap resamples
     boot: dict[str, np.ndarray] = field(default_factory=dict)
+    akima_x_opt: float = float("nan")  # ln of the Akima spline's minimum
+    akima_y_opt: float = float("nan")
+
+    @property
+    def akima_opt(self) -> float:
+        return float(np.exp(self.akima_x_opt))
 
     def boot_interval(self, method: str = "runs", level: float = 0.95) -> tuple[float, float]:
         if method not in self.boot:
@@ -226,10 +292,14 @@ def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
         x = np.log(grp[axis].to_numpy(dtype=float))
         y = grp["loss"].to_numpy(dtype=float)
         fit = fit_parabola(x, y)
+        ax, ay = akima_optimum(x, y)
+        if np.isfinite(ax) and abs(ax - fit.x_opt) > DISAGREE_FRACTION * (x.max() - x.min()):
+            fit.flags.append(FLAG_DISAGREE)
         boot = {}
         if n_boot and fit.coef is not None:
             boot = {m: bootstrap_optima(x, y, n_boot, rng, m) for m in BOOT_METHODS}
-        out.append(BudgetOptimum(float(budget), axis, list(grp["run_id"].astype(str)), fit, boot))
+        out.append(BudgetOptimum(float(budget), axis, list(grp["run_id"].astype(str)), fit, boot,
+                                 ax, ay))
     return out
 
 
@@ -244,6 +314,7 @@ def optima_table(optima: list[BudgetOptimum]) -> pd.DataFrame:
             "budget": o.budget,
             "n_runs": len(o.run_ids),
             "optimum": o.fit.opt,
+            "akima_optimum": o.akima_opt,
             "delta_lo": d_lo, "delta_hi": d_hi,
             "boot_lo": b_lo, "boot_hi": b_hi,
             "resid_lo": r_lo, "resid_hi": r_hi,

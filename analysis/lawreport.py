@@ -3,16 +3,21 @@ fits of the laws in ``analysis.laws`` with a run-level bootstrap)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from analysis.fit import (FitSettings, LawBootstrap, LawFit, bootstrap_law, fit_law,
                           identifiability_warnings)
 from analysis.laws import LAWS, Design, design_from_frame
-from analysis.markdown import fmt, interval, table
+from analysis.markdown import figure_link, fmt, interval, table
+from analysis.plots import plot_law_fit
 
 MIN_RUNS = 6
 LEVEL = 0.95
+HOLDOUT_LABEL = {"flop_budget": "largest budget", "n_params": "largest model",
+                 "n_params_unrolled": "largest unrolled model"}
 SHOW = {"parcae": ("E", "A", "alpha", "B", "beta", "a_opt", "b_opt"),
         "recurrence": ("E", "A", "alpha", "B", "beta", "phi", "a_opt", "b_opt"),
         "unified": ("E", "A", "alpha", "B", "beta", "Z", "z")}
@@ -25,7 +30,7 @@ class LawResult:
     fit: LawFit
     boot: LawBootstrap | None
     warnings: list[str] = field(default_factory=list)
-    holdout: dict[str, float] | None = None
+    holdouts: list[dict[str, float]] = field(default_factory=list)
 
 
 def law_supported(usable: pd.DataFrame) -> tuple[bool, str]:
@@ -40,22 +45,34 @@ def law_supported(usable: pd.DataFrame) -> tuple[bool, str]:
     return True, f"{len(ok)} runs, {n_n} distinct N(mu_rec), {n_d} distinct D"
 
 
-def holdout_largest_budget(law_name: str, usable: pd.DataFrame) -> dict[str, float] | None:
-    """Fit on runs below the largest FLOP budget, predict the largest: mean/max ARE."""
-    b = usable["flop_budget"].astype(float)
-    if np.isfinite(b).sum() < MIN_RUNS or b.nunique() < 3:
+def _holdout_top(law_name: str, usable: pd.DataFrame, column: str) -> dict[str, float] | None:
+    """Fit on the runs below the largest value of `column`, predict the runs at it: mean/max ARE."""
+    v = usable[column].astype(float)
+    if np.isfinite(v).sum() < MIN_RUNS or v.nunique() < 3:
         return None
-    top = b.max()
-    train, test = usable[b < top], usable[b == top]
-    if len(train) < MIN_RUNS:
-        return None
+    top = v.max()
+    train, test = usable[v < top], usable[v == top]
     dtr, dte = design_from_frame(train, law_name), design_from_frame(test, law_name)
-    if dtr.n < MIN_RUNS or dte.n == 0:
+    if dtr.n_clusters < MIN_RUNS or dte.n == 0:
         return None
     fit = fit_law(law_name, dtr)
     are = np.abs(fit.predict(dte) - dte.loss) / dte.loss
-    return {"budget": float(top), "n_train": dtr.n, "n_test": dte.n,
+    return {"column": column, "value": float(top), "n_train": dtr.n_clusters, "n_test": dte.n,
             "mean_are": float(are.mean()), "max_are": float(are.max())}
+
+
+def holdout_largest_budget(law_name: str, usable: pd.DataFrame) -> dict[str, float] | None:
+    """Leave the largest FLOP budget out (the extrapolation a compute-optimal law is used for)."""
+    return _holdout_top(law_name, usable, "flop_budget")
+
+
+def holdout_largest_model(law_name: str, usable: pd.DataFrame) -> dict[str, float] | None:
+    """Leave the largest model out: by parameters when sizes vary, else by unrolled parameters
+    (the deepest recurrence of a single model family)."""
+    for column in ("n_params", "n_params_unrolled"):
+        if usable[column].astype(float).nunique() >= 3:
+            return _holdout_top(law_name, usable, column)
+    return None
 
 
 def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int) -> list[LawResult]:
@@ -73,8 +90,11 @@ def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int) -> list[LawResu
         fit = fit_law(name, design)
         boot = bootstrap_law(name, design, n_boot=n_boot, seed=seed) if n_boot > 0 else None
         warns = fit.flags + identifiability_warnings(fit, boot, design, LEVEL)
-        hold = holdout_largest_budget(name, usable) if name != "unified" else None
-        out.append(LawResult(name, design, fit, boot, warns, hold))
+        holds = []
+        if name != "unified":
+            holds = [h for h in (holdout_largest_budget(name, usable),
+                                 holdout_largest_model(name, usable)) if h]
+        out.append(LawResult(name, design, fit, boot, warns, holds))
     return out
 
 
@@ -88,12 +108,16 @@ def _param_table(res: LawResult) -> str:
 
 
 def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
-                report_warnings: list[str], metrics: dict[str, float]) -> str:
+                report_warnings: list[str], metrics: dict[str, float],
+                out_dir: Path | None = None, results: list[LawResult] | None = None) -> str:
+    """The section's markdown; residual figures go to out_dir/figures when out_dir is given.
+
+    results: fits already made by fit_sweep_laws (fitted here when None)."""
     head = "## Parametric law\n\n"
     ok, why = law_supported(usable)
     if not ok:
         return head + f"Skipped: {why}."
-    results = fit_sweep_laws(usable, n_boot, seed)
+    results = fit_sweep_laws(usable, n_boot, seed) if results is None else results
     if not results:
         return head + "Skipped: too few runs with complete inputs."
     s = FitSettings()
@@ -120,12 +144,18 @@ def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
                  f"{res.fit.objective:.4g}; RMS log residual {rmse:.3g}; converged: "
                  f"{fmt(res.fit.success)} ({res.fit.nit} iterations).",
                  _param_table(res)]
-        if res.holdout:
-            h = res.holdout
-            lines.append(f"Held out: fitted on budgets < {h['budget']:.3g} ({h['n_train']} runs), "
-                         f"predicting the {h['n_test']} runs at C = {h['budget']:.3g}: mean ARE "
-                         f"{100 * h['mean_are']:.2f} %, max {100 * h['max_are']:.2f} %.")
-            metrics[f"law.{res.name}.holdout_mean_are"] = h["mean_are"]
+        for h in res.holdouts:
+            what = HOLDOUT_LABEL[h["column"]]
+            lines.append(f"Held out ({what}): fitted on {h['column']} < {h['value']:.4g} "
+                         f"({h['n_train']} runs), predicting the {h['n_test']} runs at "
+                         f"{h['column']} = {h['value']:.4g}: mean ARE {100 * h['mean_are']:.2f} %, "
+                         f"max {100 * h['max_are']:.2f} %.")
+            suffix = "" if h["column"] == "flop_budget" else "_model"
+            metrics[f"law.{res.name}.holdout{suffix}_mean_are"] = h["mean_are"]
+        if out_dir is not None:
+            png = plot_law_fit(res.design, res.fit.predict(res.design), res.name,
+                               out_dir / "figures" / f"law_{res.name}_residuals")
+            lines.append(figure_link(png, out_dir, f"law {res.name}: predicted vs observed, residuals"))
         for w in res.warnings:
             report_warnings.append(f"parametric law `{res.name}`: {w}")
         if res.warnings:

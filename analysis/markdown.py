@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -43,3 +44,9 @@ def table(df: pd.DataFrame, columns: Sequence[str] | None = None,
         cells = [formatters.get(c, fmt)(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figure_link(png: Path, out_dir: Path, caption: str) -> str:
+    """An embedded PNG with links to it and to its PDF twin, relative to the report's folder."""
+    rel = png.relative_to(out_dir).as_posix()
+    return f"![{caption}]({rel})\n\n[{caption} (PNG)]({rel}) · [PDF]({Path(rel).with_suffix('.pdf').as_posix()})"

@@ -14,12 +14,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
-from analysis.isoflop import BudgetOptimum  # noqa: E402
+from analysis.isoflop import BudgetOptimum, akima_curve  # noqa: E402
 from analysis.powerlaw import PowerLawFit  # noqa: E402
 from analysis.testtime import SaturationFit  # noqa: E402
 
 
-def _save(fig: plt.Figure, stem: Path) -> Path:
+def save_figure(fig: plt.Figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
@@ -51,15 +51,21 @@ def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
         if f.coef is not None:
             xs = np.linspace(f.x.min(), f.x.max(), 200)
             ax.plot(np.exp(xs), f.predict(xs), color=c, lw=1.2)
+        spline = akima_curve(f.x, f.y)
+        if spline is not None:
+            ax.plot(np.exp(spline[0]), spline[1], color=c, lw=0.9, ls=":")
+            ax.scatter([o.akima_opt], [o.akima_y_opt], marker="D", s=28, zorder=4,
+                       edgecolors=c, facecolors="white", linewidths=1.0)
         ax.scatter([f.opt], [f.y_opt], marker="*", s=160, zorder=4, edgecolors=c,
                    facecolors=c if f.ok else "none", linewidths=1.4)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("IsoFLOP profiles (hollow star: flagged optimum)")
+    ax.set_title("IsoFLOP profiles: parabola (solid, star) and Akima spline (dotted, diamond)\n"
+                 "hollow star: flagged optimum", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_powerlaw(fit: PowerLawFit, optima: list[BudgetOptimum], ylabel: str,
@@ -92,7 +98,7 @@ def plot_powerlaw(fit: PowerLawFit, optima: list[BudgetOptimum], ylabel: str,
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) -> Path:
@@ -129,7 +135,7 @@ def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) 
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=axes, label="training mean recurrence")
     fig.suptitle("L(T) = L_inf + Z exp(-zT)   (dotted: z not identified)", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
@@ -145,7 +151,7 @@ def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
@@ -181,4 +187,32 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
         axes[-1, col].set_xlabel("step")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="learning rate")
     fig.suptitle("Stability: loss, state norm and ρ(Ā) over training (x: diverged)", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
+
+
+def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path) -> Path:
+    """A parametric law against its data: predicted vs observed (left) and log residuals vs the
+    training tokens D (right), every point shown, coloured by D."""
+    observed = np.asarray(design.loss, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    D = design.raw.get("D", np.arange(observed.size, dtype=float))
+    resid = np.log(observed) - np.log(predicted)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    norm = LogNorm(D.min(), D.max()) if D.min() > 0 and D.max() > D.min() else Normalize()
+    points = left.scatter(predicted, observed, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
+    lims = [min(observed.min(), predicted.min()), max(observed.max(), predicted.max())]
+    left.plot(lims, lims, color="k", lw=0.8, label="y = x")
+    left.set_xlabel("predicted loss")
+    left.set_ylabel("observed loss")
+    left.set_title(f"{name}: predicted vs observed")
+    left.legend(fontsize=8)
+    right.scatter(D, resid, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
+    right.axhline(0, color="k", lw=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("training tokens D")
+    right.set_ylabel("ln observed − ln predicted")
+    right.set_title(f"residuals (RMS {np.sqrt(np.mean(resid ** 2)):.2g})")
+    fig.colorbar(points, ax=right, label="D")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, stem)

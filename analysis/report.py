@@ -17,9 +17,10 @@ import pandas as pd
 import scipy
 
 from analysis import isoflop, plots, stability
-from analysis.lawreport import law_section
+from analysis.approaches import compare_approaches
+from analysis.lawreport import fit_sweep_laws, law_section, law_supported
 from analysis.testtime_forms import compare_forms
-from analysis.markdown import fmt, interval, table
+from analysis.markdown import figure_link, fmt, interval, table
 from analysis.powerlaw import PowerLawFit, powerlaw_from_optima
 from analysis.runs import load_runs, split_usable, testtime_columns
 from analysis.testtime import HUBER_DELTA, fit_testtime_runs, tabulate_testtime
@@ -42,6 +43,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    # isoFLOP group -> power law of the tokens optimum (Approach 2), compared with Approach 3 later
+    approach2: dict[str, PowerLawFit] = field(default_factory=dict)
 
     def add(self, *blocks: str) -> None:
         self.sections.extend(blocks)
@@ -53,8 +56,7 @@ def _slug(text: str) -> str:
 
 def _fig_link(report: Report, png: Path, out_dir: Path, caption: str) -> str:
     report.figures.append(png)
-    rel = png.relative_to(out_dir).as_posix()
-    return f"![{caption}]({rel})\n\n[{caption} (PNG)]({rel}) · [PDF]({Path(rel).with_suffix('.pdf').as_posix()})"
+    return figure_link(png, out_dir, caption)
 
 
 def _header(raw: pd.DataFrame, usable: pd.DataFrame, excluded: pd.DataFrame,
@@ -113,7 +115,7 @@ def _optima_section(label: str, opt: list[isoflop.BudgetOptimum]) -> str:
     t["bootstrap (runs) 95 %"] = [interval(a, b) for a, b in zip(t["boot_lo"], t["boot_hi"])]
     t["bootstrap (residuals) 95 %"] = [interval(a, b)
                                        for a, b in zip(t["resid_lo"], t["resid_hi"])]
-    cols = ["budget", "n_runs", "optimum", "delta-method 95 %", "bootstrap (runs) 95 %",
+    cols = ["budget", "n_runs", "optimum", "akima_optimum", "delta-method 95 %", "bootstrap (runs) 95 %",
             "bootstrap (residuals) 95 %",
             "loss_at_opt", "curvature", "r2", "flags"]
     return f"Per-budget optimum of {label}:\n\n" + table(t, cols)
@@ -145,6 +147,8 @@ def _isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path,
             blocks.append(f"No power law for {label}: fewer than 2 budgets.")
             continue
         law = powerlaw_from_optima(fitted)
+        if axis == "tokens":
+            report.approach2[name] = law
         law_rows.append(_powerlaw_row(label, axis, law))
         report.warnings += [f"{name}: {label} power law: {w}" for w in law.warnings]
         key = f"{_slug(name)}.gamma_{axis}"
@@ -166,7 +170,12 @@ def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path,
     report.add(
         "## IsoFLOP analysis\n\n"
         "Per FLOP budget a least-squares parabola of loss vs ln(mu_rec), and separately vs "
-        "ln(tokens); the vertex is the optimum. An optimum beyond the sampled grid is reported "
+        "ln(tokens); the vertex is the optimum. Beside it, the minimum of an Akima spline through "
+        "the points (`akima_optimum`, no shape assumed; replicates averaged); the two are flagged "
+        "when they differ by more than a quarter of the grid. Other flags: off-centre grid "
+        "(optimum in the outer fifth of the sampled range: extend the grid on that side), weak "
+        "curvature (the parabola rises less across the grid than the points scatter about it: "
+        "the vertex is set by noise; left out of the power law). An optimum beyond the sampled grid is reported "
         "as the grid edge and flagged (never extrapolated); flagged budgets are left out of the "
         "power law. Intervals (95 %): *delta method* on the parabola coefficients (needs >= 4 "
         f"runs); *bootstrap (runs)*: {n_boot} resamples of the runs within each budget, parabolas "
@@ -266,6 +275,29 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
         + table(compare_forms(usable))))
 
 
+def _approaches_section(report: Report, results) -> None:
+    head = "## Approach 2 vs Approach 3\n\n"
+    if not report.approach2 or not results:
+        report.add(head + "Skipped: needs both an isoFLOP power law for D* and a parametric law fit.")
+        return
+    t, warnings = compare_approaches(report.approach2, results)
+    if t.empty:
+        report.add(head + "Skipped: no fitted law has an allocation exponent b_opt.")
+        return
+    report.warnings += warnings
+    t["Approach 2 95 % (runs bootstrap)"] = [interval(a, b) for a, b in zip(t["A2 lo"], t["A2 hi"])]
+    t["Approach 3 95 % (runs bootstrap)"] = [interval(a, b) for a, b in zip(t["A3 lo"], t["A3 hi"])]
+    for _, r in t.iterrows():
+        report.metrics[f"approaches.{_slug(r['isoFLOP group'])}.{r['law']}.difference"] = r["difference"]
+    cols = ["isoFLOP group", "law", "Approach 2: gamma_D", "Approach 2 95 % (runs bootstrap)",
+            "Approach 3: b_opt", "Approach 3 95 % (runs bootstrap)", "difference", "basis", "agree"]
+    report.add(head + "The tokens exponent of the compute-optimal allocation, D* ∝ C^gamma, from the "
+               "isoFLOP optima (Approach 2) and from the parametric law, b_opt = α/(α+β) (Approach 3), "
+               "on the same runs. They agree when their 95 % intervals overlap (or, without intervals, "
+               "differ by at most 0.1). Approach 2 is per model family; the law pools all runs.\n\n"
+               + table(t, cols))
+
+
 def _scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
     blocks = ["## Loss vs scale"]
     candidates = [("tokens", "training tokens D"), ("train_flops", "training FLOPs"),
@@ -357,7 +389,9 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
         _stability_section(report, raw, out_dir, tracking_uri)
     _isoflop_section(report, usable, out_dir, n_boot, seed)
     _testtime_section(report, usable, out_dir)
-    report.add(law_section(usable, n_boot, seed, report.warnings, report.metrics))
+    results = fit_sweep_laws(usable, n_boot, seed) if law_supported(usable)[0] else []
+    report.add(law_section(usable, n_boot, seed, report.warnings, report.metrics, out_dir, results))
+    _approaches_section(report, results)
     _scaling_plots_section(report, usable, out_dir)
     report.add(_runs_section(usable))
     # Warnings go right after the header so they are read before the numbers.

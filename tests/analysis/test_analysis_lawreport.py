@@ -63,3 +63,29 @@ def test_testtime_form_comparison_prefers_exp_on_exp_curves():
     ext = t["extrapolated T > mu_rec (×1e-7)"]
     assert t.loc["exp", "runs (ext)"] > 0 and ext["exp"] <= ext.min() + 1e-9
 
+
+
+def test_holdout_largest_model_on_noiseless_surface():
+    from analysis.lawreport import holdout_largest_model
+    h = holdout_largest_model("parcae", _frame())
+    # Two widths only, so the deepest unrolled model (width 2, mu 8) is the one left out.
+    assert h["column"] == "n_params_unrolled" and h["n_test"] == 4 and h["max_are"] < 1e-6
+
+
+def test_approach2_and_approach3_compared_and_disagreement_flagged():
+    import dataclasses
+
+    from analysis import isoflop
+    from analysis.approaches import compare_approaches
+    from analysis.lawreport import fit_sweep_laws
+    from analysis.powerlaw import powerlaw_from_optima
+    df = _frame()
+    group = df[df["model_name"] == "w1.0"]
+    power = powerlaw_from_optima(isoflop.isoflop_optima(group, "tokens"))
+    results = [r for r in fit_sweep_laws(df, n_boot=0, seed=0) if r.name == "parcae"]
+    t, warnings = compare_approaches({"w1.0": power}, results)
+    row = t.iloc[0]
+    assert abs(row["Approach 3: b_opt"] - 0.34 / 0.70) < 1e-3  # the surface's own allocation exponent
+    assert row["agree"] and not warnings, t.to_dict("records")
+    t, warnings = compare_approaches({"w1.0": dataclasses.replace(power, gamma=power.gamma + 0.3)}, results)
+    assert not t.iloc[0]["agree"] and "disagree" in warnings[0]

@@ -16,6 +16,7 @@ from analysis_synthetic import CURVATURE, flops_per_token, saturating
 
 EXPERIMENT = "parcae"
 SWEEP = "isoflop-test"
+OTHER = "isoflop-other-recipe"
 BUDGETS = (1e11, 4e11, 1.6e12)
 MUS = (1, 2, 4, 8, 16)
 
@@ -60,6 +61,12 @@ def store(tmp_path_factory):
     for i, (n, d) in enumerate([(1e6, 2e7), (4e6, 8e7), (16e6, 3.2e8)]):
         _log_run(client, exp_id, sweep="ladder", mu=4, budget=None, n_params=int(n),
                  tokens=int(d), loss=4.0 - 0.3 * i)
+    # Another recipe whose optimal loop count grows faster with compute (for make compare).
+    for C in BUDGETS:
+        star = 2.0 * (C / 1e11) ** 0.6
+        for mu in MUS:
+            loss = 2.9 - 0.05 * np.log(C / 1e11) + CURVATURE * np.log(mu / star) ** 2
+            _log_run(client, exp_id, sweep=OTHER, mu=mu, budget=C, loss=float(loss + rng.normal(0, 1e-3)))
     for C in BUDGETS:
         star = 3.0 * (C / 1e11) ** 0.4
         for mu in MUS:
@@ -101,8 +108,10 @@ def test_analyze_end_to_end(store, tmp_path):
     assert "mu_rec* ∝ C^gamma" in text and "D* ∝ C^gamma" in text
     assert "2 run(s) excluded" in text and "diverged" in text and "status FAILED" in text
     assert "3 budgets" in text  # the wide-interval warning
+    assert "akima_optimum" in text and "## Approach 2 vs Approach 3" in text
+    assert "Held out (largest budget)" in text and "Held out (largest unrolled model)" in text
     for name in ("isoflop_parcae_tiny_mean_recurrence", "powerlaw_parcae_tiny_tokens",
-                 "testtime", "loss_vs_tokens"):
+                 "testtime", "loss_vs_tokens", "law_parcae_residuals"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
         assert (out / "figures" / f"{name}.pdf").exists()
         assert f"figures/{name}.png" in text
@@ -158,3 +167,23 @@ def test_reuse_returns_an_up_to_date_report_and_refits_when_settings_change(stor
     assert again.read_text().endswith("marker\n")  # reused, not rewritten
     changed = analyze(store, EXPERIMENT, SWEEP, tmp_path, log_to_mlflow=False, n_boot=60, reuse=True)
     assert "marker" not in changed.read_text() and (tmp_path / FINGERPRINT).read_text() != stamp
+
+
+def test_compare_two_sweeps(store, tmp_path):
+    from analysis.compare import compare, main as compare_main
+    path = compare(store, EXPERIMENT, [SWEEP, OTHER], tmp_path / "cmp", n_boot=50)
+    text = path.read_text()
+    assert (tmp_path / "cmp" / "figures" / "compare.png").stat().st_size > 0
+    assert (tmp_path / "cmp" / "figures" / "compare.pdf").exists()
+    rows = [line for line in text.splitlines() if "mu_rec* ∝ C^gamma" in line]
+    assert len(rows) == 2 and any(SWEEP in r for r in rows) and any(OTHER in r for r in rows)
+    from analysis.compare import exponent_table, load_sweeps
+    t = exponent_table(load_sweeps(store, EXPERIMENT, [SWEEP, OTHER]), 0, 0).set_index(["sweep", "quantity"])
+    g = t["gamma"]
+    assert g[(SWEEP, "mu_rec* ∝ C^gamma")] == pytest.approx(0.4, abs=0.1)
+    assert g[(OTHER, "mu_rec* ∝ C^gamma")] == pytest.approx(0.6, abs=0.1)
+    # One sweep, or a sweep with no runs, is refused with exit 2 and nothing written.
+    assert compare_main(["--tracking-uri", store, "--sweeps", SWEEP, "--out", str(tmp_path / "x")]) == 2
+    assert compare_main(["--tracking-uri", store, "--sweeps", f"{SWEEP},nope",
+                         "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "y" / "compare.md").exists()

@@ -1,0 +1,55 @@
+"""Approach 2 against Approach 3 on the same runs.
+
+Approach 2 fits a power law to the isoFLOP optima (D* ∝ C^gamma); Approach 3 fits a parametric law
+L(N, D) and derives the same allocation exponent, b_opt = α/(α+β), under C ∝ N·D. Both describe one
+set of runs, so they should agree within their uncertainty; when they do not, at least one of the two
+is leaning on an assumption the data do not support (a parabola's symmetry, the law's functional form,
+optima clipped at a grid edge), and the report says so rather than picking one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.powerlaw import PowerLawFit
+
+LEVEL = 0.95
+# Without two intervals to compare, exponents further apart than this are called a disagreement.
+MAX_GAP_WITHOUT_INTERVALS = 0.1
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool | None:
+    if not all(np.isfinite(a + b)):
+        return None
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def compare_approaches(approach2: dict[str, PowerLawFit], results) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (isoFLOP group, parametric law) with b_opt: both exponents, intervals, verdict.
+
+    approach2: group name -> power law of the tokens optimum D* vs C; results: lawreport.LawResult
+    list. Returns the table and a warning per disagreement."""
+    rows, warnings = [], []
+    for group, power in approach2.items():
+        ci2 = power.boot_ci_gamma("runs", LEVEL)
+        for res in results:
+            if "b_opt" not in res.fit.params:
+                continue
+            b = res.fit.params["b_opt"]
+            ci3 = res.boot.interval("b_opt", LEVEL) if res.boot else (np.nan, np.nan)
+            overlap = _overlap(ci2, ci3)
+            gap = abs(power.gamma - b)
+            agree = overlap if overlap is not None else gap <= MAX_GAP_WITHOUT_INTERVALS
+            rows.append({"isoFLOP group": group, "law": res.name,
+                         "Approach 2: gamma_D": power.gamma, "A2 lo": ci2[0], "A2 hi": ci2[1],
+                         "Approach 3: b_opt": b, "A3 lo": ci3[0], "A3 hi": ci3[1],
+                         "difference": power.gamma - b,
+                         "basis": "95 % intervals overlap?" if overlap is not None
+                         else f"|difference| <= {MAX_GAP_WITHOUT_INTERVALS}?",
+                         "agree": bool(agree)})
+            if not agree:
+                warnings.append(
+                    f"Approach 2 ({group}: D* ∝ C^{power.gamma:.3f}) and Approach 3 (law `{res.name}`: "
+                    f"b_opt = {b:.3f}) disagree ({rows[-1]['basis'].rstrip('?')}: no); check the isoFLOP "
+                    "flags and the law's residuals before trusting either")
+    return pd.DataFrame(rows), warnings
