@@ -332,8 +332,12 @@ def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: P
                    report: Report, n_used: int) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    run = client.create_run(exp.experiment_id, run_name=f"analysis-{sweep_id}", tags={
-        "run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used)})
+    tags = {"run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used)}
+    parents = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
+                                 max_results=1)
+    if parents:  # nested under the sweep's parent run in the UI, beside the jobs it analysed
+        tags["mlflow.parentRunId"] = parents[0].info.run_id
+    run = client.create_run(exp.experiment_id, run_name=f"analysis-{sweep_id}", tags=tags)
     run_id = run.info.run_id
     try:
         for key, value in report.metrics.items():

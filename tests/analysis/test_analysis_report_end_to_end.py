@@ -61,6 +61,8 @@ def store(tmp_path_factory):
     for i, (n, d) in enumerate([(1e6, 2e7), (4e6, 8e7), (16e6, 3.2e8)]):
         _log_run(client, exp_id, sweep="ladder", mu=4, budget=None, n_params=int(n),
                  tokens=int(d), loss=4.0 - 0.3 * i)
+    parent = client.create_run(exp_id, tags={"sweep_id": SWEEP, "run_kind": "sweep"})
+    client.set_terminated(parent.info.run_id)
     # Another recipe whose optimal loop count grows faster with compute (for make compare).
     for C in BUDGETS:
         star = 2.0 * (C / 1e11) ** 0.6
@@ -122,6 +124,8 @@ def test_analyze_end_to_end(store, tmp_path):
     assert len(logged) == 1
     run = logged[0]
     assert run.data.tags["sweep_id"] == SWEEP and run.info.status == "FINISHED"
+    parent = client.search_runs([exp.experiment_id], "tags.run_kind = 'sweep'")[0]
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     gamma = run.data.metrics["parcae_tiny.gamma_mean_recurrence"]
     assert gamma == pytest.approx(0.4, abs=0.1)
     assert f"{gamma:.4g}" in text
