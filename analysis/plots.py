@@ -58,11 +58,15 @@ def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
                        edgecolors=c, facecolors="white", linewidths=1.0)
         ax.scatter([f.opt], [f.y_opt], marker="*", s=160, zorder=4, edgecolors=c,
                    facecolors=c if f.ok else "none", linewidths=1.4)
+        lo, hi = o.boot_interval("runs")
+        if np.isfinite(lo) and np.isfinite(hi):  # the optimum's 95 % run-bootstrap interval
+            ax.errorbar([f.opt], [f.y_opt], xerr=[[max(f.opt - lo, 0)], [max(hi - f.opt, 0)]],
+                        color=c, capsize=3, lw=1.0, zorder=3)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("IsoFLOP profiles: parabola (solid, star) and Akima spline (dotted, diamond)\n"
-                 "hollow star: flagged optimum", fontsize=9)
+                 "hollow star: flagged optimum; bar: its 95 % run-bootstrap interval", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, stem)
