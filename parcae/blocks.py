@@ -49,12 +49,25 @@ class Rotary(nn.Module):
         end = offset + x.shape[1]
         if end > self.cos.shape[0]:
             raise ValueError(f"sequence length {end} exceeds model.block_size={self.cos.shape[0]}")
-        cos = self.cos[offset:end, None, :]
-        sin = self.sin[offset:end, None, :]
-        pairs = x.float().unflatten(-1, (-1, 2))
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-        return rotated.flatten(-2).type_as(x)
+        cos, sin = self.cos[offset:end, None, :], self.sin[offset:end, None, :]
+        # Inductor generates no code for complex numbers, so compiled code takes the real form.
+        rotate = rotate_pairs_real if torch.compiler.is_compiling() else rotate_pairs_complex
+        return rotate(x.float(), cos, sin).type_as(x)
+
+
+def rotate_pairs_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (x0, x1) by the angles of (cos, sin): the pair is x0 + i·x1, the rotation one
+    complex product, a single kernel in eager mode where the real form needs several."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
+
+
+def rotate_pairs_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The same rotation in real arithmetic, (x0 cos - x1 sin, x1 cos + x0 sin) = x·cos + swap(x)·(-sin, sin),
+    which a compiler fuses into one kernel."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    signed_sin = torch.stack((-sin, sin), dim=-1).flatten(-2)
+    return x * cos.repeat_interleave(2, dim=-1) + swapped * signed_sin
 
 
 class KVCache:

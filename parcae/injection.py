@@ -1,5 +1,8 @@
 """How the prelude output e enters the recurrent state h before each pass through the core blocks.
 
+Every injection splits into input_term(e), which a forward computes once, and step(h, u), which each
+iteration runs: e is the same at every iteration, so its projection need not be recomputed.
+
 parcae.md A.2 / A.6. Viewing one loop step as a linear system h' = Ā h + B̄ e (plus the core's residual):
 * "diagonal" (Parcae): Ā = exp(-Δ ⊙ exp(A_log)) with Δ = softplus(dt_bias), so 0 < Ā < 1 for every
   parameter value and the loop cannot blow up through its linear part;
@@ -52,11 +55,16 @@ class DiagonalInjection(nn.Module):
         rate = torch.exp(log_rate.clamp(math.log(MIN_RATE), math.log(MAX_RATE)))
         return torch.exp(-rate)
 
+    def input_term(self, e: torch.Tensor) -> torch.Tensor:
+        """B̄ e with B̄ = Δ ⊙ B (Euler for B: row i of B scaled by Δ_i)."""
+        return self.delta() * F.linear(e, self.B)
+
+    def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Ā h + u for u = input_term(e)."""
+        return self._decay(self.delta()).to(h.dtype) * h + u
+
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        delta = self.delta()
-        decay = self._decay(delta).to(h.dtype)
-        # B̄ = Δ ⊙ B (Euler for B): row i of B scaled by Δ_i.
-        return decay * h + delta * F.linear(e, self.B)
+        return self.step(h, self.input_term(e))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -76,8 +84,14 @@ class DiagonalInjection(nn.Module):
 
 
 class AdditiveInjection(nn.Module):
+    def input_term(self, e: torch.Tensor) -> torch.Tensor:
+        return e
+
+    def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return h + u
+
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return h + e
+        return self.step(h, self.input_term(e))
 
     def system_norms(self) -> dict[str, float]:
         return {"rho_A": 1.0, "B_bar_norm": 1.0}  # Ā = B̄ = I: marginally stable
@@ -94,8 +108,15 @@ class LinearInjection(nn.Module):
         self.d_model = d_model
         self.proj = nn.Linear(2 * d_model, d_model, bias=False)
 
+    def input_term(self, e: torch.Tensor) -> torch.Tensor:
+        """W_e e, the half of W [h; e] that does not change across iterations."""
+        return F.linear(e, self.proj.weight[:, self.d_model:])
+
+    def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.proj.weight[:, : self.d_model]) + u
+
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat((h, e), dim=-1))
+        return self.step(h, self.input_term(e))
 
     @torch.no_grad()
     def system_norms(self) -> dict[str, float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import Block, KVCache, RMSNorm, Rotary, has_value_embedding
 from .config import ModelConfig
@@ -102,28 +103,23 @@ class _TiedEmbeddingLM(nn.Module):
                         generator=generator, use_cache=use_cache)
 
 
-def _gather(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """The batch rows `rows` of t (all of them for None)."""
-    return t if rows is None else t.index_select(0, rows.to(t.device))
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor of the depth plan on the model's device, without waiting for the device."""
+    return t.to(device, non_blocking=True)
 
 
-@torch.no_grad()
-def _record_residual(
-    residual: torch.Tensor, old: torch.Tensor, new: torch.Tensor, finishing: torch.Tensor, rows: torch.Tensor | None
-) -> None:
-    """Write ‖new − old‖ into residual ([B, S]) where a sub-batch row (or token) takes its last step.
+def _depth_order(row_steps: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+    """(rows sorted by descending depth, or None when they already are; running rows per iteration).
 
-    finishing ([b] or [b, S], CPU) marks them within the sub-batch whose batch indices are rows (None = all).
+    In that order the rows still running at iteration t are a prefix of length counts[t], so each iteration
+    slices instead of gathering, and every index is computed on the host before the loop starts.
     """
-    per_token = finishing.dim() == 2
-    local = (finishing.any(1) if per_token else finishing).nonzero().squeeze(1)
-    if local.numel() == 0:
-        return
-    target = local if rows is None else rows[local]
-    delta = (_gather(new, local) - _gather(old, local)).norm(dim=-1).to(residual.dtype)
-    if per_token:  # the rows' other tokens finish at another step and keep their entry
-        delta = torch.where(finishing[local].to(delta.device), delta, _gather(residual, target))
-    residual.index_copy_(0, target.to(residual.device), delta)
+    order = torch.argsort(row_steps, descending=True, stable=True)
+    depth = row_steps[order]
+    counts = (depth[None, :] > torch.arange(int(depth[0]))[:, None]).sum(1).tolist()
+    if bool((order == torch.arange(len(order))).all()):
+        return None, counts
+    return order, counts
 
 
 class LoopedLM(_TiedEmbeddingLM):
@@ -137,6 +133,9 @@ class LoopedLM(_TiedEmbeddingLM):
         self.core = nn.ModuleList(self._block(P + j) for j in range(R))
         self.C = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.coda = nn.ModuleList(self._block(P + R + j) for j in range(C))
+        # Recompute each backpropagated iteration's activations in the backward instead of keeping them:
+        # memory per iteration drops to the state h, at the cost of one more forward of the core.
+        self.checkpoint_iterations = False
         # Monitors of the latest forward, read by injection_stats (parcae.md E).
         self._last_state_norm: torch.Tensor | None = None
         self._last_residual: torch.Tensor | None = None
@@ -180,45 +179,82 @@ class LoopedLM(_TiedEmbeddingLM):
     def _core_step(
         self,
         h: torch.Tensor,
-        e: torch.Tensor,
+        u: torch.Tensor,
         core_ves: list[torch.Tensor | None],
         caches: list[KVCache] | None = None,
     ) -> torch.Tensor:
-        x = self.injection(h, e)
+        """One iteration: inject u = injection.input_term(e) into h, then the core blocks."""
+        x = self.injection.step(h, u)
         for j, (block, ve) in enumerate(zip(self.core, core_ves)):
             x = block(x, self.rotary, ve, None if caches is None else caches[j])
         return x
 
+    def _iteration(self, h: torch.Tensor, u: torch.Tensor, core_ves: list[torch.Tensor | None]) -> torch.Tensor:
+        if self.checkpoint_iterations and torch.is_grad_enabled():
+            return checkpoint(self._core_step, h, u, core_ves, use_reentrant=False)
+        return self._core_step(h, u, core_ves)
+
     def _recur(
         self,
         h: torch.Tensor,
-        e: torch.Tensor,
+        u: torch.Tensor,
         core_ves: list[torch.Tensor | None],
         steps: torch.Tensor,
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Advance each sequence ([B] steps) or token ([B, S] steps) by its own number of iterations.
 
-        Only rows with work left are gathered, so the tail of a Poisson batch (max depth ≈ 2µ) does not
-        cost full-batch compute. Per token, a row runs while any of its tokens does and finished tokens keep
-        their state, which later tokens still attend to. `residual` ([B, S]) receives ‖h_T − h_{T−1}‖ at
-        each token's final step: one norm per token, however deep the loop.
+        Only rows with work left run, so the tail of a Poisson batch (max depth ≈ 2µ) does not cost
+        full-batch compute: rows are sorted by depth once, so the running ones are a prefix (a slice, no
+        gather), and nothing inside the loop waits for the device. Per token, a row runs while any of its
+        tokens does and finished tokens keep their state, which later tokens still attend to. `residual`
+        ([B, S]) receives ‖h_T − h_{T−1}‖ at each token's final step: one norm per token, however deep.
         """
         per_token = steps.dim() == 2
-        for step in range(int(steps.max()) if steps.numel() else 0):
-            # The plan lives on the CPU, so deciding which rows run never waits for the device.
-            active = steps > step
-            running = active.any(1) if per_token else active
-            rows = None if bool(running.all()) else running.nonzero().squeeze(1)
-            old = _gather(h, rows)
-            sub_ves = [None if ve is None else _gather(ve, rows) for ve in core_ves]
-            new = self._core_step(old, _gather(e, rows), sub_ves)
-            if per_token:
-                new = torch.where(_gather(active, rows).to(h.device).unsqueeze(-1), new, old)
-            if residual is not None:
-                _record_residual(residual, old, new, _gather(steps == step + 1, rows), rows)
-            h = new if rows is None else h.index_copy(0, rows.to(h.device), new)
+        row_steps = steps.amax(1) if per_token else steps
+        if row_steps.numel() == 0 or int(row_steps.max()) == 0:
+            return h
+        order, counts = _depth_order(row_steps)
+        device = h.device
+        perm = None if order is None else _to(order, device)
+
+        def sort(t: torch.Tensor) -> torch.Tensor:
+            return t if perm is None else t.index_select(0, perm)
+
+        h, u = sort(h), sort(u)
+        core_ves = [None if ve is None else sort(ve) for ve in core_ves]
+        token_steps = sort(_to(steps, device)) if per_token else None
+        res = None if residual is None else torch.zeros_like(residual)
+        for t, n in enumerate(counts):
+            old = h[:n]
+            new = self._iteration(old, u[:n], [None if ve is None else ve[:n] for ve in core_ves])
+            if token_steps is not None:
+                new = torch.where((token_steps[:n] > t).unsqueeze(-1), new, old)
+            if res is not None:
+                self._record_residual(res, old, new, token_steps, t, n, counts)
+            h = new if n == h.shape[0] else torch.cat((new, h[n:]))
+        if perm is not None:
+            inverse = _to(torch.argsort(order), device)
+            h = h.index_select(0, inverse)
+            res = None if res is None else res.index_select(0, inverse)
+        if residual is not None and res is not None:
+            residual.copy_(res)
         return h
+
+    @staticmethod
+    @torch.no_grad()
+    def _record_residual(
+        res: torch.Tensor, old: torch.Tensor, new: torch.Tensor, token_steps: torch.Tensor | None, t: int, n: int,
+        counts: list[int],
+    ) -> None:
+        """Write ‖new − old‖ into res (depth-sorted rows) for the rows (or tokens) whose last step is t."""
+        if token_steps is None:  # rows of depth t + 1 are those that stop running after this iteration
+            first = counts[t + 1] if t + 1 < len(counts) else 0
+            if first < n:
+                res[first:n] = (new[first:] - old[first:]).norm(dim=-1).to(res.dtype)
+            return
+        delta = (new - old).norm(dim=-1).to(res.dtype)
+        res[:n] = torch.where(token_steps[:n] == t + 1, delta, res[:n])
 
     def _prelude(self, idx: torch.Tensor, ves: dict[int, torch.Tensor], cache: DecodeCache | None) -> torch.Tensor:
         return self.prelude_norm(self._run_blocks("prelude", self.prelude, 0, self.wte(idx), ves, cache))
@@ -258,12 +294,13 @@ class LoopedLM(_TiedEmbeddingLM):
         else:
             h = initial_state.to(e.dtype)
         core_ves = self._core_value_embeddings(ves)
+        u = self.injection.input_term(e)
         if bool(plan.free.any()):
             with torch.no_grad():
-                h = self._recur(h, e, core_ves, plan.free)
+                h = self._recur(h, u, core_ves, plan.free)
         # Every scheme gives each sequence at least one grad step, so its final step happens here.
         residual = torch.zeros(B, S, device=h.device)
-        h = self._recur(h, e, core_ves, plan.grad, residual)
+        h = self._recur(h, u, core_ves, plan.grad, residual)
         self._record_monitors(h, residual, plan.total)
         return self._logits_and_loss(self._coda(h, ves, None), targets)
 
@@ -276,7 +313,7 @@ class LoopedLM(_TiedEmbeddingLM):
         looped = total >= 2  # the residual is undefined for a single step
         if not bool(looped.any()):
             return
-        weight = (looped if looped.dim() == 2 else looped.unsqueeze(1)).expand_as(residual).to(h.device).float()
+        weight = _to((looped if looped.dim() == 2 else looped.unsqueeze(1)).expand_as(residual), h.device).float()
         self._last_residual = (residual * weight).sum() / weight.sum()
         self._last_rel_residual = self._last_residual / ((state_norm * weight).sum() / weight.sum())
 
@@ -303,8 +340,9 @@ class LoopedLM(_TiedEmbeddingLM):
         e = self._prelude(idx, ves, cache)
         h = initial_state.to(e.dtype)
         core_ves = self._core_value_embeddings(ves)
+        u = self.injection.input_term(e)
         for t in range(steps):
-            h = self._core_step(h, e, core_ves, [cache.layer(("core", j, t)) for j in range(len(self.core))])
+            h = self._core_step(h, u, core_ves, [cache.layer(("core", j, t)) for j in range(len(self.core))])
         return self._logits_and_loss(self._coda(h, ves, cache), None)[0]
 
     @torch.no_grad()
