@@ -97,3 +97,8 @@ ui: $(STAMP)
 
 clean-runs:
 	rm -rf runs multirun outputs reports sweeps logs mlflow.db mlartifacts
+
+# Tokenising throughput: a deterministic 100 MB text corpus into BPE shards with 2 worker processes.
+.PHONY: bench-tokenize
+bench-tokenize: $(STAMP)
+	$(PY) benchmarks/bench_tokenize.py

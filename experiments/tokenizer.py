@@ -67,7 +67,8 @@ class BPE:
             raise ValueError(f"tokenizer lacks the special tokens {SPECIALS}: train it with experiments.tokenizer")
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        # The fast path skips offsets and alignments, which shards never use (≈ 2× faster).
+        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids

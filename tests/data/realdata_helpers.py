@@ -4,6 +4,7 @@ points run as the user runs them (subprocesses), with every Hugging Face downloa
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,3 +26,14 @@ def python_module(module: str, *args: str, wait: bool = True, timeout: float = 3
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_file(proc: subprocess.Popen, root: Path, pattern: str, timeout: float = 120) -> Path | None:
+    """The first file matching root/pattern while proc still runs, or None once it has ended."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        hits = sorted(root.glob(pattern))
+        if hits:
+            return hits[0]
+        time.sleep(0.02)
+    return None

@@ -134,6 +134,7 @@ def _compose(*overrides):
     (["data=jsonl", "data.paths=[{here}]"], "model.vocab_size"),  # a 32,768-token BPE for a 256-token model
     (["data=jsonl", "data.paths=[{here}]", "data.tokenizer_path=/nope.json"], "data.tokenizer_path"),
     (["data=jsonl", "data.paths=[{here}]", "data.tokenizer=wordpiece"], "data.tokenizer"),
+    (["data=fineweb_edu"], "model.vocab_size"),  # composes, and is refused before touching the network
 ])
 def test_bad_data_config_names_the_key(overrides, key):
     overrides = [o.replace("{here}", __file__) for o in overrides]

@@ -5,14 +5,13 @@ import json
 import os
 import re
 import signal
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from realdata_helpers import SMALL, python_module, stdlib_texts
+from realdata_helpers import SMALL, python_module, stdlib_texts, wait_for_file
 
 STEPS = 40
 
@@ -63,14 +62,8 @@ def test_parquet_shards_train_and_resume_mid_epoch_exactly(parquet_dir, tmp_path
 
     root = tmp_path / "killed"
     proc = _pretrain(root, args, wait=False)
-    deadline, ckpt = time.time() + 120, None
-    while time.time() < deadline and proc.poll() is None:
-        found = list(root.glob("runs/*/checkpoint.pt"))
-        if found:
-            ckpt = found[0]
-            break
-        time.sleep(0.02)
-    assert ckpt is not None and proc.poll() is None, "the run ended before its first checkpoint"
+    ckpt = wait_for_file(proc, root, "runs/*/checkpoint.pt")
+    assert ckpt is not None, "the run ended before its first checkpoint"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     again = _pretrain(root, args)
