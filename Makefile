@@ -102,3 +102,13 @@ clean-runs:
 .PHONY: bench-tokenize
 bench-tokenize: $(STAMP)
 	$(PY) benchmarks/bench_tokenize.py
+
+# Training throughput as JSON: bench-tiny on the CPU (2 threads) plus the logging overhead; ARGS adds flags
+# (--compile, --autocast bf16, --checkpoint-activations, --preset NAME, ...; see benchmarks/bench_train.py).
+.PHONY: bench bench-gpu
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py --preset bench-tiny --logging-overhead $(ARGS)
+
+# parcae-small (~140M) on one CUDA GPU: bf16 autocast + torch.compile + fused AdamW; tokens/s, MFU, memory.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py $(ARGS)

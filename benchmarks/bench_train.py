@@ -61,8 +61,9 @@ def peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16 if key in device_name), None)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, defaults: dict | None = None, doc: str | None = None) -> argparse.Namespace:
+    """The benchmark's options; `defaults` replaces some defaults (bench_gpu.py's GPU settings)."""
+    p = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="bench-tiny", help="a parcae.presets name, e.g. bench-tiny or small")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
@@ -71,9 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     p.add_argument("--windows", type=int, default=7, help="timed windows; the median is reported")
     p.add_argument("--window-steps", type=int, default=4, help="steps per timed window")
-    p.add_argument("--compile", action="store_true", help="torch.compile every transformer block")
-    p.add_argument("--autocast", choices=("bf16",), default=None, help="mixed precision for the forward")
-    p.add_argument("--checkpoint-activations", action="store_true",
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile every transformer block")
+    p.add_argument("--autocast", choices=("bf16", "none"), default="none", help="mixed precision for the forward")
+    p.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute each backpropagated loop iteration in the backward (looped models)")
     p.add_argument("--logging-overhead", action="store_true",
                    help="also measure the trainer's logging cost (MetricSink + MLflow on sqlite)")
@@ -82,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steps between metric flushes in the logging measurement (the trainer flushes when it "
                         "checkpoints)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU when not in the table")
+    p.set_defaults(**(defaults or {}))
     args = p.parse_args(argv)
+    args.autocast = None if args.autocast == "none" else args.autocast
     for key in ("threads", "batch_size", "windows", "window_steps", "logging_pairs", "checkpoint_every"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(args, key)}: must be at least 1")
@@ -198,8 +202,10 @@ class LoggingProbe:
             self.sink.flush()
         return time.perf_counter() - t0
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Finish the run; returns how many train/loss points reached the store (a check that it logged)."""
         self.tracker.finish("FINISHED")
+        return len(self.tracker.client.get_metric_history(self.tracker.run_id, "train/loss"))
 
 
 def logging_overhead(bench: Bench, pairs: int, checkpoint_every: int) -> dict:
@@ -213,7 +219,7 @@ def logging_overhead(bench: Bench, pairs: int, checkpoint_every: int) -> dict:
             wall, spent, _ = bench.timed(checkpoint_every, probe if logging_on else None)
             (on if logging_on else off).append(wall)
             inside += spent
-        probe.close()
+        logged = probe.close()
     ratios = [a / b for a, b in zip(on, off)]
     return {
         "window_steps": checkpoint_every, "log_every": LOG_EVERY, "flush_every": checkpoint_every,
@@ -221,11 +227,14 @@ def logging_overhead(bench: Bench, pairs: int, checkpoint_every: int) -> dict:
         "median_ratio_on_off": round(statistics.median(ratios), 4),
         "logging_share_of_step_time": round(inside / sum(on), 5),
         "logging_ms_per_step": round(1e3 * inside / (pairs * checkpoint_every), 3),
+        "loss_points_in_mlflow": logged,
     }
 
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
     bench = Bench(args)
     t0 = time.perf_counter()
     bench.timed(args.warmup)
@@ -262,8 +271,8 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    print(json.dumps(run(parse_args(argv)), indent=2))
+def main(argv: list[str] | None = None, defaults: dict | None = None, doc: str | None = None) -> int:
+    print(json.dumps(run(parse_args(argv, defaults, doc)), indent=2))
     return 0
 
 
