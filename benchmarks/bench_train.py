@@ -22,7 +22,6 @@ the time spent inside the logging calls as a share of the step time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -42,7 +41,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from experiments.config import TrainSchema  # noqa: E402
 from experiments.data import PackedStream, build_corpus  # noqa: E402
 from experiments.trainer import (  # noqa: E402
-    LOG_EVERY, MetricSink, build_optimizer, clip_and_step, step_metrics, to_device, wsd_multiplier,
+    LOG_EVERY, MetricSink, autocast, build_optimizer, clip_and_step, step_metrics, to_device, wsd_multiplier,
 )
 from parcae import build_model, flops_per_token, get_preset  # noqa: E402
 from parcae.model import LoopedLM  # noqa: E402
@@ -113,7 +112,7 @@ class Bench:
         if isinstance(self.model, LoopedLM):
             self.model.checkpoint_iterations = args.checkpoint_activations
         if args.compile:
-            compile_blocks(self.model)
+            self.model.compile_blocks()
         self.train_cfg = TrainSchema()
         self.total_steps = 10**6  # the stable phase of the WSD schedule, as in most of a run
         self.optimizer = build_optimizer(self.model, self.train_cfg, self.total_steps)
@@ -126,14 +125,9 @@ class Bench:
         self.tokens_per_step = args.batch_size * cfg.block_size
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.args.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
     def step(self) -> None:
         x, y = self.stream.batch(self.step_index, self.args.batch_size)
-        with self.autocast():
+        with autocast(self.device, self.args.autocast or "fp32"):
             _, loss = self.model(to_device(x, self.device), to_device(y, self.device), generator=self.gen,
                                  step=self.step_index)
         self.optimizer.zero_grad(set_to_none=True)
@@ -159,14 +153,6 @@ class Bench:
                 inside += after_step(self.step_index)
         self.sync()
         return time.perf_counter() - start, inside, time.process_time() - cpu
-
-
-def compile_blocks(model: torch.nn.Module) -> None:
-    """torch.compile each transformer block in place (parameter names unchanged). Loop depths vary per
-    sequence, so the batch dimension varies: it is compiled as dynamic after its first change."""
-    for module in model.modules():
-        if module.__class__.__name__ == "Block":
-            module.compile()
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -101,6 +101,11 @@ class TrainSchema:
     on_nonfinite: str = "skip"  # "skip" the step, or "stop" and mark the run diverged
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     device: str = "cpu"
+    # Speed, not identity (like device): bf16 autocast of the forward ("bf16", for GPUs), torch.compile of
+    # every block, recomputing each backpropagated loop iteration in the backward (less memory, +1 forward).
+    precision: str = "fp32"
+    compile: bool = False
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -136,9 +141,12 @@ def register() -> None:
     cs.store(group="model", name="schema", node=ModelSchema)
 
 
+PRECISIONS = ("fp32", "bf16")  # train.precision
+
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
 _NOT_IDENTITY = {"tracking", "paths", "sweep_id", "hydra", "launcher"}
-_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size"}
+_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size", "precision", "compile",
+                       "activation_checkpointing"}
 _NOT_IDENTITY_DATA = {"workers", "shard_dir", "streaming"}  # how the data is built, not what it is
 
 
@@ -208,6 +216,8 @@ def plan(cfg: DictConfig) -> Plan:
         raise ConfigError("train.optimizer", t.optimizer, "unknown optimizer", "use adamw or muon")
     if t.on_nonfinite not in ("skip", "stop"):
         raise ConfigError("train.on_nonfinite", t.on_nonfinite, "unknown policy", "use skip or stop")
+    if t.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError("train.precision", t.precision, "unknown precision", f"use one of {', '.join(PRECISIONS)}")
     if not t.test_loops or min(t.test_loops) < 1:
         raise ConfigError("train.test_loops", list(t.test_loops), "needs loop counts ≥ 1", "e.g. [1,2,4,8,16]")
     from experiments.real_data import validate as validate_data

@@ -8,6 +8,7 @@ checkpoints. A W-process run reproduces the single-process run up to float round
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -85,6 +86,13 @@ def step_metrics(raw_model: torch.nn.Module, loss: torch.Tensor, grad_norm: torc
         # State monitors come from the last forward: with DDP or micro-batches, rank 0's last one.
         metrics.update({f"monitor/{k}": v for k, v in raw_model.injection_stats().items()})
     return metrics
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward's precision: fp32 as is, or bf16 autocast (matmuls in bf16, norms kept in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -180,6 +188,11 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     torch.manual_seed(t.seed)  # parameter init
     device = ctx.device
     raw_model = build_model(model_cfg).to(device)
+    if getattr(t, "activation_checkpointing", False) and hasattr(raw_model, "checkpoint_iterations"):
+        raw_model.checkpoint_iterations = True
+    if getattr(t, "compile", False):
+        raw_model.compile_blocks()
+    precision = getattr(t, "precision", "fp32")
     optimizer = build_optimizer(raw_model, t, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
@@ -248,7 +261,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     for step in bar:
         x, y = stream.batch(step, t.batch_size)
         if simple:
-            _, loss = model(to_device(x, device), to_device(y, device), generator=gen, step=step)
+            with autocast(device, precision):
+                _, loss = model(to_device(x, device), to_device(y, device), generator=gen, step=step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         else:
@@ -263,7 +277,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
                 with ctx.no_sync(model, sync=k == n_micro - 1), \
                         distributed.rows_of_global_draws(raw_model, draws, a, b, device) as kw:
                     kw.setdefault("generator", gen)
-                    _, micro_loss = model(x[a:b].to(device), y[a:b].to(device), step=step, **kw)
+                    with autocast(device, precision):
+                        _, micro_loss = model(x[a:b].to(device), y[a:b].to(device), step=step, **kw)
                     # Each micro-batch's share of the global mean (DDP averages the W ranks' gradients).
                     (micro_loss * (micro_bs / local_bs)).backward()
                 loss = loss + micro_loss.detach() * (micro_bs / local_bs)

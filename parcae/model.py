@@ -87,6 +87,14 @@ class _TiedEmbeddingLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def compile_blocks(self) -> None:
+        """torch.compile every transformer block in place, so parameter names (and checkpoints) stay as
+        they are. Loop depths vary per sequence, so the core's batch dimension varies from iteration to
+        iteration: it becomes dynamic after its first change (one recompile), not one graph per size."""
+        for module in self.modules():
+            if isinstance(module, Block):
+                module.compile()
+
     def generate(
         self,
         prompt_ids: torch.Tensor,

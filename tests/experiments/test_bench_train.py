@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -69,3 +71,36 @@ def test_nonfinite_step_is_skipped_on_the_device_by_fused_adamw():
     model(x).pow(2).mean().backward()
     _, nonfinite = clip_and_step(model, opt, torch.tensor(1.0), 1.0)
     assert nonfinite.item() == 0.0 and not torch.equal(before[0], model.weight)
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import register
+    from helpers import REPO
+
+    register()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_speed_switches_are_validated_and_leave_the_run_identity_alone():
+    from experiments.config import ConfigError, identity, plan
+
+    with pytest.raises(ConfigError) as err:
+        plan(_compose("train.precision=fp8"))
+    assert err.value.key == "train.precision" and "bf16" in str(err.value)
+    plain = _compose()
+    fast = _compose("train.precision=bf16", "train.compile=true", "train.activation_checkpointing=true")
+    assert identity(plain, plan(plain).model, "c") == identity(fast, plan(fast).model, "c")
+
+
+def test_trainer_runs_with_bf16_autocast_and_checkpointed_iterations(tmp_path):
+    from helpers import SMALL, pretrain
+
+    r = pretrain(tmp_path, *SMALL, "train.tokens=5120", "tracking.enabled=false", "train.precision=bf16",
+                 "train.activation_checkpointing=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = [json.loads(line) for line in next(tmp_path.glob("runs/*/metrics.jsonl")).read_text().splitlines()]
+    losses = [m["train/loss"] for m in metrics if "train/loss" in m]
+    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
