@@ -103,6 +103,27 @@ clean-runs:
 bench-tokenize: $(STAMP)
 	$(PY) benchmarks/bench_tokenize.py
 
+# FLOW: pre-train (or reuse) a small base model on the embedded corpus, fine-tune it with every method and a
+# τ sweep (+ WiSE-FT α curves), then write reports/$(FLOW_SWEEP)/report.md with the accuracy/forgetting plot.
+FLOW_BASE ?= model=tiny train.tokens=3000000
+FLOW_SWEEP ?= flow
+FLOW_ROOT ?= $(CURDIR)
+FLOW_ARGS ?=
+FLOW_COMMA := ,
+FLOW_SPACE := $(subst ,, )
+FLOW_PRETRAIN = base.pretrain=[$(subst $(FLOW_SPACE),$(FLOW_COMMA),$(patsubst %,'%',$(FLOW_BASE)))]
+FLOW_FT = $(PY) -m experiments.finetune finetune/sweep=flow sweep_id=$(FLOW_SWEEP) "$(FLOW_PRETRAIN)" \
+	paths.root=$(FLOW_ROOT) train.threads=1
+.PHONY: flow
+flow: $(STAMP)
+	$(PY) -m experiments.pretrain $(FLOW_BASE) paths.root=$(FLOW_ROOT) train.threads=1 sweep_id=$(FLOW_SWEEP)-base \
+		tracking.experiment=flow
+	$(FLOW_FT) $(FLOW_ARGS)
+	$(FLOW_FT) method=standard,flow train.lr=1e-4,1e-3 flow.tau=median $(FLOW_ARGS)
+	$(FLOW_FT) method=wise,flow_wise wise.alpha=0.25,0.75 flow.tau=median $(FLOW_ARGS)
+	$(PY) -m analysis.flow_report --tracking-uri sqlite:///$(FLOW_ROOT)/mlflow.db --experiment flow \
+		--sweep-id $(FLOW_SWEEP) --out $(FLOW_ROOT)/reports/$(FLOW_SWEEP)
+
 # Training throughput as JSON: bench-tiny on the CPU (2 threads) plus the logging overhead; ARGS adds flags
 # (--compile, --autocast bf16, --checkpoint-activations, --preset NAME, ...; see benchmarks/bench_train.py).
 .PHONY: bench bench-gpu

@@ -42,14 +42,16 @@ def load_finetune_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.
         rec = {"run_id": r.info.run_id, "start_time": r.info.start_time, "method": r.data.tags.get("method"),
                "tau": r.data.tags.get("tau", "none"), "config_hash": r.data.tags.get("config_hash"),
                "alpha": float(r.data.params.get("wise.alpha", "nan")) if "wise" in r.data.tags.get("method", "")
-               else math.nan}
+               else math.nan, "lr": float(r.data.params.get("train.lr", "nan")),
+               "steps": float(r.data.params.get("train.steps", "nan"))}
         rec.update({m: r.data.metrics.get(m, math.nan) for m in METRICS})
         rows.append(rec)
-    df = pd.DataFrame(rows, columns=["run_id", "start_time", "method", "tau", "config_hash", "alpha", *METRICS])
+    df = pd.DataFrame(rows, columns=["run_id", "start_time", "method", "tau", "config_hash", "alpha", "lr", "steps",
+                                     *METRICS])
     if df.empty:
         return df
     df = df.sort_values("start_time").drop_duplicates("config_hash", keep="last")
-    return df.sort_values(["method", "tau", "alpha"]).reset_index(drop=True)
+    return df.sort_values(["method", "lr", "tau", "alpha"]).reset_index(drop=True)
 
 
 def pareto_mask(accuracy: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
@@ -84,52 +86,64 @@ def forgetting_at(curve: tuple[np.ndarray, np.ndarray], accuracy: float) -> floa
     return float(np.interp(accuracy, acc, fgt))
 
 
+def _same_recipe(std: pd.DataFrame, run: pd.Series) -> pd.Series:
+    """The standard fine-tuning run trained like `run` (same lr and steps), else the first one."""
+    same = std[(std["lr"] == run["lr"]) & (std["steps"] == run["steps"])]
+    return same.iloc[0] if not same.empty else std.iloc[0]
+
+
+def _compare(f: pd.Series, s: pd.Series, curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, str]:
+    """FLOW run f against standard run s (same recipe) and against the standard family at f's accuracy."""
+    ref = forgetting_at(curve, f["task_accuracy"])
+    direct = (f"accuracy {f['task_accuracy']:.3f} vs {s['task_accuracy']:.3f} "
+              f"(Δ {f['task_accuracy'] - s['task_accuracy']:+.3f}), forgetting {f['forgetting']:+.4f} vs "
+              f"{s['forgetting']:+.4f} (Δ {f['forgetting'] - s['forgetting']:+.4f})")
+    if math.isnan(ref):
+        return ref, direct + "; its accuracy lies outside what the standard family covers"
+    word = "less" if f["forgetting"] < ref else "more"
+    return ref, direct + (f"; at equal accuracy the standard family forgets {ref:+.4f}, so FLOW forgets {word} "
+                          f"by {abs(f['forgetting'] - ref):.4f}")
+
+
 def verdict(df: pd.DataFrame) -> list[str]:
     """The comparison the report leads with, as markdown lines, numbers included."""
     std = df[df["method"] == "standard"]
     flows = df[df["method"] == "flow"]
     if std.empty or flows.empty:
         return ["Not enough runs for a verdict: the sweep needs `standard` and `flow` runs."]
-    s = std.iloc[0]
     curve = standard_curve(df)
-    lines = [f"- Standard fine-tuning: accuracy **{s['task_accuracy']:.3f}**, forgetting **{s['forgetting']:+.4f}** "
-             f"nats/token (pre-trained: accuracy {s['base/task_accuracy']:.3f}, validation loss "
-             f"{s['base/val_loss']:.4f})."]
-    less, comparable = 0, 0
+    head, lines, less, comparable = [], [], 0, 0
     for _, f in flows.iterrows():
-        ref = forgetting_at(curve, f["task_accuracy"])
-        cmp = "outside the accuracy range the standard family covers" if math.isnan(ref) else \
-            f"the standard family forgets {ref:+.4f} at that accuracy → FLOW {'less' if f['forgetting'] < ref else 'more'} " \
-            f"by {abs(f['forgetting'] - ref):.4f}"
+        s = _same_recipe(std, f)
+        ref, text = _compare(f, s, curve)
         if not math.isnan(ref):
             comparable += 1
-            less += f["forgetting"] < ref
-        lines.append(f"- FLOW τ={f['tau']} (τ={f['flow/tau']:.3g}, mean weight {f['flow/mean_weight']:.3f}, "
-                     f"weights q10–q90 {f['flow/weight_q10']:.3f}–{f['flow/weight_q90']:.3f}): accuracy "
-                     f"{f['task_accuracy']:.3f} (Δ {f['task_accuracy'] - s['task_accuracy']:+.3f} vs standard), "
-                     f"forgetting {f['forgetting']:+.4f} (Δ {f['forgetting'] - s['forgetting']:+.4f}); {cmp}.")
-    med = flows[flows["tau"] == "median"]
-    head = []
-    if not med.empty:
-        m = med.iloc[0]
-        ref = forgetting_at(curve, m["task_accuracy"])
-        if math.isnan(ref):
-            head.append(f"**Verdict (τ = median):** FLOW's accuracy {m['task_accuracy']:.3f} lies outside the range "
-                        "standard fine-tuning and its WiSE-FT averages cover, so no comparison at equal accuracy "
-                        f"is possible; directly, FLOW forgets {m['forgetting']:+.4f} vs standard {s['forgetting']:+.4f} "
-                        f"at accuracy {m['task_accuracy']:.3f} vs {s['task_accuracy']:.3f}.")
-        else:
-            word = "forgets LESS" if m["forgetting"] < ref else "does NOT forget less"
-            head.append(f"**Verdict (τ = median):** at comparable accuracy ({m['task_accuracy']:.3f}) FLOW {word} than "
-                        f"standard fine-tuning: forgetting {m['forgetting']:+.4f} vs {ref:+.4f} nats/token on the "
-                        "standard family's accuracy/forgetting curve.")
-    head.append(f"Over the τ sweep, FLOW forgets less than the standard family at equal accuracy in {less} of "
-                f"{comparable} comparable runs ({len(flows) - comparable} outside the range).")
+            less += bool(f["forgetting"] < ref)
+        lines.append(f"- FLOW τ={f['tau']}, lr {f['lr']:g} (τ={f['flow/tau']:.3g}, mean weight "
+                     f"{f['flow/mean_weight']:.3f}, weights q10–q90 {f['flow/weight_q10']:.3f}–"
+                     f"{f['flow/weight_q90']:.3f}) vs standard: {text}.")
+        if f["tau"] == "median":
+            if math.isnan(ref):
+                head.append(f"**Verdict (τ = median, lr {f['lr']:g}):** no standard run or WiSE-FT average reaches "
+                            f"FLOW's accuracy, so there is no comparison at equal accuracy; directly, {text}.")
+            else:
+                word = "forgets LESS" if f["forgetting"] < ref else "does NOT forget less"
+                head.append(f"**Verdict (τ = median, lr {f['lr']:g}):** at comparable accuracy "
+                            f"({f['task_accuracy']:.3f}) FLOW {word} than standard fine-tuning: forgetting "
+                            f"{f['forgetting']:+.4f} vs {ref:+.4f} nats/token on the standard family's "
+                            f"accuracy/forgetting frontier (directly: {text}).")
+    head.append(f"Over all FLOW runs, FLOW forgets less than the standard family at equal accuracy in {less} of "
+                f"{comparable} comparable runs ({len(flows) - comparable} outside its accuracy range).")
     spread = flows["flow/weight_q90"] / flows["flow/weight_q10"]
-    head.append(f"Why it can be small: the pre-trained losses on the task are similar across samples, so the weights "
-                f"differ little (q90/q10 ratio {spread.min():.2f}–{spread.max():.2f}); with AdamW the overall scale of "
-                "the weights (mean weight < 1) barely changes the update, so FLOW acts only through this relative spread.")
-    return head + [""] + lines
+    close = "close to each other, so the weights differ little" if spread.max() < 2 else "spread out, so the weights differ"
+    head.append(f"What FLOW had to work with: the pre-trained losses on the task samples are {close} between easy "
+                f"and hard samples (q90/q10 weight ratio {spread.min():.2f}–{spread.max():.2f}); with AdamW the "
+                "overall scale of the weights (mean weight < 1) hardly changes the update, so FLOW acts through "
+                "this relative spread only.")
+    std_lines = [f"- Standard fine-tuning, lr {r['lr']:g}: accuracy {r['task_accuracy']:.3f}, forgetting "
+                 f"{r['forgetting']:+.4f} nats/token (pre-trained: accuracy {r['base/task_accuracy']:.3f}, "
+                 f"validation loss {r['base/val_loss']:.4f})." for _, r in std.iterrows()]
+    return head + [""] + std_lines + lines
 
 
 def plot_pareto(df: pd.DataFrame, front: np.ndarray, stem: Path) -> Path:
@@ -164,14 +178,14 @@ def write_report(df: pd.DataFrame, out: Path, sweep_id: str) -> Path:
     front = pareto_mask(df["task_accuracy"].to_numpy(), df["forgetting"].to_numpy())
     png = plot_pareto(df, front, out / "pareto")
     shown = df.assign(frontier=front)
-    cols = ["method", "tau", "alpha", "task_accuracy", "forgetting", "retention", "combined", "flow/tau",
+    cols = ["method", "lr", "tau", "alpha", "task_accuracy", "forgetting", "retention", "combined", "flow/tau",
             "flow/mean_weight", "frontier"]
     md = [f"# FLOW vs baselines — sweep `{sweep_id}`", "",
           "Target: the task's exact-match accuracy (greedy). Forgetting: rise of the validation loss on the "
           "pre-training corpus (nats/token) at the base model's loop count; retention = base loss ÷ fine-tuned "
           "loss; combined = (accuracy + retention) / 2.", "", *verdict(df), "",
           figure_link(png, out, "Task accuracy vs forgetting (Pareto frontier dashed)"), "",
-          table(shown, cols, {"alpha": lambda v: "—" if math.isnan(v) else f"{v:g}"}), ""]
+          table(shown, cols, {"alpha": lambda v: "—" if math.isnan(v) else f"{v:g}", "lr": lambda v: f"{v:g}"}), ""]
     report = out / "report.md"
     report.write_text("\n".join(md))
     df.to_csv(out / "runs.csv", index=False)

@@ -34,7 +34,7 @@ class BaseSchema:
     run: Optional[str] = None
     pretrain: Optional[list[str]] = None
     hf_model: Optional[str] = None  # a Hugging Face id or local folder; "random" builds hf_config untrained
-    hf_config: Optional[dict[str, Any]] = None  # hf_model=random: model_type plus config fields (tests)
+    hf_config: Any = None  # a dict; hf_model=random: model_type plus config fields (tests)
     loops: Optional[int] = None  # loop count of a looped model for scoring and evaluation; null = µ_rec
 
 
@@ -84,9 +84,9 @@ class LoraSchema:
 
 @dataclass
 class FTTrainSchema:
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_fraction: float = 0.03
     grad_clip: float = 1.0
