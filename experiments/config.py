@@ -70,7 +70,8 @@ class DataSchema:
     tokenizer_train_chars: int = 100_000_000  # characters the BPE is trained on (parcae.md D.3: 2e9)
     tokenizer_doc_chars: int = 10_000  # each training document capped at this many characters
     shard_dir: Optional[str] = None  # null = <paths.cache>/shards/<hash of source + tokenizer>
-    shard_docs: int = 4096  # documents per shard (one unit of parallel and resumable work)
+    shard_docs: int = 4096  # at most this many documents per shard (one unit of parallel, resumable work)
+    shard_chars: int = 4_000_000  # and at most about this many characters: small enough to keep workers busy
     workers: int = 2  # tokenising processes; 0 = in this process
     pack_buffer: int = 1000  # documents the best-fit packer chooses from
 

@@ -45,7 +45,7 @@ def validate(data, model_vocab: int) -> None:
         return
     if data.tokenizer not in ("byte", "bpe"):
         raise ConfigError("data.tokenizer", data.tokenizer, "unknown tokenizer", "use byte or bpe")
-    for key, low in (("shard_docs", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
+    for key, low in (("shard_docs", 1), ("shard_chars", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
         if data[key] < low:
             raise ConfigError(f"data.{key}", data[key], f"must be ≥ {low}", f"set data.{key} ≥ {low}")
     if data.tokenizer == "byte":
@@ -98,15 +98,15 @@ def build_shard_set(data, cache: Path, progress: bool = True) -> tuple[shards.Sh
     """The source tokenised into shards (built, resumed, or found in the cache) and its tokenizer."""
     tok = _tokenizer(data, cache)
     spec = {"source": sources.fingerprint(data), "tokenizer": tok.content_hash, "shard_docs": data.shard_docs,
-            "val_percent": data.val_percent}
+            "shard_chars": data.shard_chars, "val_percent": data.val_percent}
     out = Path(data.shard_dir) if data.shard_dir else cache / "shards" / _key(spec)
     found = shards.load_shards(out)
     if found is not None and found.manifest["tokenizer"] != tok.content_hash:
         raise ConfigError("data.shard_dir", str(out), "holds shards of another tokenizer",
                           "point data.shard_dir at an empty folder, or null for the cache")
     built = found or shards.build_shards(sources.documents(data, cache / "hf"), tok, out, shard_docs=data.shard_docs,
-                                         workers=data.workers, val_percent=data.val_percent, description=spec,
-                                         progress=progress)
+                                         shard_chars=data.shard_chars, workers=data.workers,
+                                         val_percent=data.val_percent, description=spec, progress=progress)
     return built, tok
 
 

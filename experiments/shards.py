@@ -1,6 +1,7 @@
 """Tokenised shards on disk: parallel tokenisation into memory-mappable uint16/uint32 files.
 
-Documents are cut into consecutive chunks of `shard_docs`; worker processes tokenise a chunk each (as
+Documents are cut into consecutive chunks (at most `shard_docs` documents and about `shard_chars`
+characters: the chunking depends only on the documents); worker processes tokenise a chunk each (as
 BOS + text + EOS) and write, per split, the concatenated tokens (`NNNNN.<split>.bin`) and the document
 lengths (`NNNNN.<split>.len.npy`), then a small `NNNNN.json` marker last. A rebuild skips every shard
 whose marker exists, so an interrupted build resumes; `manifest.json`, written at the end, lists the
@@ -114,13 +115,15 @@ class ShardSet:
         return sum(s[key] for s in self.manifest["shards"])
 
 
-def _chunks(docs: Iterable[str], size: int) -> Iterator[list[str]]:
+def _chunks(docs: Iterable[str], max_docs: int, max_chars: int) -> Iterator[list[str]]:
     chunk: list[str] = []
+    chars = 0
     for d in docs:
         chunk.append(d)
-        if len(chunk) == size:
+        chars += len(d)
+        if len(chunk) == max_docs or chars >= max_chars:
             yield chunk
-            chunk = []
+            chunk, chars = [], 0
     if chunk:
         yield chunk
 
@@ -131,7 +134,7 @@ def load_shards(out_dir: Path) -> ShardSet | None:
 
 
 def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, workers: int, val_percent: float,
-                 description: dict, progress: bool = True) -> ShardSet:
+                 description: dict, shard_chars: int = 4_000_000, progress: bool = True) -> ShardSet:
     """Tokenise `docs` into shards under out_dir (skipping finished ones) and write the manifest.
 
     workers=0 tokenises in this process; otherwise `workers` spawned processes each take one chunk at a
@@ -153,7 +156,7 @@ def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, wo
         workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(tok.to_json(),))
     pending: set[Future] = set()
     try:
-        for index, texts in enumerate(_chunks(docs, shard_docs)):
+        for index, texts in enumerate(_chunks(docs, shard_docs, shard_chars)):
             marker_path = out_dir / f"{index:05d}.json"
             if marker_path.exists():  # finished by an earlier, interrupted build
                 finished(json.loads(marker_path.read_text()))
