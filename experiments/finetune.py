@@ -177,7 +177,12 @@ def _train(cfg: DictConfig, m: Method, lm, data: list, weights, log_metrics) -> 
     """Fine-tune lm in place; LoRA adapters are merged into lm.module afterwards."""
     peft_model = None
     if m.lora:
-        peft_model = flow.add_lora(lm.module, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.dropout)
+        try:
+            peft_model = flow.add_lora(lm.module, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules,
+                                       cfg.lora.dropout)
+        except ValueError as err:  # targets that this model does not have: known only once it is loaded
+            raise ConfigError("lora.target_modules", list(cfg.lora.target_modules), str(err),
+                              "name Linear layers of the base model, e.g. [q_proj,v_proj]") from None
     t = cfg.train
     spec = flow.FineTuneSpec(steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                              warmup_fraction=t.warmup_fraction, grad_clip=t.grad_clip, seed=t.seed,
