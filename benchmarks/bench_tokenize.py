@@ -1,6 +1,7 @@
 """Benchmark of tokenising a local text corpus into shards (experiments.shards) with worker processes.
 
     .venv/bin/python benchmarks/bench_tokenize.py [--mb 100] [--workers 2] [--repeats 3] [--vocab 32768]
+        [--encoder tokenizers|tiktoken]
 
 1. Writes a deterministic ~100 MB text corpus: the embedded corpus's documents (the standard library's
    sources), copied over and over, each copy perturbed (a header naming the copy, identifiers suffixed
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--shard-docs", type=int, default=4096)
     ap.add_argument("--shard-chars", type=int, default=4_000_000)
+    ap.add_argument("--encoder", choices=tokenizers.ENCODERS, default="tokenizers")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
     try:
@@ -85,7 +87,7 @@ def main() -> None:
             if used > 5e6:
                 break
         t0 = time.perf_counter()
-        tok = tokenizers.train_bpe(iter(sample), args.vocab)
+        tok = tokenizers.with_encoder(tokenizers.train_bpe(iter(sample), args.vocab), args.encoder)
         train_s = time.perf_counter() - t0
         times, cpu = [], []
         for r in range(args.repeats):
@@ -100,7 +102,7 @@ def main() -> None:
             shutil.rmtree(out)
         median = statistics.median(times)
         print(json.dumps({
-            "corpus_mb": round(size / 1e6, 1), "workers": args.workers, "vocab": args.vocab,
+            "corpus_mb": round(size / 1e6, 1), "workers": args.workers, "vocab": args.vocab, "encoder": args.encoder,
             "bpe_train_s_on_5mb": round(train_s, 2), "runs_s": [round(t, 2) for t in times],
             "median_s": round(median, 2), "mb_per_s": round(size / 1e6 / median, 2),
             "cpu_s": [round(c, 2) for c in cpu], "mb_per_cpu_s": round(size / 1e6 / statistics.median(cpu), 2),

@@ -9,6 +9,7 @@ cached under paths.cache, keyed by what it is made from, so a sweep's jobs share
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ def validate(data, model_vocab: int) -> None:
         return
     if data.tokenizer not in ("byte", "bpe"):
         raise ConfigError("data.tokenizer", data.tokenizer, "unknown tokenizer", "use byte or bpe")
+    _check_encoder(data.encoder)
     for key, low in (("shard_docs", 1), ("shard_chars", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
         if data[key] < low:
             raise ConfigError(f"data.{key}", data[key], f"must be ≥ {low}", f"set data.{key} ≥ {low}")
@@ -75,7 +77,19 @@ def _sample(docs, budget_chars: int, doc_chars: int):
         yield d
 
 
+def _check_encoder(encoder: str) -> None:
+    if encoder not in tokenizers.ENCODERS:
+        raise ConfigError("data.encoder", encoder, "unknown encoder", f"use one of {', '.join(tokenizers.ENCODERS)}")
+    if encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
+        raise ConfigError("data.encoder", encoder, "tiktoken is not installed",
+                          "pip install tiktoken, or use data.encoder=tokenizers")
+
+
 def _tokenizer(data, cache: Path):
+    return tokenizers.with_encoder(_base_tokenizer(data, cache), data.encoder)
+
+
+def _base_tokenizer(data, cache: Path):
     if data.tokenizer == "byte":
         return tokenizers.ByteLevel()
     if data.tokenizer_path:
@@ -98,7 +112,8 @@ def build_shard_set(data, cache: Path, progress: bool = True) -> tuple[shards.Sh
     """The source tokenised into shards (built, resumed, or found in the cache) and its tokenizer."""
     tok = _tokenizer(data, cache)
     spec = {"source": sources.fingerprint(data), "tokenizer": tok.content_hash, "shard_docs": data.shard_docs,
-            "shard_chars": data.shard_chars, "val_percent": data.val_percent}
+            "shard_chars": data.shard_chars, "val_percent": data.val_percent,
+            "encoder": data.encoder if data.tokenizer == "bpe" else None}
     out = Path(data.shard_dir) if data.shard_dir else cache / "shards" / _key(spec)
     found = shards.load_shards(out)
     if found is not None and found.manifest["tokenizer"] != tok.content_hash:

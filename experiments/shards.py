@@ -8,7 +8,7 @@ whose marker exists, so an interrupted build resumes; `manifest.json`, written a
 shards and the content hash of the whole set (what a run's identity records).
 
 The train/validation split is by document content (a hash of the text), so it does not depend on the
-order, the chunking or the number of workers. Nothing here imports torch: spawned workers start fast.
+order, the chunking or the number of workers. Workers import nothing but numpy and the tokenizer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -73,10 +74,17 @@ def tokenize_shard(tok, out_dir: Path, index: int, texts: list[str], val_percent
     return marker
 
 
-def _init_worker(tok_json: str) -> None:
+def _init_worker(tok_json: str, encoder: str) -> None:
     global _worker_tokenizer
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process; workers are the parallelism
-    _worker_tokenizer = tokenizers.from_json(tok_json)
+    _worker_tokenizer = tokenizers.from_json(tok_json, encoder)
+
+
+def _worker_context():
+    """fork on Linux: a spawned worker re-imports the main module (torch, hydra, mlflow under pretrain:
+    seconds of CPU per worker); workers run only numpy and the tokenizer, which is safe after fork
+    (`tokenizers` turns its own thread pool off in a forked child). spawn elsewhere (macOS)."""
+    return get_context("fork" if sys.platform == "linux" else "spawn")
 
 
 def _worker_shard(out_dir: str, index: int, texts: list[str], val_percent: float) -> dict:
@@ -137,13 +145,18 @@ def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, wo
                  description: dict, shard_chars: int = 4_000_000, progress: bool = True) -> ShardSet:
     """Tokenise `docs` into shards under out_dir (skipping finished ones) and write the manifest.
 
-    workers=0 tokenises in this process; otherwise `workers` spawned processes each take one chunk at a
-    time, at most two chunks per worker in flight (memory stays bounded on corpora of any size)."""
+    workers=0 tokenises in this process; otherwise `workers` processes each take one chunk at a time, at
+    most two chunks per worker in flight (memory stays bounded on corpora of any size)."""
     done = load_shards(out_dir)
     if done is not None:
         return done
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    pool = None
+    if workers > 0:
+        pool = ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker,
+                                   initargs=(tok.to_json(), getattr(tok, "encoder", "tokenizers")))
+        pool.submit(os.getpid).result()  # every worker starts now, before any reader or progress thread
     markers: dict[int, dict] = {}
     bar = tqdm(desc=f"tokenising → {out_dir.name}", unit="B", unit_scale=True, disable=not progress or None,
                mininterval=1.0)
@@ -152,8 +165,6 @@ def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, wo
         markers[marker["index"]] = marker
         bar.update(marker["train_bytes"] + marker["val_bytes"])
 
-    pool = None if workers == 0 else ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(tok.to_json(),))
     pending: set[Future] = set()
     try:
         for index, texts in enumerate(_chunks(docs, shard_docs, shard_chars)):

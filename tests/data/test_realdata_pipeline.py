@@ -43,6 +43,18 @@ def test_bpe_has_the_requested_vocab_and_round_trips(bpe, tmp_path):
     assert again.encode(text) == ids and again.content_hash == bpe.content_hash
 
 
+def test_tiktoken_encoder_gives_the_ids_of_tokenizers(texts, bpe, tmp_path):
+    pytest.importorskip("tiktoken", reason="tiktoken is the optional fast encoder (data.encoder=tiktoken)")
+    fast = tokenizers.with_encoder(bpe, "tiktoken")
+    probe = [*texts, "Grüße <|bos|> 世界 12345\r\n\t  x", ""]
+    assert fast.encode_batch(probe) == bpe.encode_batch(probe)
+    a = shards.build_shards(iter(texts), fast, tmp_path / "a", shard_docs=16, workers=2, val_percent=10,
+                            description={}, progress=False)
+    b = shards.build_shards(iter(texts), bpe, tmp_path / "b", shard_docs=16, workers=0, val_percent=10,
+                            description={}, progress=False)
+    assert a.content_hash == b.content_hash
+
+
 def test_bits_per_byte_hand_checked():
     # ln 4 nats per token = 2 bits per token; 3 tokens over 6 bytes → 1 bit per byte.
     assert bpb.bits_per_byte(math.log(4), tokens=3, n_bytes=6) == pytest.approx(1.0)
@@ -135,6 +147,7 @@ def _compose(*overrides):
     (["data=jsonl", "data.paths=[{here}]", "data.tokenizer_path=/nope.json"], "data.tokenizer_path"),
     (["data=jsonl", "data.paths=[{here}]", "data.tokenizer=wordpiece"], "data.tokenizer"),
     (["data=fineweb_edu"], "model.vocab_size"),  # composes, and is refused before touching the network
+    (["data=jsonl", "data.paths=[{here}]", "data.encoder=sentencepiece"], "data.encoder"),
 ])
 def test_bad_data_config_names_the_key(overrides, key):
     overrides = [o.replace("{here}", __file__) for o in overrides]
