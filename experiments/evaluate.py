@@ -74,10 +74,11 @@ def run_evaluation(cfg) -> dict[str, float]:
     loop_counts = list(cfg.loops) if parcae and cfg.loops else [run.model.config.mean_recurrence if parcae else None]
     metrics: dict[str, float] = {}
     results: list[dict] = []
+    if "val" in tasks:
+        data = real_data.load(run.cfg, Path(run.cfg.paths.root), run.model.config.block_size)
     for T in loop_counts:
         sfx = _suffix(T)
         if "val" in tasks:
-            data = real_data.load(run.cfg, Path(run.cfg.paths.root), run.model.config.block_size)
             loss = validation_loss(run.model, *data.val, T, batch_size, run.cfg.train.seed)
             metrics[f"eval/loss{sfx}"] = loss
             metrics[f"eval/bpb{sfx}"] = loss * math.log2(math.e) * data.tokens_per_byte
