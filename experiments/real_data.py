@@ -12,18 +12,21 @@ import hashlib
 import importlib.util
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from experiments import bpb, shards, sources
+from experiments import bpb, distributed, shards, sources
 from experiments import tokenizer as tokenizers
 from experiments.config import ConfigError
 from experiments.data import PackedStream, build_corpus
 from experiments.packing import RowStream, pack_best_fit, write_rows
 
 log = logging.getLogger("experiments.real_data")
+WAIT_POLL_S = 5.0  # how often the other ranks of a data-parallel launch look for rank 0's finished data
 
 
 @dataclass
@@ -145,6 +148,9 @@ def load(cfg, root: Path, block_size: int) -> RunData:
         tok = tokenizers.ByteLevel()
         return RunData(PackedStream(corpus.train, block_size, seed), val, corpus.content_hash, tok,
                        bpb.tokens_per_byte(val[1], tok.token_bytes()))
+    ready = cache / "ready" / _key({"data": OmegaConf.to_container(data, resolve=True), "block_size": block_size})
+    if distributed.env_rank() > 0:
+        _wait_for(ready)
     shard_set, tok = build_shard_set(data, cache)
     content = _rows_hash(shard_set, block_size + 1, data.pack_buffer)
     streams = {}
@@ -156,7 +162,18 @@ def load(cfg, root: Path, block_size: int) -> RunData:
                               "use more documents, a larger data.val_percent, or a smaller model.block_size")
         streams[split] = RowStream(rows, seed, content)
     val = streams["val"].head(data.val_rows)
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.write_text(content)
     return RunData(streams["train"], val, content, tok, bpb.tokens_per_byte(val[1], tok.token_bytes()))
+
+
+def _wait_for(ready: Path) -> None:
+    """Other ranks of a data-parallel launch let rank 0 build the data (before any process group exists),
+    then find it all in the cache. Prepare it beforehand (python -m experiments.prepare_data) to skip this."""
+    if not ready.exists():
+        log.info("rank %d waits for rank 0 to build the data (%s)", distributed.env_rank(), ready.name)
+    while not ready.exists():
+        time.sleep(WAIT_POLL_S)
 
 
 def content_hash(cfg, root: Path, block_size: int) -> str:

@@ -4,12 +4,14 @@ the validation that answers bad data configs before any work."""
 import collections
 import json
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import bpb, shards
+from experiments import bpb, real_data, shards
 from experiments import tokenizer as tokenizers
 from experiments.config import ConfigError, plan, register
 from experiments.packing import RowStream, check_data_position, data_position, pack_best_fit, write_rows
@@ -156,3 +158,21 @@ def test_bad_data_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         plan(_compose("train.tokens=20480", *overrides))
     assert err.value.key == key and "Fix:" in str(err.value)
+
+
+def test_other_ranks_wait_for_rank_0_to_build_the_data(texts, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("END_OF_DOCUMENT".join(texts[:20]))
+    cfg = _compose("data=text", f"data.paths=[{corpus}]", "data.text_separator=END_OF_DOCUMENT", "data.tokenizer=byte",
+                   "data.workers=0", "data.val_percent=20", f"paths.root={tmp_path}", "model.block_size=64")
+    monkeypatch.setattr(real_data, "WAIT_POLL_S", 0.01)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    waiting = threading.Thread(target=real_data.load, args=(cfg, tmp_path, 64), daemon=True)
+    waiting.start()
+    time.sleep(0.5)
+    assert waiting.is_alive() and not (tmp_path / ".cache" / "shards").exists()  # nothing built by rank 1
+    monkeypatch.setenv("RANK", "0")
+    built = real_data.load(cfg, tmp_path, 64)
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and built.train.n_rows > 0
