@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--shard-docs", type=int, default=4096)
     ap.add_argument("--shard-chars", type=int, default=4_000_000)
-    ap.add_argument("--encoder", choices=tokenizers.ENCODERS, default="tokenizers")
+    ap.add_argument("--encoder", choices=tokenizers.ENCODERS, default="tiktoken")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
     try:
