@@ -249,6 +249,7 @@ def draw_global(model: torch.nn.Module, model_cfg, batch_size: int, seq_len: int
     from parcae.sampling import initial_state
 
     plan = model.depth_plan(batch_size, None, generator, seq_len=seq_len, step=step)
+    # Drawn where the forward would draw it (on a GPU model: on the GPU, see parcae.sampling.initial_state).
     h0 = initial_state(model_cfg.state_init, (batch_size, seq_len, model_cfg.d_model), model_cfg.d_model,
-                       generator.device, torch.float32, generator)
+                       next(model.parameters()).device, torch.float32, generator)
     return GlobalDraws(plan, h0)

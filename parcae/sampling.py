@@ -126,10 +126,24 @@ def initial_state(
     dtype: torch.dtype,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """h_0, drawn fresh on every forward (training and evaluation alike)."""
+    """h_0, drawn fresh on every forward (training and evaluation alike).
+
+    When the generator lives elsewhere than `device` (a CPU generator, a GPU model), h_0 is drawn on the
+    device by a generator seeded from one draw of the given generator: a GPU step then neither waits for
+    millions of host-side draws nor copies them over, and h_0 stays a function of the generator's state
+    (so checkpoint/resume remains exact). On the generator's own device nothing changes.
+    """
     if kind == "zero":
         return torch.zeros(shape, device=device, dtype=dtype)
-    h0 = torch.empty(shape, device=_rng_device(generator), dtype=torch.float32)
+    device = torch.device(device)
+    if device.type != _rng_device(generator).type:
+        if generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+            generator = torch.Generator(device=device).manual_seed(seed)
+        draw_device = device
+    else:
+        draw_device = _rng_device(generator)
+    h0 = torch.empty(shape, device=draw_device, dtype=torch.float32)
     if kind == "like-init":
         std = scaled_std(d_model)
         torch.nn.init.trunc_normal_(h0, std=std, a=-3.0 * std, b=3.0 * std, generator=generator)
