@@ -90,7 +90,12 @@ class _TiedEmbeddingLM(nn.Module):
     def compile_blocks(self) -> None:
         """torch.compile every transformer block in place, so parameter names (and checkpoints) stay as
         they are. Loop depths vary per sequence, so the core's batch dimension varies from iteration to
-        iteration: it becomes dynamic after its first change (one recompile), not one graph per size."""
+        iteration: it becomes dynamic after its first change (one recompile), not one graph per size.
+        Blocks share one code object, and (value gate or not) × (grad mode) × (static, dynamic batch)
+        already makes 8 graphs, dynamo's default limit; past it, new variants would silently run eagerly."""
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
         for module in self.modules():
             if isinstance(module, Block):
                 module.compile()
