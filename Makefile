@@ -104,7 +104,8 @@ bench-tokenize: $(STAMP)
 	$(PY) benchmarks/bench_tokenize.py
 
 # FLOW: pre-train (or reuse) a small base model on the embedded corpus, fine-tune it with every method and a
-# τ sweep (+ WiSE-FT α curves), then write reports/$(FLOW_SWEEP)/report.md with the accuracy/forgetting plot.
+# τ sweep, FLOW and standard at 3 learning rates × 3 seeds, WiSE-FT α curves; then the report
+# ($(FLOW_ROOT)/reports/$(FLOW_SWEEP)/report.md, accuracy-vs-forgetting plot with the Pareto frontier).
 FLOW_BASE ?= model=tiny train.tokens=3000000
 FLOW_SWEEP ?= flow
 FLOW_ROOT ?= $(CURDIR)
@@ -120,6 +121,7 @@ flow: $(STAMP)
 		tracking.experiment=flow
 	$(FLOW_FT) $(FLOW_ARGS)
 	$(FLOW_FT) method=standard,flow train.lr=1e-4,1e-3 flow.tau=median $(FLOW_ARGS)
+	$(FLOW_FT) method=standard,flow train.lr=1e-4,3e-4,1e-3 train.seed=1,2 flow.tau=median $(FLOW_ARGS)
 	$(FLOW_FT) method=wise,flow_wise wise.alpha=0.25,0.75 flow.tau=median $(FLOW_ARGS)
 	$(PY) -m analysis.flow_report --tracking-uri sqlite:///$(FLOW_ROOT)/mlflow.db --experiment flow \
 		--sweep-id $(FLOW_SWEEP) --out $(FLOW_ROOT)/reports/$(FLOW_SWEEP)

@@ -5,9 +5,9 @@ comparable accuracy.
 `python -m analysis.flow_report --tracking-uri sqlite:///mlflow.db --experiment flow --sweep-id flow
 --out reports/flow`. No torch: the runs come from MLflow.
 
-Comparable accuracy: standard fine-tuning's accuracy/forgetting curve is the pre-trained model (no
-forgetting), its WiSE-FT averages and the fully fine-tuned model; FLOW's forgetting is compared with that
-curve's forgetting interpolated at FLOW's accuracy, and with standard fine-tuning itself.
+Comparable accuracy: FLOW is paired with standard fine-tuning trained alike (same lr, steps and seed);
+the pair's accuracies count as comparable within two binomial standard errors, and then the forgetting
+of the two decides. The Pareto frontier shows every method against all others.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from analysis.markdown import figure_link, fmt, table
+from analysis.markdown import figure_link, table
 from analysis.plots import plt, save_figure
 from analysis.runs import _get_experiment_id, _search_all
 
@@ -43,15 +43,16 @@ def load_finetune_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.
                "tau": r.data.tags.get("tau", "none"), "config_hash": r.data.tags.get("config_hash"),
                "alpha": float(r.data.params.get("wise.alpha", "nan")) if "wise" in r.data.tags.get("method", "")
                else math.nan, "lr": float(r.data.params.get("train.lr", "nan")),
-               "steps": float(r.data.params.get("train.steps", "nan"))}
+               "steps": float(r.data.params.get("train.steps", "nan")),
+               "seed": int(r.data.params.get("train.seed", 0)), "n_test": int(r.data.params.get("task.n_test", 0))}
         rec.update({m: r.data.metrics.get(m, math.nan) for m in METRICS})
         rows.append(rec)
     df = pd.DataFrame(rows, columns=["run_id", "start_time", "method", "tau", "config_hash", "alpha", "lr", "steps",
-                                     *METRICS])
+                                     "seed", "n_test", *METRICS])
     if df.empty:
         return df
     df = df.sort_values("start_time").drop_duplicates("config_hash", keep="last")
-    return df.sort_values(["method", "lr", "tau", "alpha"]).reset_index(drop=True)
+    return df.sort_values(["method", "lr", "tau", "alpha", "seed"]).reset_index(drop=True)
 
 
 def pareto_mask(accuracy: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
@@ -65,98 +66,101 @@ def pareto_mask(accuracy: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
     return keep
 
 
-def standard_curve(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(accuracy, forgetting) along the Pareto frontier of standard fine-tuning's family, sorted by
-    accuracy: the pre-trained model, the WiSE-FT averages of the standard model and the standard model."""
-    fam = df[df["method"].isin(["standard", "wise"])]
-    base = df.iloc[0]
-    acc = np.r_[base["base/task_accuracy"], fam["task_accuracy"].to_numpy()]
-    fgt = np.r_[0.0, fam["forgetting"].to_numpy()]
-    keep = pareto_mask(acc, fgt)
-    acc, fgt = acc[keep], fgt[keep]
-    order = np.argsort(acc, kind="stable")
-    return acc[order], fgt[order]
+def paired_comparisons(df: pd.DataFrame) -> pd.DataFrame:
+    """FLOW against standard fine-tuning trained alike (same lr, steps and seed), per (τ, lr, steps) over seeds.
+
+    Accuracies count as comparable when they differ by at most two binomial standard errors of the
+    difference of the seed-mean accuracies."""
+    std = df[df["method"] == "standard"][["lr", "steps", "seed", "task_accuracy", "forgetting"]]
+    pairs = df[df["method"] == "flow"].merge(std, on=["lr", "steps", "seed"], suffixes=("", "_std"))
+    if pairs.empty:
+        return pd.DataFrame()
+    pairs = pairs.assign(d_acc=pairs["task_accuracy"] - pairs["task_accuracy_std"],
+                         d_fgt=pairs["forgetting"] - pairs["forgetting_std"])
+    rows = []
+    for (tau, lr, steps), g in pairs.groupby(["tau", "lr", "steps"], sort=True):
+        p = (g["task_accuracy"].mean() + g["task_accuracy_std"].mean()) / 2
+        n = g["n_test"].iloc[0] * len(g)
+        tol = 2 * math.sqrt(max(p * (1 - p), 1e-4) * 2 / max(n, 1))
+        d_acc, d_fgt = g["d_acc"].mean(), g["d_fgt"].mean()
+        rows.append({"tau": tau, "lr": lr, "steps": steps, "seeds": len(g),
+                     "acc_flow": g["task_accuracy"].mean(), "acc_std": g["task_accuracy_std"].mean(),
+                     "d_acc": d_acc, "acc_tol": tol, "comparable": abs(d_acc) <= tol,
+                     "fgt_flow": g["forgetting"].mean(), "fgt_std": g["forgetting_std"].mean(), "d_fgt": d_fgt,
+                     "d_fgt_sd": g["d_fgt"].std(ddof=1) if len(g) > 1 else math.nan,
+                     "fgt_rel": d_fgt / g["forgetting_std"].mean(),
+                     "seeds_less": int((g["d_fgt"] < 0).sum()),
+                     "mean_weight": g["flow/mean_weight"].mean(),
+                     "spread": (g["flow/weight_q90"] / g["flow/weight_q10"]).mean()})
+    comp = pd.DataFrame(rows)
+    # A one-seed setting borrows the seed-to-seed spread measured at the same lr, when there is one.
+    comp["sd_borrowed"] = False
+    for i, c in comp[comp["seeds"] == 1].iterrows():
+        ref = comp[(comp["lr"] == c["lr"]) & (comp["seeds"] > 1)]
+        if not ref.empty:
+            comp.loc[i, ["d_fgt_sd", "sd_borrowed"]] = [ref["d_fgt_sd"].iloc[0], True]
+    return comp
 
 
-def forgetting_at(curve: tuple[np.ndarray, np.ndarray], accuracy: float) -> float:
-    """The standard family's forgetting interpolated at `accuracy`; NaN outside the accuracies it reached."""
-    acc, fgt = curve
-    if len(acc) == 0 or not acc[0] <= accuracy <= acc[-1]:
-        return math.nan
-    return float(np.interp(accuracy, acc, fgt))
+def _outcome(c: pd.Series) -> str:
+    """'less', 'more' or 'unclear' forgetting of FLOW: the mean paired difference must exceed two standard
+    errors (seed-to-seed sd / √seeds) when the spread is known."""
+    if not math.isnan(c["d_fgt_sd"]) and abs(c["d_fgt"]) <= 2 * c["d_fgt_sd"] / math.sqrt(c["seeds"]):
+        return "unclear"
+    return "less" if c["d_fgt"] < 0 else "more"
 
 
-def _same_recipe(std: pd.DataFrame, run: pd.Series) -> pd.Series:
-    """The standard fine-tuning run trained like `run` (same lr and steps), else the first one."""
-    same = std[(std["lr"] == run["lr"]) & (std["steps"] == run["steps"])]
-    return same.iloc[0] if not same.empty else std.iloc[0]
+def _comparison_line(c: pd.Series) -> str:
+    sd = "; one seed, no noise estimate" if math.isnan(c["d_fgt_sd"]) else \
+        f" ± {c['d_fgt_sd']:.4f} sd over seeds" + (" (borrowed from this lr's multi-seed pair)" if c["sd_borrowed"] else "")
+    word = {"less": "**FLOW forgets less**", "more": "**FLOW forgets more**",
+            "unclear": "**no clear difference** (within two standard errors)"}[_outcome(c)]
+    outcome = f"{word} ({c['fgt_rel']:+.0%}; lower in {c['seeds_less']} of {c['seeds']} seeds)" if c["comparable"] \
+        else "accuracies differ by more than the noise: no comparison at equal accuracy (see the frontier)"
+    return (f"- τ={c['tau']}, lr {c['lr']:g}, {c['seeds']} seed(s): accuracy {c['acc_flow']:.3f} vs "
+            f"{c['acc_std']:.3f} (Δ {c['d_acc']:+.3f}, comparable within ±{c['acc_tol']:.3f}: "
+            f"{'yes' if c['comparable'] else 'no'}); forgetting {c['fgt_flow']:+.4f} vs {c['fgt_std']:+.4f} "
+            f"nats/token (Δ {c['d_fgt']:+.4f}{sd}) → {outcome}. Mean weight {c['mean_weight']:.3f}, "
+            f"q90/q10 weight ratio {c['spread']:.2f}.")
 
 
-def _compare(f: pd.Series, s: pd.Series, curve: tuple[np.ndarray, np.ndarray]) -> tuple[float, str]:
-    """FLOW run f against standard run s (same recipe) and against the standard family at f's accuracy."""
-    ref = forgetting_at(curve, f["task_accuracy"])
-    direct = (f"accuracy {f['task_accuracy']:.3f} vs {s['task_accuracy']:.3f} "
-              f"(Δ {f['task_accuracy'] - s['task_accuracy']:+.3f}), forgetting {f['forgetting']:+.4f} vs "
-              f"{s['forgetting']:+.4f} (Δ {f['forgetting'] - s['forgetting']:+.4f})")
-    if math.isnan(ref):
-        return ref, direct + "; its accuracy lies outside what the standard family covers"
-    word = "less" if f["forgetting"] < ref else "more"
-    return ref, direct + (f"; at equal accuracy the standard family forgets {ref:+.4f}, so FLOW forgets {word} "
-                          f"by {abs(f['forgetting'] - ref):.4f}")
-
-
-def verdict(df: pd.DataFrame) -> list[str]:
+def verdict(df: pd.DataFrame, front: np.ndarray) -> list[str]:
     """The comparison the report leads with, as markdown lines, numbers included."""
-    std = df[df["method"] == "standard"]
-    flows = df[df["method"] == "flow"]
-    if std.empty or flows.empty:
-        return ["Not enough runs for a verdict: the sweep needs `standard` and `flow` runs."]
-    curve = standard_curve(df)
-    head, lines, less, comparable = [], [], 0, 0
-    for _, f in flows.iterrows():
-        s = _same_recipe(std, f)
-        ref, text = _compare(f, s, curve)
-        if not math.isnan(ref):
-            comparable += 1
-            less += bool(f["forgetting"] < ref)
-        lines.append(f"- FLOW τ={f['tau']}, lr {f['lr']:g} (τ={f['flow/tau']:.3g}, mean weight "
-                     f"{f['flow/mean_weight']:.3f}, weights q10–q90 {f['flow/weight_q10']:.3f}–"
-                     f"{f['flow/weight_q90']:.3f}) vs standard: {text}.")
-        if f["tau"] == "median":
-            if math.isnan(ref):
-                head.append(f"**Verdict (τ = median, lr {f['lr']:g}):** no standard run or WiSE-FT average reaches "
-                            f"FLOW's accuracy, so there is no comparison at equal accuracy; directly, {text}.")
-            else:
-                word = "forgets LESS" if f["forgetting"] < ref else "does NOT forget less"
-                head.append(f"**Verdict (τ = median, lr {f['lr']:g}):** at comparable accuracy "
-                            f"({f['task_accuracy']:.3f}) FLOW {word} than standard fine-tuning: forgetting "
-                            f"{f['forgetting']:+.4f} vs {ref:+.4f} nats/token on the standard family's "
-                            f"accuracy/forgetting frontier (directly: {text}).")
-    head.append(f"Over all FLOW runs, FLOW forgets less than the standard family at equal accuracy in {less} of "
-                f"{comparable} comparable runs ({len(flows) - comparable} outside its accuracy range).")
-    spread = flows["flow/weight_q90"] / flows["flow/weight_q10"]
-    close = "close to each other, so the weights differ little" if spread.max() < 2 else "spread out, so the weights differ"
-    head.append(f"What FLOW had to work with: the pre-trained losses on the task samples are {close} between easy "
-                f"and hard samples (q90/q10 weight ratio {spread.min():.2f}–{spread.max():.2f}); with AdamW the "
-                "overall scale of the weights (mean weight < 1) hardly changes the update, so FLOW acts through "
-                "this relative spread only.")
-    std_lines = [f"- Standard fine-tuning, lr {r['lr']:g}: accuracy {r['task_accuracy']:.3f}, forgetting "
-                 f"{r['forgetting']:+.4f} nats/token (pre-trained: accuracy {r['base/task_accuracy']:.3f}, "
-                 f"validation loss {r['base/val_loss']:.4f})." for _, r in std.iterrows()]
-    return head + [""] + std_lines + lines
+    comp = paired_comparisons(df)
+    if comp.empty:
+        return ["Not enough runs for a verdict: the sweep needs `standard` and `flow` runs with the same recipe."]
+    ok = comp[comp["comparable"]]
+    outcomes = ok.apply(_outcome, axis=1) if not ok.empty else pd.Series(dtype=str)
+    lines = ["**Verdict.** FLOW vs standard fine-tuning trained alike (same lr, steps, seed): at comparable "
+             f"accuracy FLOW forgets less in {int((outcomes == 'less').sum())} of {len(ok)} settings, more in "
+             f"{int((outcomes == 'more').sum())}, with no clear difference in {int((outcomes == 'unclear').sum())} "
+             f"({len(comp) - len(ok)} more settings had accuracies too different to compare)."]
+    med = comp[comp["tau"] == "median"]
+    for _, c in med.iterrows():
+        lines.append(_comparison_line(c).replace("- τ=median", "- **τ = median**", 1))
+    on_front = sorted(set(df.loc[front, "method"]))
+    lines += ["", f"Pareto frontier (accuracy up, forgetting down): {', '.join(on_front)}. A method off the "
+              "frontier is beaten on both axes by another run.",
+              "Caveats: one base model; forgetting is the loss on the pre-training validation rows; accuracy on "
+              f"{int(df['n_test'].max())} test problems (binomial noise is in the tolerance above). With AdamW the "
+              "scale of the weights (mean weight < 1) hardly changes the update, so FLOW acts through the relative "
+              "weights only, whose q90/q10 spread is listed per setting.", "", "All FLOW settings:"]
+    lines += [_comparison_line(c) for _, c in comp.iterrows()]
+    return lines
 
 
 def plot_pareto(df: pd.DataFrame, front: np.ndarray, stem: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     cmap = plt.get_cmap("tab10")
     for k, (method, g) in enumerate(df.groupby("method", sort=True)):
         ax.scatter(g["forgetting"], g["task_accuracy"], marker=MARKERS.get(method, "o"), s=60, color=cmap(k % 10),
                    label=method, edgecolor="black", linewidth=0.5, zorder=3)
         for _, r in g.iterrows():
-            tag = r["tau"] if method.startswith("flow") else ""
-            tag += f" α={r['alpha']:g}" if not math.isnan(r["alpha"]) else ""
+            # Only what sets a point apart from the default recipe, so the cluster near the origin stays legible.
+            tag = f"τ={r['tau']}" if method == "flow" and r["tau"] != "median" else ""
+            tag += f" α={r['alpha']:g}" if not math.isnan(r["alpha"]) and r["alpha"] != 0.5 else ""
             if tag:
-                ax.annotate(tag.strip(), (r["forgetting"], r["task_accuracy"]), fontsize=7, xytext=(3, 3),
+                ax.annotate(tag.strip(), (r["forgetting"], r["task_accuracy"]), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
     base = df.iloc[0]
     ax.scatter([0], [base["base/task_accuracy"]], marker="o", facecolor="white", edgecolor="black", s=60,
@@ -164,8 +168,11 @@ def plot_pareto(df: pd.DataFrame, front: np.ndarray, stem: Path) -> Path:
     pts = df[front].sort_values("forgetting")
     ax.step(pts["forgetting"], pts["task_accuracy"], where="post", color="gray", linestyle="--", zorder=2,
             label="Pareto frontier")
+    ax.set_xscale("symlog", linthresh=0.5, linscale=2)  # linear near 0 where most runs are, log beyond
     ax.set_xlabel("forgetting: Δ validation loss on the pre-training corpus (nats/token, lower is better)")
     ax.set_ylabel("target task accuracy (exact match, greedy)")
+    ax.set_title("every run; the learning rate sets the cluster (higher lr: more accuracy, more forgetting)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, stem)
@@ -178,12 +185,12 @@ def write_report(df: pd.DataFrame, out: Path, sweep_id: str) -> Path:
     front = pareto_mask(df["task_accuracy"].to_numpy(), df["forgetting"].to_numpy())
     png = plot_pareto(df, front, out / "pareto")
     shown = df.assign(frontier=front)
-    cols = ["method", "lr", "tau", "alpha", "task_accuracy", "forgetting", "retention", "combined", "flow/tau",
+    cols = ["method", "lr", "seed", "tau", "alpha", "task_accuracy", "forgetting", "retention", "combined", "flow/tau",
             "flow/mean_weight", "frontier"]
     md = [f"# FLOW vs baselines — sweep `{sweep_id}`", "",
           "Target: the task's exact-match accuracy (greedy). Forgetting: rise of the validation loss on the "
           "pre-training corpus (nats/token) at the base model's loop count; retention = base loss ÷ fine-tuned "
-          "loss; combined = (accuracy + retention) / 2.", "", *verdict(df), "",
+          "loss; combined = (accuracy + retention) / 2.", "", *verdict(df, front), "",
           figure_link(png, out, "Task accuracy vs forgetting (Pareto frontier dashed)"), "",
           table(shown, cols, {"alpha": lambda v: "—" if math.isnan(v) else f"{v:g}", "lr": lambda v: f"{v:g}"}), ""]
     report = out / "report.md"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+import torch
 from hydra import compose
 from hydra.experimental.callback import Callback
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import flow
@@ -28,7 +28,7 @@ from experiments import checkpoint, real_data, tracking
 from experiments.config import ConfigError, DataSchema, identity, plan, resolve_model
 from experiments.config import register as register_pretrain
 from experiments.data import build_corpus
-from experiments.finetune_config import Method, _digest, identities, register, validate
+from experiments.finetune_config import Method, digest, identities, register, validate
 from experiments.sweep_driver import _hand_parent_to_jobs, grid_overrides, prepare_tracking
 from experiments.run_dir import FAILED, FINISHED, RUNNING, read_status, write_status
 from parcae import build_model
@@ -126,7 +126,7 @@ def _hf_base(cfg: DictConfig, root: Path) -> Base:
         torch.manual_seed(cfg.train.seed)
         model = transformers.AutoModelForCausalLM.from_config(hf_cfg)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        base_id = "hf-random-" + _digest({"type": model_type, **spec, "seed": cfg.train.seed})
+        base_id = "hf-random-" + digest({"type": model_type, **spec, "seed": cfg.train.seed})
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(b.hf_model, torch_dtype=torch.float32)
         tokenizer = flow.HFTokens(transformers.AutoTokenizer.from_pretrained(b.hf_model))

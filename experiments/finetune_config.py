@@ -186,7 +186,7 @@ def validate(cfg: DictConfig) -> Method:
     return m
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -201,7 +201,7 @@ def identities(cfg: DictConfig, base_id: str) -> tuple[str, str]:
     trained = {"base": base_id, "loops": c["base"]["loops"], "task": c["task"], "train": train,
                "method": m.trained_as, "flow": c["flow"] if m.flow else None,
                "l2": c["l2"] if m.l2 else None, "lora": c["lora"] if m.lora else None}
-    train_id = _digest(trained)
-    run_id = _digest({"trained": train_id, "method": cfg.method, "wise": c["wise"] if m.wise else None,
+    train_id = digest(trained)
+    run_id = digest({"trained": train_id, "method": cfg.method, "wise": c["wise"] if m.wise else None,
                       "eval": c["eval"]})
     return run_id, train_id

@@ -67,7 +67,7 @@ def test_method_grid_logs_every_method_and_skips_finished_runs(base_root):
                              str(base_root / "reports")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-3000:]
     text = (base_root / "reports" / "report.md").read_text()
-    assert "Verdict" in text and "| flow | 0.0003 | x2 |" in text
+    assert "Verdict" in text and "| flow | 0.0003 | 0 | x2 |" in text
     assert (base_root / "reports" / "pareto.png").exists() and (base_root / "reports" / "pareto.pdf").exists()
 
 
