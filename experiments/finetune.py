@@ -128,7 +128,7 @@ def _hf_base(cfg: DictConfig, root: Path) -> Base:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         base_id = "hf-random-" + digest({"type": model_type, **spec, "seed": cfg.train.seed})
     else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(b.hf_model, torch_dtype=torch.float32)
+        model = transformers.AutoModelForCausalLM.from_pretrained(b.hf_model, dtype=torch.float32)
         tokenizer = flow.HFTokens(transformers.AutoTokenizer.from_pretrained(b.hf_model))
         state = {k: v.clone() for k, v in model.state_dict().items()}
         base_id = "hf-" + b.hf_model.replace("/", "--")

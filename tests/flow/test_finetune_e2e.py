@@ -109,3 +109,31 @@ def test_missing_base_checkpoint_exits_2_naming_the_key(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.startswith("config error: base.pretrain") and "not finished" in out.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("ft-*"))
+
+
+def test_a_saved_hf_model_and_tokenizer_load_from_a_folder(tmp_path, monkeypatch):
+    """base.hf_model=<folder>: AutoModelForCausalLM + AutoTokenizer, as with a downloaded checkpoint."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    from hydra import compose, initialize_config_dir
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from experiments.finetune import run
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([f"{a}+{b}={a + b}\n" for a in range(30) for b in range(30)],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    folder = tmp_path / "tiny-hf"
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    fast.save_pretrained(folder)
+    cfg = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        ft = compose("finetune", [f"paths.root={tmp_path}", f"base.hf_model={folder}", "method=flow",
+                                  "eval.block_size=32", "tracking.enabled=false", *QUICK])
+        final = run(ft)
+    assert 0 <= final["task_accuracy"] <= 1 and final["flow/tau"] > 0 and final["forgetting"] != 0
