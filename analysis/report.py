@@ -45,6 +45,7 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     # isoFLOP group -> power law of the tokens optimum (Approach 2), compared with Approach 3 later
     approach2: dict[str, PowerLawFit] = field(default_factory=dict)
+    approach2_skipped: dict[str, str] = field(default_factory=dict)  # group -> why it is not compared
 
     def add(self, *blocks: str) -> None:
         self.sections.extend(blocks)
@@ -148,7 +149,12 @@ def _isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path,
             continue
         law = powerlaw_from_optima(fitted)
         if axis == "tokens":
-            report.approach2[name] = law
+            interior = sum(o.fit.ok for o in fitted)
+            if interior >= 2:
+                report.approach2[name] = law
+            else:  # a line through grid edges measures the grid, not the optimum
+                report.approach2_skipped[name] = (f"only {interior} budget(s) with an interior, "
+                                                  "well-curved D* optimum")
         law_rows.append(_powerlaw_row(label, axis, law))
         report.warnings += [f"{name}: {label} power law: {w}" for w in law.warnings]
         key = f"{_slug(name)}.gamma_{axis}"
@@ -277,8 +283,11 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
 
 def _approaches_section(report: Report, results) -> None:
     head = "## Approach 2 vs Approach 3\n\n"
+    head += "".join(f"Not compared for `{g}`: {why}, so its D* power law is not an estimate of the "
+                    "optimum.\n\n" for g, why in report.approach2_skipped.items())
     if not report.approach2 or not results:
-        report.add(head + "Skipped: needs both an isoFLOP power law for D* and a parametric law fit.")
+        report.add(head + "Skipped: needs both an isoFLOP power law for D* from interior optima and a "
+                          "parametric law fit.")
         return
     t, warnings = compare_approaches(report.approach2, results)
     if t.empty:

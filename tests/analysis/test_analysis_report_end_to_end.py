@@ -111,6 +111,7 @@ def test_analyze_end_to_end(store, tmp_path):
     assert "2 run(s) excluded" in text and "diverged" in text and "status FAILED" in text
     assert "3 budgets" in text  # the wide-interval warning
     assert "akima_optimum" in text and "## Approach 2 vs Approach 3" in text
+    assert "| parcae / tiny | parcae |" in text  # interior optima here, so the approaches are compared
     assert "Held out (largest budget)" in text and "Held out (largest unrolled model)" in text
     for name in ("isoflop_parcae_tiny_mean_recurrence", "powerlaw_parcae_tiny_tokens",
                  "testtime", "loss_vs_tokens", "law_parcae_residuals"):
