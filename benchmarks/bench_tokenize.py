@@ -1,4 +1,4 @@
-"""Benchmark of tokenising a local text corpus into shards (experiments.shards) with worker processes.
+"""Benchmark of tokenising a local text corpus into shards (experiments.data.shards) with worker processes.
 
     .venv/bin/python benchmarks/bench_tokenize.py [--mb 100] [--workers 2] [--repeats 3] [--vocab 32768]
         [--encoder tokenizers|tiktoken]
@@ -35,10 +35,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments import shards, sources  # noqa: E402
-from experiments import tokenizer as tokenizers  # noqa: E402
-from experiments.config import DataSchema  # noqa: E402
-from experiments.data import stdlib_documents  # noqa: E402
+from experiments.data import shards  # noqa: E402
+from experiments.data import sources  # noqa: E402
+from experiments.data import tokenizer as tokenizers  # noqa: E402
+from experiments.config.schema import DataSchema  # noqa: E402
+from experiments.data.corpus import stdlib_documents  # noqa: E402
 
 SEPARATOR = "\n\x1e\n"  # ASCII record separator between documents: never in the sources
 _IDENT = re.compile(r"\b(self|def|return|import)\b")

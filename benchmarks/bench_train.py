@@ -4,8 +4,8 @@
         [--warmup 3] [--windows 7] [--window-steps 4] [--batch-size N] [--compile] [--autocast bf16]
         [--checkpoint-activations] [--logging-overhead] [--logging-pairs 3] [--peak-tflops X]
 
-Each step is the trainer's: a batch of the embedded corpus (experiments.data), the model's forward with a
-sampled depth plan, backward, experiments.trainer.clip_and_step (fused AdamW, no host sync) and the WSD
+Each step is the trainer's: a batch of the embedded corpus (experiments.data.corpus), the model's forward with a
+sampled depth plan, backward, experiments.training.trainer.clip_and_step (fused AdamW, no host sync) and the WSD
 schedule. After --warmup steps (compilation happens there), --windows windows of --window-steps steps
 are timed with the device synchronised at window edges only; the JSON gives the median window's tokens/s
 and step time, the peak memory (CUDA: max allocated; CPU: peak RSS of the process), and on a GPU the
@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.config import TrainSchema  # noqa: E402
-from experiments.data import PackedStream, build_corpus  # noqa: E402
-from experiments.trainer import (  # noqa: E402
+from experiments.config.schema import TrainSchema  # noqa: E402
+from experiments.data.corpus import PackedStream, build_corpus  # noqa: E402
+from experiments.training.trainer import (  # noqa: E402
     LOG_EVERY, MetricSink, autocast, build_optimizer, clip_and_step, step_metrics, to_device, wsd_multiplier,
 )
 from parcae import build_model, flops_per_token, get_preset  # noqa: E402
@@ -165,7 +165,7 @@ class LoggingProbe:
     """The trainer's logging at its default intervals, writing to a real MLflow sqlite store."""
 
     def __init__(self, bench: Bench, store: Path, checkpoint_every: int) -> None:
-        from experiments import tracking
+        from experiments.tracking import store as tracking
 
         uri = f"sqlite:///{store / 'mlflow.db'}"
         exp = tracking.ensure_experiment(uri, "bench", store / "artifacts")

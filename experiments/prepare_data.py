@@ -17,8 +17,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from experiments import real_data
-from experiments.config import ConfigError, plan, register
+from experiments.data import run_data as real_data
+from experiments.config.errors import ConfigError
+from experiments.config.plan import plan
+from experiments.config.schema import register
 
 register()
 

@@ -15,7 +15,7 @@ SMALL = ["model.block_size=64", "train.batch_size=8", "data.val_rows=16", "train
 
 
 def stdlib_texts(n: int) -> list[str]:
-    from experiments.data import stdlib_documents
+    from experiments.data.corpus import stdlib_documents
 
     return [d.decode("utf-8", "replace") for _, d in stdlib_documents()[:n]]
 

@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import bpb, real_data, shards
-from experiments import tokenizer as tokenizers
-from experiments.config import ConfigError, plan, register
-from experiments.packing import RowStream, check_data_position, data_position, pack_best_fit, write_rows
+from experiments.data import bpb
+from experiments.data import run_data as real_data
+from experiments.data import shards
+from experiments.data import tokenizer as tokenizers
+from experiments.config.errors import ConfigError
+from experiments.config.plan import plan
+from experiments.config.schema import register
+from experiments.data.packing import RowStream, check_data_position, data_position, pack_best_fit, write_rows
 from realdata_helpers import REPO, stdlib_texts
 
 register()

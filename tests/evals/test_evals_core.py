@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from experiments import core_eval, evaluate, lm_eval_adapter
-from experiments.scoring import Scorer, load_run
+from experiments.evals import core as core_eval
+from experiments.evals import evaluate
+from experiments.evals import lm_eval_adapter
+from experiments.evals.scoring import Scorer, load_run
 from realdata_helpers import SMALL, python_module
 
 CHOICES = [" x", " ]]]]", " 1 +* 2"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.trainer import clip_and_step
+from experiments.training.trainer import clip_and_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -76,7 +76,7 @@ def test_nonfinite_step_is_skipped_on_the_device_by_fused_adamw():
 def _compose(*overrides):
     from hydra import compose, initialize_config_dir
 
-    from experiments.config import register
+    from experiments.config.schema import register
     from helpers import REPO
 
     register()
@@ -85,7 +85,9 @@ def _compose(*overrides):
 
 
 def test_speed_switches_are_validated_and_leave_the_run_identity_alone():
-    from experiments.config import ConfigError, identity, plan
+    from experiments.config.errors import ConfigError
+    from experiments.config.identity import identity
+    from experiments.config.plan import plan
 
     with pytest.raises(ConfigError) as err:
         plan(_compose("train.precision=fp8"))

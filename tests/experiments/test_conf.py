@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.config import plan, register
-from experiments.sweep_driver import grid_overrides
+from experiments.config.plan import plan
+from experiments.config.schema import register
+from experiments.launch.sweep import grid_overrides
 from parcae import PRESETS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from experiments.data import ByteTokenizer, PackedStream, build_corpus, stdlib_documents
+from experiments.data.corpus import ByteTokenizer, PackedStream, build_corpus, stdlib_documents
 
 
 def test_corpus_is_deterministic_cached_and_split_by_document(tmp_path):

@@ -11,9 +11,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from experiments import distributed
-from experiments.config import ConfigError, plan, register
-from experiments.trainer import batch_split
+from experiments.config import launch_env as launch
+from experiments.training import distributed
+from experiments.config.errors import ConfigError
+from experiments.config.plan import plan
+from experiments.config.schema import register
+from experiments.training.trainer import batch_split
 from helpers import REPO, SMALL, pretrain
 
 register()
@@ -131,18 +134,18 @@ def launch_env():
 
 
 def test_launch_detection(launch_env, monkeypatch):
-    assert distributed.detect().world_size == 1 and distributed.is_main()
+    assert launch.detect().world_size == 1 and distributed.is_main()
     launch_env.update(SLURM_PROCID="0", SLURM_NTASKS="1", SLURM_STEP_NUM_TASKS="1")  # an array task: one process
-    assert distributed.detect().source == "single"
+    assert launch.detect().source == "single"
     launch_env.update(SLURM_NTASKS="4")
     del launch_env["SLURM_STEP_NUM_TASKS"]  # a batch script running python itself in a 4-task allocation
-    assert distributed.detect().source == "single"
+    assert launch.detect().source == "single"
 
     # A bare srun, 2 tasks per node on 2 nodes: this is task 3, the second one on gpu02.
     launch_env.update(SLURM_PROCID="3", SLURM_STEP_NUM_TASKS="4", SLURM_LOCALID="1", SLURM_JOB_NODELIST="gpu[01-02]",
                       SLURM_JOB_ID="1234", SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1")
-    monkeypatch.setattr(distributed.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))  # no scontrol
-    env = distributed.detect()
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))  # no scontrol
+    env = launch.detect()
     assert (env.rank, env.world_size, env.local_rank, env.source) == (3, 4, 1, "slurm")
     assert launch_env["MASTER_ADDR"] == "gpu01" and 20000 <= int(launch_env["MASTER_PORT"]) <= 60000
     assert launch_env["RANK"] == "3" and launch_env["WORLD_SIZE"] == "4" and not distributed.is_main()
@@ -151,10 +154,10 @@ def test_launch_detection(launch_env, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         launch_env.pop(var)
     launch_env["SUBMITIT_EXECUTOR"] = "slurm"
-    env = distributed.detect()
+    env = launch.detect()
     assert (env.rank, env.world_size, env.local_rank, env.source) == (3, 4, 1, "submitit")
     assert launch_env["MASTER_ADDR"] == "gpu01" and launch_env["RANK"] == "3"
 
     # torchrun's variables win.
     launch_env.update(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0")
-    assert distributed.detect() == distributed.LaunchEnv(0, 2, 0, "torchrun") and distributed.is_main()
+    assert launch.detect() == launch.LaunchEnv(0, 2, 0, "torchrun") and distributed.is_main()

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import mlflow_server, tracking
+from experiments.tracking import server as mlflow_server
+from experiments.tracking import store as tracking
 from helpers import REPO, SMALL, pretrain
 
 HAS_AUTH_EXTRA = importlib.util.find_spec("flask_wtf") is not None

@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from experiments.status import process_alive
-from experiments import tune
-from experiments.run_dir import read_status
+from experiments.launch.sweep_status import process_alive
+from experiments.launch import tune
+from experiments.training.run_dir import read_status
 
 from helpers import REPO
 

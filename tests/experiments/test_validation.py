@@ -4,7 +4,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from experiments.config import ConfigError, plan, register
+from experiments.config.errors import ConfigError
+from experiments.config.plan import plan
+from experiments.config.schema import register
 from helpers import REPO, SMALL, pretrain
 
 register()

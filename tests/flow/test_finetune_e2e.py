@@ -92,8 +92,8 @@ def test_hf_model_through_the_entry_point(base_root):
 def test_bad_config_is_refused_before_any_work(tmp_path, override, key):
     from hydra import compose, initialize_config_dir
 
-    from experiments.config import ConfigError
-    from experiments.finetune import run
+    from experiments.config.errors import ConfigError
+    from experiments.training.finetune import run
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         base = [] if override.startswith("base.") else ["base.run=somewhere"]
@@ -118,7 +118,7 @@ def test_a_saved_hf_model_and_tokenizer_load_from_a_folder(tmp_path, monkeypatch
     from hydra import compose, initialize_config_dir
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from experiments.finetune import run
+    from experiments.training.finetune import run
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

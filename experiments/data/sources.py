@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from experiments.config import ConfigError
+from experiments.config.errors import ConfigError
 
 SOURCES = ("stdlib", "text", "jsonl", "parquet", "hf")
 _LOCAL = {"text", "jsonl", "parquet"}

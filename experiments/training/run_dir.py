@@ -30,3 +30,14 @@ def write_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
     tmp.write_text(json.dumps(status, indent=2, sort_keys=True))
     os.replace(tmp, run_dir / STATUS_NAME)
     return status
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from experiments import tokenizer as tokenizers
+from experiments.data import tokenizer as tokenizers
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"

@@ -6,7 +6,7 @@ shortest one is cropped to fill the row. Unlike a plain crop, the cropped tail g
 buffer behind a fresh BOS, so no token of the corpus is lost (only the last, partial row is dropped)
 and every row starts with BOS. Rows are written once to a memory-mapped file next to the shards.
 
-`RowStream` visits those rows like `experiments.data.PackedStream` visits the embedded corpus: the batch
+`RowStream` visits those rows like `experiments.data.corpus.PackedStream` visits the embedded corpus: the batch
 of step s is a pure function of (seed, s), a fresh permutation per epoch, so the data position of a
 checkpoint is its step. The position and the shard set's hash are stored in checkpoints anyway, and a
 resume against different shards is refused.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.data import PackedStream
+from experiments.data.corpus import PackedStream
 
 
 def pack_best_fit(docs: Iterable[np.ndarray], row_len: int, buffer_docs: int, bos_id: int) -> Iterator[np.ndarray]:

@@ -20,7 +20,7 @@ each rank takes the GPU of its local rank:
         hydra.launcher.gpus_per_node=8 train.device=cuda ...
 
 `train.batch_size` stays the global batch: each of W ranks takes rows [r·B/W, (r+1)·B/W) of the step's
-batch (see experiments.trainer), so the union over ranks is the single-process batch.
+batch (see experiments.training.trainer), so the union over ranks is the single-process batch.
 """
 
 from __future__ import annotations
@@ -29,62 +29,17 @@ import atexit
 import contextlib
 import inspect
 import logging
-import os
-import random
-import re
-import subprocess
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-log = logging.getLogger("experiments.distributed")
+from experiments.config.launch_env import detect, env_rank
+from parcae.sampling import DepthPlan, initial_state
 
-
-@dataclass(frozen=True)
-class LaunchEnv:
-    rank: int
-    world_size: int
-    local_rank: int
-    source: str  # "torchrun" (env://), "submitit", "slurm" or "single"
-
-
-def _first_slurm_host(nodelist: str) -> str:
-    """The first host of a SLURM nodelist ("gpu[01-04,07],cpu3" → "gpu01"); scontrol when available."""
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.split()
-        if out:
-            return out[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    m = re.match(r"([^,\[]+)(?:\[([^\],]+))?", nodelist)
-    if not m:
-        return nodelist
-    prefix, ranges = m.group(1), m.group(2)
-    return prefix + ranges.split("-")[0] if ranges else prefix
-
-
-def env_world_size() -> int:
-    """The world size the launcher announces, read from the environment only (no process group needed).
-
-    Under SLURM it is the task count of the srun step this process belongs to (SLURM_STEP_NUM_TASKS, which
-    submitit's srun also sets), not the job's SLURM_NTASKS: a batch script that runs python directly in a
-    multi-task allocation is one process, and must not wait for peers that never start.
-    """
-    if "WORLD_SIZE" in os.environ:
-        return int(os.environ["WORLD_SIZE"])
-    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_STEP_NUM_TASKS"):
-        return max(int(os.environ["SLURM_STEP_NUM_TASKS"]), 1)
-    return 1
-
-
-def env_rank() -> int:
-    """This process's global rank from the environment (0 when not distributed)."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    return int(os.environ.get("SLURM_PROCID", "0") or 0) if env_world_size() > 1 else 0
+log = logging.getLogger("experiments.training.distributed")
 
 
 def is_main() -> bool:
@@ -92,32 +47,6 @@ def is_main() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return env_rank() == 0
-
-
-def detect() -> LaunchEnv:
-    """Read the launch from the environment; for SLURM, export the env:// variables torch needs."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return LaunchEnv(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                         int(os.environ.get("LOCAL_RANK", "0")), "torchrun")
-    if env_world_size() <= 1:
-        return LaunchEnv(0, 1, 0, "single")
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-        try:
-            from submitit.helpers import TorchDistributedEnvironment
-        except ImportError:  # pragma: no cover - submitit is a dependency, but a bare srun needs no submitit
-            TorchDistributedEnvironment = None
-        if TorchDistributedEnvironment is not None:
-            # GPUs are picked below by local rank, so CUDA_VISIBLE_DEVICES is left as SLURM set it.
-            env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-            return LaunchEnv(env.rank, env.world_size, env.local_rank, "submitit")
-    rank, world = int(os.environ["SLURM_PROCID"]), env_world_size()
-    local = int(os.environ.get("SLURM_LOCALID", "0"))
-    job = os.environ.get("SLURM_JOB_ID", "0")
-    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST") or "localhost"
-    os.environ.setdefault("MASTER_ADDR", _first_slurm_host(nodes))
-    os.environ.setdefault("MASTER_PORT", str(random.Random(job).randint(20000, 60000)))
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
-    return LaunchEnv(rank, world, local, "slurm")
 
 
 @dataclass
@@ -153,8 +82,6 @@ class Context:
         """DistributedDataParallel around the model (no-op for one process)."""
         if not self.enabled:
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         # Buffers (rotary tables) are deterministic functions of the config: no per-forward broadcast.
         ids = [self.device.index] if self.device.type == "cuda" else None
         params = inspect.signature(DDP.__init__).parameters
@@ -215,8 +142,6 @@ def rows_of_global_draws(model: torch.nn.Module, draws: "GlobalDraws | None", a:
     if draws is None:
         yield {}
         return
-    from parcae.sampling import DepthPlan
-
     sliced = DepthPlan(free=draws.plan.free[a:b], grad=draws.plan.grad[a:b])
     n = b - a
 
@@ -246,8 +171,6 @@ def draw_global(model: torch.nn.Module, model_cfg, batch_size: int, seq_len: int
     """
     if model_cfg.kind != "parcae":
         return None
-    from parcae.sampling import initial_state
-
     plan = model.depth_plan(batch_size, None, generator, seq_len=seq_len, step=step)
     # Drawn where the forward would draw it (on a GPU model: on the GPU, see parcae.sampling.initial_state).
     h0 = initial_state(model_cfg.state_init, (batch_size, seq_len, model_cfg.d_model), model_cfg.d_model,

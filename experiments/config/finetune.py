@@ -18,7 +18,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import ConfigError, PathsSchema, TrackingSchema
+from experiments.config.errors import ConfigError
+from experiments.config.schema import PathsSchema, TrackingSchema
 from flow.objective import REDUCTIONS
 from flow.training import LEVELS
 from flow.weights import TauRule

@@ -17,7 +17,7 @@ import signal
 from types import FrameType
 from typing import Any
 
-log = logging.getLogger("experiments.preemption")
+log = logging.getLogger("experiments.training.preemption")
 
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 _received: int | None = None

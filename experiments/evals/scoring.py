@@ -1,6 +1,6 @@
 """A trained run as a scorer of text: log-likelihoods of continuations, rolling log-likelihoods, greedy
-continuations, at any loop count. CORE-style tasks (experiments.core_eval) and the lm-evaluation-harness
-adapter (experiments.lm_eval_adapter) both ask their questions through it.
+continuations, at any loop count. CORE-style tasks (experiments.evals.core) and the lm-evaluation-harness
+adapter (experiments.evals.lm_eval_adapter) both ask their questions through it.
 
 Every scored sequence starts with the tokenizer's BOS, as every training row does. Sequences longer
 than the model's context keep their last block_size + 1 tokens (the context is cut from the left).
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import checkpoint
-from experiments import tokenizer as tokenizers
-from experiments.config import resolve_model
+from experiments.training import checkpoint
+from experiments.data import tokenizer as tokenizers
+from experiments.config.plan import resolve_model
 from parcae import build_model
 
 

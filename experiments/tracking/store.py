@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from experiments.config.errors import TrackingError
+
 log = logging.getLogger(__name__)
 
 _MAX_METRICS = 1000  # mlflow's per-batch limits
@@ -33,10 +35,6 @@ _MAX_PARAM_LEN = 6000
 
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_KIND = "sweep"
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (e.g. no server at the URI); the message says what to do."""
 
 
 def default_uri(root: Path) -> str:
@@ -244,7 +242,7 @@ def code_version(repo: Path | None = None) -> str:
 
     Not part of a run's identity (a refactor must not retrain every run), but recorded so that a
     result can be traced to the code that produced it."""
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()

@@ -1,6 +1,6 @@
 """The training loop: AdamW or MuonAdamW with a WSD schedule, periodic validation, checkpoints, guard rails.
 
-Data-parallel when launched so (torchrun, or SLURM with several tasks; see experiments.distributed):
+Data-parallel when launched so (torchrun, or SLURM with several tasks; see experiments.training.distributed):
 train.batch_size is the global batch, each rank trains on its contiguous share of it, optionally in
 micro-batches of train.micro_batch_size with gradient accumulation, and rank 0 alone writes metrics and
 checkpoints. A W-process run reproduces the single-process run up to float rounding.
@@ -21,14 +21,16 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from experiments import checkpoint, distributed, preemption
-from experiments.config import ConfigError
-from experiments.data import PackedStream
-from experiments.packing import check_data_position, data_position
+from experiments.training import checkpoint
+from experiments.training import distributed
+from experiments.training import preemption
+from experiments.config.errors import ConfigError
+from experiments.data.corpus import PackedStream
+from experiments.data.packing import check_data_position, data_position
 from parcae import ModelConfig, build_model
 from parcae.optim import MuonAdamW, param_groups
 
-log = logging.getLogger("experiments.trainer")
+log = logging.getLogger("experiments.training.trainer")
 LOG_EVERY = 10  # steps between train/* metrics
 
 
@@ -178,7 +180,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     """Train to `steps`, resuming from run_dir's checkpoint if there is one.
 
     on_eval(step, val_loss) is called after each periodic validation (e.g. to prune an Optuna trial by
-    raising); a preemption signal (see experiments.preemption) checkpoints and hands over for requeue.
+    raising); a preemption signal (see experiments.training.preemption) checkpoints and hands over for requeue.
     tokens_per_byte (of the validation labels) adds bits per byte next to every validation loss.
     """
     t = train_cfg
@@ -245,7 +247,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     val_x, val_y = val
 
     def bpb_of(losses: dict[str, float]) -> dict[str, float]:
-        """loss… keys become bpb… keys: loss · log2(e) · tokens ÷ bytes (experiments.bpb)."""
+        """loss… keys become bpb… keys: loss · log2(e) · tokens ÷ bytes (experiments.data.bpb)."""
         if not tokens_per_byte:
             return {}
         return {k.replace("loss", "bpb"): v * math.log2(math.e) * tokens_per_byte for k, v in losses.items()}

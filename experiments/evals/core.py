@@ -20,7 +20,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from experiments.scoring import Scorer
+from experiments.evals.scoring import Scorer
 
 FEWSHOT_SEPARATOR = "\n\n"
 

@@ -2,14 +2,14 @@
 
 lm-eval is optional and imported only here, lazily: `pip install lm-eval`, then
 
-    python -m experiments.lm_eval_adapter run_dir=runs/<hash> tasks=lambada_openai loops=8 [limit=100]
+    python -m experiments.evals.lm_eval_adapter run_dir=runs/<hash> tasks=lambada_openai loops=8 [limit=100]
 
 or, from Python, `lm_eval.simple_evaluate(model=parcae_lm(run_dir), tasks=[...])`. The model is also
 registered under the name "parcae" (`lm_eval --model parcae --model_args run_dir=...,loops=8` after
-`import experiments.lm_eval_adapter; experiments.lm_eval_adapter.lm_class()`).
+`import experiments.evals.lm_eval_adapter; experiments.evals.lm_eval_adapter.lm_class()`).
 
 The adapter implements the harness's three request types (its `lm_eval.api.model.LM` interface) through
-experiments.scoring.Scorer: loglikelihood → (log p(continuation | context), is greedy);
+experiments.evals.scoring.Scorer: loglikelihood → (log p(continuation | context), is greedy);
 loglikelihood_rolling → log p(text); generate_until → greedy text cut at the first stop string.
 """
 
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.scoring import Scorer, load_run
+from experiments.evals.scoring import Scorer, load_run
 
 _CLASS = None
 DEFAULT_MAX_GEN_TOKS = 256
@@ -76,7 +76,7 @@ def parcae_lm(run_dir: str | Path, loops: int | None = None, batch_size: int = 1
 def main(argv: list[str] | None = None) -> int:
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
     if "run_dir" not in args or "tasks" not in args:
-        print("usage: python -m experiments.lm_eval_adapter run_dir=runs/<hash> tasks=lambada_openai "
+        print("usage: python -m experiments.evals.lm_eval_adapter run_dir=runs/<hash> tasks=lambada_openai "
               "[loops=8] [limit=N] [num_fewshot=0]", file=sys.stderr)
         return 2
     try:

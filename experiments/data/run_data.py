@@ -9,7 +9,6 @@ cached under paths.cache, keyed by what it is made from, so a sweep's jobs share
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import time
@@ -19,13 +18,16 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from experiments import bpb, distributed, shards, sources
-from experiments import tokenizer as tokenizers
-from experiments.config import ConfigError
-from experiments.data import PackedStream, build_corpus
-from experiments.packing import RowStream, pack_best_fit, write_rows
+from experiments.data import bpb
+from experiments.data import shards
+from experiments.data import sources
+from experiments.data import tokenizer as tokenizers
+from experiments.config.errors import ConfigError
+from experiments.config.launch_env import env_rank
+from experiments.data.corpus import PackedStream, build_corpus
+from experiments.data.packing import RowStream, pack_best_fit, write_rows
 
-log = logging.getLogger("experiments.real_data")
+log = logging.getLogger("experiments.data.run_data")
 WAIT_POLL_S = 5.0  # how often the other ranks of a data-parallel launch look for rank 0's finished data
 
 
@@ -42,34 +44,6 @@ def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def validate(data, model_vocab: int) -> None:
-    """Everything about data.* that can be checked before any work starts (called by config.plan)."""
-    sources.check(data)
-    if data.source == "stdlib":
-        return
-    if data.tokenizer not in ("byte", "bpe"):
-        raise ConfigError("data.tokenizer", data.tokenizer, "unknown tokenizer", "use byte or bpe")
-    _check_encoder(data.encoder)
-    for key, low in (("shard_docs", 1), ("shard_chars", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
-        if data[key] < low:
-            raise ConfigError(f"data.{key}", data[key], f"must be ≥ {low}", f"set data.{key} ≥ {low}")
-    if data.tokenizer == "byte":
-        vocab = 256
-    elif data.tokenizer_path:
-        if not Path(data.tokenizer_path).is_file():
-            raise ConfigError("data.tokenizer_path", data.tokenizer_path, "no such file",
-                              "point it at a tokenizer.json (e.g. a run dir's), or null to train one")
-        vocab = tokenizers.load(data.tokenizer_path).vocab_size
-    else:
-        vocab = data.bpe_vocab_size
-        if vocab <= 256 + len(tokenizers.SPECIALS):
-            raise ConfigError("data.bpe_vocab_size", vocab, "too small for 256 bytes + specials", "e.g. 32768")
-    if vocab > model_vocab:
-        raise ConfigError("model.vocab_size", model_vocab,
-                          f"smaller than the tokenizer's vocabulary ({vocab} tokens)",
-                          f"set model.vocab_size={vocab} (or a larger multiple of 64)")
-
-
 def _sample(docs, budget_chars: int, doc_chars: int):
     """The first documents, up to budget_chars characters counted after capping each at doc_chars."""
     used = 0
@@ -78,14 +52,6 @@ def _sample(docs, budget_chars: int, doc_chars: int):
             return
         used += min(len(d), doc_chars)
         yield d
-
-
-def _check_encoder(encoder: str) -> None:
-    if encoder not in tokenizers.ENCODERS:
-        raise ConfigError("data.encoder", encoder, "unknown encoder", f"use one of {', '.join(tokenizers.ENCODERS)}")
-    if encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
-        raise ConfigError("data.encoder", encoder, "tiktoken is not installed",
-                          "pip install tiktoken, or use data.encoder=tokenizers")
 
 
 def _tokenizer(data, cache: Path):
@@ -149,7 +115,7 @@ def load(cfg, root: Path, block_size: int) -> RunData:
         return RunData(PackedStream(corpus.train, block_size, seed), val, corpus.content_hash, tok,
                        bpb.tokens_per_byte(val[1], tok.token_bytes()))
     ready = cache / "ready" / _key({"data": OmegaConf.to_container(data, resolve=True), "block_size": block_size})
-    if distributed.env_rank() > 0:
+    if env_rank() > 0:
         _wait_for(ready)
     shard_set, tok = build_shard_set(data, cache)
     content = _rows_hash(shard_set, block_size + 1, data.pack_buffer)
@@ -171,7 +137,7 @@ def _wait_for(ready: Path) -> None:
     """Other ranks of a data-parallel launch let rank 0 build the data (before any process group exists),
     then find it all in the cache. Prepare it beforehand (python -m experiments.prepare_data) to skip this."""
     if not ready.exists():
-        log.info("rank %d waits for rank 0 to build the data (%s)", distributed.env_rank(), ready.name)
+        log.info("rank %d waits for rank 0 to build the data (%s)", env_rank(), ready.name)
     while not ready.exists():
         time.sleep(WAIT_POLL_S)
 

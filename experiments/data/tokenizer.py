@@ -88,7 +88,7 @@ class BPE:
         self.eos_id = tok.token_to_id(SPECIALS[1])
         self.pad_id = tok.token_to_id(SPECIALS[2])
         if None in (self.bos_id, self.eos_id, self.pad_id):
-            raise ValueError(f"tokenizer lacks the special tokens {SPECIALS}: train it with experiments.tokenizer")
+            raise ValueError(f"tokenizer lacks the special tokens {SPECIALS}: train it with experiments.data.tokenizer")
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self._tiktoken is not None:

@@ -26,9 +26,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from experiments import real_data, tracking
-from experiments.config import ConfigError, identity, plan
-from experiments.status import write_manifest
+from experiments.data import run_data as real_data
+from experiments.tracking import store as tracking
+from experiments.config.errors import ConfigError
+from experiments.config.identity import identity
+from experiments.config.plan import plan
+from experiments.launch.sweep_status import write_manifest
 
 
 def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:

@@ -1,0 +1,1 @@
+"""Config schemas, validation, run identity and the launch environment."""

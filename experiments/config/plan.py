@@ -1,0 +1,116 @@
+"""The validation every job passes first, and what a valid config will do (its Plan).
+
+A model is a preset from `parcae.presets` plus explicit overrides (every model field of the schema
+defaults to null, meaning "the preset's value"); the fully resolved model is what gets hashed, logged
+and saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config.errors import ConfigError
+from experiments.config.launch_env import env_world_size
+from experiments.data.validate import validate as validate_data
+from parcae import ModelConfig, PRESETS, flops_per_token, param_counts
+
+PRECISIONS = ("fp32", "bf16")  # train.precision
+
+@dataclass(frozen=True)
+class Plan:
+    """What a validated config will do: the resolved model and the budget in steps."""
+
+    model: ModelConfig
+    flops_per_token: int
+    tokens: int  # tokens actually trained on: steps × batch × block_size
+    steps: int
+    n_params: int
+    n_params_unrolled: int
+
+    @property
+    def train_flops(self) -> int:
+        return self.tokens * self.flops_per_token
+
+
+def resolve_model(model_cfg: Any) -> ModelConfig:
+    m = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    name = m.get("name")
+    if name not in PRESETS:
+        raise ConfigError("model.name", name, "unknown model preset",
+                          f"use model=<one of {', '.join(sorted(PRESETS))}>")
+    overrides = {k: v for k, v in m.items() if v is not None and k != "name"}
+    model = dataclasses.replace(PRESETS[name], **overrides)
+    try:
+        model.validate()
+    except ValueError as err:
+        msg = str(err)
+        key = msg.split("=", 1)[0] if msg.startswith("model.") else "model"
+        raise ConfigError(key, getattr(model, key.split(".")[-1], None), msg, "see conf/model and parcae/config.py") from err
+    return model
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate a job config and derive its budget; raises ConfigError naming the first bad key."""
+    model = resolve_model(cfg.model)
+    t = cfg.train
+    if (t.tokens is None) == (t.flop_budget is None):
+        raise ConfigError("train.tokens", t.tokens, "set exactly one of train.tokens and train.flop_budget",
+                          "pass train.tokens=N or train.flop_budget=C, and null the other")
+    for key in ("batch_size", "eval_every", "checkpoint_every"):
+        if t[key] < 1:
+            raise ConfigError(f"train.{key}", t[key], "must be a positive integer", f"set train.{key} ≥ 1")
+    micro = t.get("micro_batch_size")
+    if micro is not None and (micro < 1 or t.batch_size % micro):
+        raise ConfigError("train.micro_batch_size", micro, f"must be ≥ 1 and divide train.batch_size={t.batch_size}",
+                          "use a divisor of train.batch_size, or null for no gradient accumulation")
+    world = env_world_size()  # what this launch announces; the trainer checks the live process group again
+    if world > 1 and t.batch_size % (world * (micro or 1)):
+        need = f"world_size × train.micro_batch_size = {world} × {micro}" if micro else f"world_size = {world}"
+        raise ConfigError("train.batch_size", t.batch_size,
+                          f"must be divisible by {need} (this launch has {world} processes, each taking "
+                          "batch_size / world_size rows per step)",
+                          f"use a multiple of {world * (micro or 1)}, or change train.micro_batch_size or the "
+                          "number of processes")
+    if t.lr <= 0 or not math.isfinite(t.lr):
+        raise ConfigError("train.lr", t.lr, "must be a positive number", "set train.lr, e.g. 3e-3")
+    if not 0 <= t.warmup_fraction + t.cooldown_fraction <= 1:
+        raise ConfigError("train.cooldown_fraction", t.cooldown_fraction,
+                          "warmup_fraction + cooldown_fraction must lie in [0, 1]", "lower one of them")
+    if t.optimizer not in ("adamw", "muon"):
+        raise ConfigError("train.optimizer", t.optimizer, "unknown optimizer", "use adamw or muon")
+    if t.on_nonfinite not in ("skip", "stop"):
+        raise ConfigError("train.on_nonfinite", t.on_nonfinite, "unknown policy", "use skip or stop")
+    if t.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError("train.precision", t.precision, "unknown precision", f"use one of {', '.join(PRECISIONS)}")
+    if not t.test_loops or min(t.test_loops) < 1:
+        raise ConfigError("train.test_loops", list(t.test_loops), "needs loop counts ≥ 1", "e.g. [1,2,4,8,16]")
+    validate_data(cfg.data, model.vocab_size)
+
+    fpt = flops_per_token(model)
+    tokens_per_step = t.batch_size * model.block_size
+    if t.flop_budget is not None:
+        if t.flop_budget <= 0:
+            raise ConfigError("train.flop_budget", t.flop_budget, "must be positive", "e.g. train.flop_budget=2e11")
+        budget_tokens = int(t.flop_budget // fpt)
+        key, value = "train.flop_budget", t.flop_budget
+        minimum = f"{tokens_per_step * fpt:.3g} FLOPs"
+    else:
+        budget_tokens = int(t.tokens)
+        key, value = "train.tokens", t.tokens
+        minimum = f"{tokens_per_step} tokens"
+    steps = budget_tokens // tokens_per_step
+    if steps < 1:
+        raise ConfigError(key, value,
+                          f"buys {budget_tokens:,} tokens, fewer than one optimizer step "
+                          f"(train.batch_size × model.block_size = {tokens_per_step:,} tokens at "
+                          f"{fpt:,} FLOPs/token)",
+                          f"raise it to at least {minimum}, or lower train.batch_size")
+    counts = param_counts(model)
+    return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"])
+
+

@@ -1,0 +1,1 @@
+"""Launching work: the sweep driver, sweep manifests and status, Optuna tuning."""

@@ -1,0 +1,57 @@
+"""Hydra callback of a fine-tuning sweep (`finetune/sweep=flow`): in the driver, before any job, validate
+every grid point (config and base model), create the store and the sweep's parent run, with the
+pre-training sweep's machinery (experiments.launch.sweep)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from experiments.config.errors import ConfigError
+from experiments.config.finetune import validate
+from experiments.launch.sweep import _hand_parent_to_jobs, grid_overrides, prepare_tracking
+from experiments.tracking import store as tracking
+from experiments.training.finetune import finished_base_run
+
+
+class PrepareFinetuneSweep(Callback):
+    """In the driver, before any job: validate every grid point (config and base model), create the store
+    and the sweep's parent run (the pre-training sweep's machinery, experiments.launch.sweep)."""
+
+    def __init__(self) -> None:
+        self._parent: tuple[str, str] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        grid = grid_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
+        errors, bases_checked = [], set()
+        for overrides in grid:
+            try:
+                cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
+                validate(cfg)
+                key = (cfg.base.run, tuple(cfg.base.pretrain or ()))
+                if not cfg.base.hf_model and key not in bases_checked:
+                    finished_base_run(cfg, Path(cfg.paths.root).resolve())
+                    bases_checked.add(key)
+            except ConfigError as err:
+                errors.append(f"  {' '.join(overrides)}\n    -> {err}")
+        if errors:
+            print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
+                  + "\n".join(errors), file=sys.stderr)
+            raise SystemExit(2)
+        try:
+            self._parent = prepare_tracking(config, len(grid))
+        except tracking.TrackingError as err:
+            print(f"tracking error: {err}; nothing was launched", file=sys.stderr)
+            raise SystemExit(2) from None
+        if self._parent:
+            _hand_parent_to_jobs(config, self._parent[1])
+        print(f"[finetune sweep {config.sweep_id}] {len(grid)} grid points validated; launching", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._parent:
+            tracking.finish_run(*self._parent)

@@ -1,0 +1,1 @@
+"""MLflow tracking: the store, one run per job, secret filtering, the tracking server."""
