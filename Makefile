@@ -88,9 +88,10 @@ SERVER_ARGS ?=
 mlflow-server: $(STAMP)
 	$(PY) -m experiments.mlflow_server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(SERVER_ARGS)
 
-# Law-fit timing (1,000 points × 1,000 cold-start bootstrap resamples) and 90 % interval coverage.
+# Analysis time on a default-sweep-sized store (12 runs, 1,000 bootstrap resamples) as one JSON line:
+# median of 3 fresh processes, CPU time, CPU model. ARGS='--law' times the law fitter and its coverage.
 bench-fit: $(STAMP)
-	$(PY) benchmarks/bench_fit.py
+	$(PY) benchmarks/bench_fit.py $(ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000

@@ -21,8 +21,8 @@ import pandas as pd  # noqa: E402
 
 from analysis import isoflop  # noqa: E402
 from analysis.markdown import figure_link, fmt, interval, table  # noqa: E402
-from analysis.plots import save_figure  # noqa: E402
-from analysis.powerlaw import powerlaw_from_optima  # noqa: E402
+from analysis import plots  # noqa: E402
+from analysis.powerlaw import NoPowerLaw, powerlaw_from_optima  # noqa: E402
 from analysis.report import NoRunsError  # noqa: E402
 from analysis.runs import load_runs, split_usable, testtime_long  # noqa: E402
 
@@ -46,61 +46,97 @@ def _optima(df: pd.DataFrame, axis: str, n_boot: int, seed: int) -> list[isoflop
 
 
 def exponent_table(sweeps: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
-    """Per sweep and allocation axis: the power-law exponent with its 95 % run-bootstrap interval."""
+    """Per sweep and allocation axis: the power-law exponent with its 95 % run-bootstrap interval, the
+    budgets in the fit and those left out (flagged optima never enter the line)."""
     rows = []
     for sid, df in sweeps.items():
         for axis, label in AXES.items():
             row = {"sweep": sid, "quantity": f"{label} ∝ C^gamma", "runs": len(df),
-                   "gamma": np.nan, "95 % bootstrap (runs)": "—", "budgets used": 0}
-            supported, _ = isoflop.isoflop_supported(df)
-            opt = _optima(df, axis, n_boot, seed) if supported else []
-            fitted = [o for o in opt if np.isfinite(o.fit.x_opt)]
-            if len({o.budget for o in fitted}) >= 2:
-                law = powerlaw_from_optima(fitted)
-                row.update({"gamma": law.gamma, "budgets used": len(law.C),
-                            "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs"))})
+                   "gamma": np.nan, "95 % bootstrap (runs)": "—", "budgets used": 0, "left out": "—"}
+            supported, why = isoflop.isoflop_supported(df)
+            if not supported:
+                row["left out"] = why
+                rows.append(row)
+                continue
+            opt = _optima(df, axis, n_boot, seed)
+            try:
+                law = powerlaw_from_optima(opt)
+            except NoPowerLaw as err:
+                row["left out"] = str(err)
+                rows.append(row)
+                continue
+            left = [o for o in opt if o.budget not in set(law.C.tolist())]
+            row.update({"gamma": law.gamma, "budgets used": len(law.C),
+                        "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
+                        "left out": "; ".join(f"C={o.budget:.3g} ({', '.join(f.code for f in o.flags)})"
+                                              for o in left) or "none"})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def plot_comparison(sweeps: dict[str, pd.DataFrame], stem: Path, seed: int = 0) -> Path:
-    """Left: isoFLOP profiles (loss vs µ_rec per budget). Middle: compute-optimal D* vs C with each
-    sweep's power law. Right: mean test-time loss vs T (when logged). Every run is a point."""
-    fig, (iso, opt, tt) = plt.subplots(1, 3, figsize=(15.0, 4.4))
+def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0) -> plt.Figure:
+    """Left: isoFLOP profiles (loss vs µ_rec per budget, darker = larger budget). Middle: compute-optimal
+    D* vs C with each sweep's power law (hollow: flagged, left out). Right: test-time loss vs T at each
+    sweep's largest budget, one line per µ_rec (nothing averaged over budgets or loop counts)."""
+    fig, (iso, opt, tt) = plt.subplots(1, 3, figsize=(15.0, 4.6), layout="constrained")
+    mus = sorted({float(m) for df in sweeps.values() for m in df["mean_recurrence"].dropna()})
+    styles = dict(zip(mus, ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))] * 3))
+    Ts: set[float] = set()
     for k, (sid, df) in enumerate(sweeps.items()):
         color, marker = f"C{k}", MARKERS[k % len(MARKERS)]
         budgeted = df[np.isfinite(df["flop_budget"].astype(float))]
+        n_budgets = max(budgeted["flop_budget"].nunique(), 1)
         for j, (budget, grp) in enumerate(budgeted.groupby("flop_budget")):
             grp = grp.sort_values("mean_recurrence")
             iso.plot(grp["mean_recurrence"].astype(float), grp["loss"].astype(float), marker=marker,
-                     color=color, alpha=0.45 + 0.55 * (j + 1) / budgeted["flop_budget"].nunique(),
-                     lw=1, ms=5, label=f"{sid}" if j == 0 else None)
-        optima = [o for o in _optima(df, "tokens", 0, seed) if np.isfinite(o.fit.x_opt)]
+                     color=color, alpha=0.45 + 0.55 * (j + 1) / n_budgets, lw=1, ms=5,
+                     label=sid if j == 0 else None)
+        optima = [o for o in _optima(df, "tokens", 0, seed) if np.isfinite(o.x_opt)]
         if optima:
             C = np.array([o.budget for o in optima])
-            opt.scatter(C, [o.fit.opt for o in optima], color=color, marker=marker, zorder=3,
-                        facecolors=[color if o.fit.ok else "none" for o in optima], label=sid)
-            if len(set(C)) >= 2:
+            opt.scatter(C, [o.opt for o in optima], color=color, marker=marker, zorder=3,
+                        facecolors=[color if o.ok else "white" for o in optima], label=sid)
+            try:
                 law = powerlaw_from_optima(optima)
-                grid = np.geomspace(C.min() / 1.3, C.max() * 1.3)
+            except NoPowerLaw:
+                law = None
+            if law is not None:
+                grid = np.geomspace(law.C.min(), law.C.max() * plots.EXTRAPOLATE)
                 opt.plot(grid, law.predict(grid), color=color, lw=1.2,
-                         label=f"{sid}: gamma = {law.gamma:.3f}")
+                         label=f"{sid}: D* ∝ C^{law.gamma:.3f}")
         long = testtime_long(df)
         if not long.empty:
-            mean = long.groupby("T")["loss"].mean()
-            tt.plot(mean.index, mean.values, marker=marker, color=color, label=sid)
-            tt.scatter(long["T"], long["loss"], color=color, s=6, alpha=0.35)
-    iso.set(xscale="log", xlabel="mean recurrence mu_rec", ylabel="validation loss",
-            title="isoFLOP profiles (darker: larger budget)")
-    opt.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="D* (tokens)",
-            title="compute-optimal tokens (hollow: flagged)")
-    tt.set(xscale="log", xlabel="test-time loops T", ylabel="validation loss",
-           title="test-time loss: mean line, runs as dots")
+            meta = df.set_index(df["run_id"].astype(str))
+            long = long.assign(budget=meta.loc[long["run_id"].astype(str), "flop_budget"].to_numpy(dtype=float),
+                               mu=meta.loc[long["run_id"].astype(str), "mean_recurrence"].to_numpy(dtype=float))
+            top = long["budget"].max() if np.isfinite(long["budget"]).any() else np.nan
+            sel = long[long["budget"] == top] if np.isfinite(top) else long
+            for mu, grp in sel.groupby("mu"):
+                grp = grp.sort_values("T")
+                Ts.update(grp["T"].astype(float))
+                tt.plot(grp["T"], grp["loss"], color=color, marker=marker, ms=4, lw=1.1, ls=styles[float(mu)])
+            tt.plot([], [], color=color, marker=marker, label=sid)
+    for mu in mus:
+        tt.plot([], [], color="0.3", ls=styles[mu], label=f"µ_rec = {mu:g}")
+    plots.log_axis(iso, "x", mus)
+    iso.set(xlabel="mean recurrence µ_rec", ylabel=plots.LOSS_LABEL, title="isoFLOP profiles (darker: larger budget)")
+    plots.log_axis(opt, "x")
+    plots.log_axis(opt, "y")
+    opt.set(xlabel="training compute C (FLOPs)", ylabel="compute-optimal tokens D* (tokens)",
+            title="compute-optimal tokens (hollow: flagged, left out)")
+    if Ts:
+        plots.log_axis(tt, "x", sorted(Ts))
+    tt.set(xlabel="test-time loops T", ylabel=plots.LOSS_LABEL,
+           title="test-time loss at each sweep's largest budget")
     for ax in (iso, opt, tt):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return save_figure(fig, stem)
+    return fig
+
+
+def plot_comparison(sweeps: dict[str, pd.DataFrame], stem: Path, seed: int = 0) -> Path:
+    return plots.save_figure(comparison_figure(sweeps, seed), stem)
 
 
 def compare(tracking_uri: str, experiment: str, sweep_ids: list[str], out_dir: str | Path,
@@ -120,7 +156,7 @@ def compare(tracking_uri: str, experiment: str, sweep_ids: list[str], out_dir: s
         table(best),
         "## Compute-optimal exponents\n\nPer sweep, parabola optima per budget and a power law over "
         f"budgets; {n_boot} run-bootstrap resamples within each budget. Flagged optima (grid edge, weak "
-        "curvature) are left out of the line, as in the sweep report.",
+        "curvature) are left out of the line, as in the sweep report; the table names them.",
         table(exponent_table(sweeps, n_boot, seed)),
         figure_link(png, out_dir, "sweeps compared"),
     ]) + "\n"

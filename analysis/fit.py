@@ -34,12 +34,13 @@ import itertools
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize, nnls
 
 from analysis.laws import LAWS, LOG_TINY, Design, Law
+from analysis.progress import Stage
 
 HUBER_DELTA = 1e-3
 FTOL = 1e-15
@@ -121,7 +122,10 @@ class LawFit:
 
 
 def derived_quantities(p: dict[str, float]) -> dict[str, float]:
-    """Allocation exponents N_opt ∝ C^a, D_opt ∝ C^b under C ∝ N·D."""
+    """Allocation exponents N_opt ∝ C^a, D_opt ∝ C^b under C ∝ N·D. Not for the recurrence law (φ):
+    its compute model differs and its exponents need the design (analysis/allocation.py)."""
+    if "phi" in p:
+        return {}
     if "alpha" in p and "beta" in p and p["alpha"] + p["beta"] > 0:
         s = p["alpha"] + p["beta"]
         return {"a_opt": p["beta"] / s, "b_opt": p["alpha"] / s}
@@ -269,9 +273,153 @@ def fit_flags(fit: LawFit, bounds) -> list[str]:
 
 
 # --- bootstrap ------------------------------------------------------------------------------
+#
+# A resample reweights the runs of the same design, so its optimum lies next to the full-data optimum:
+# each refit starts *warm* there and is solved by a damped Gauss–Newton (Levenberg–Marquardt) iteration
+# on the same Huber-on-log objective, with IRLS weights min(1, δ/|r|) for the Huber points and the
+# same bounds (active set), to the same projected-gradient tolerance as L-BFGS-B
+# (``GTOL_REL``·scale·δ²): the resample's optimum is the same point, reached in ~10 linear solves
+# instead of ~100 L-BFGS iterations. Two checks keep the multi-start's protection against other basins:
+# the full fit's own multi-start found no distinct minimum (else every resample is refitted cold), and
+# per resample the exact Huber score of every point of the stride-2 variable-projection grid under the
+# resample's weights is not below the warm optimum (a grid point below it proves a better basin: that
+# resample is refitted cold, as before). A warm solve that does not converge is finished by L-BFGS-B.
+
+LM_MAXITER = 200
+BOOT_FALLBACK_MAXITER = 1000
+LM_LAMBDA0 = 1e-3
+IRLS_FLOOR = 1e-2
+
+
+def _lm_eval(law: Law, th: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray, delta: float,
+             scale: float):
+    lp, J = law.log_predict_and_grad(th, X)
+    r = lp - lnL
+    h, psi = huber(r, delta)
+    return scale * float(w @ h), scale * (J.T @ (w * psi)), r, J
+
+
+def _projected(th: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The gradient with the components that push against an active bound zeroed (as L-BFGS-B tests)."""
+    blocked = ((th <= lo + 1e-12) & (g > 0)) | ((th >= hi - 1e-12) & (g < 0))
+    return np.where(blocked, 0.0, g)
+
+
+def lm_refine(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, delta: float, scale: float, gtol: float) -> tuple[np.ndarray, float, bool, int]:
+    """Bounded Levenberg–Marquardt on scale·Σ w Huber(log L_hat − log L) from th0.
+
+    Returns (theta, scaled objective, converged, iterations); converged means the projected gradient
+    reached gtol (the L-BFGS-B criterion of ``_refine``)."""
+    th = np.clip(th0, lo, hi)
+    f, g, r, J = _lm_eval(law, th, X, lnL, w, delta, scale)
+    lam = LM_LAMBDA0
+    for it in range(LM_MAXITER):
+        pg = _projected(th, g, lo, hi)
+        if np.max(np.abs(pg)) <= gtol:
+            return th, f, True, it
+        free = pg != 0
+        irls = w * np.where(np.abs(r) <= delta, 1.0, IRLS_FLOOR * delta / np.maximum(np.abs(r), 1e-300))
+        Jf = J[:, free]
+        H = scale * (Jf.T @ (irls[:, None] * Jf))
+        d = np.diag(H).copy()
+        d[d <= 0] = 1e-12 * max(float(d.max()), 1.0)
+        while True:
+            try:
+                step = np.linalg.solve(H + lam * np.diag(d), -g[free])
+            except np.linalg.LinAlgError:
+                step = None
+            if step is not None:
+                cand = th.copy()
+                cand[free] += step
+                cand = np.clip(cand, lo, hi)
+                fc, gc, rc, Jc = _lm_eval(law, cand, X, lnL, w, delta, scale)
+                if np.isfinite(fc) and fc <= f:
+                    stalled = np.array_equal(cand, th)
+                    th, f, g, r, J = cand, fc, gc, rc, Jc
+                    lam = max(lam / 3.0, 1e-12)
+                    break
+            lam *= 4.0
+            if lam > 1e12:  # no descent left at machine precision
+                return th, f, _accept(th, g, lo, hi, f, scale * delta**2), it
+        if stalled:
+            return th, f, _accept(th, g, lo, hi, f, scale * delta**2), it
+    return th, f, False, LM_MAXITER
+
+
+def _accept(th, g, lo, hi, f: float, floor: float) -> bool:
+    """fit_law's rule for a run that stops without reaching gtol (the Huber kinks make the last digits
+    of the objective noisy): converged when the projected gradient is below GTOL_ACCEPT_REL·max(f, floor)."""
+    return bool(np.max(np.abs(_projected(th, g, lo, hi))) <= GTOL_ACCEPT_REL * max(f, floor))
+
+
+def _grid_scores(law: Law, X: dict, L: np.ndarray, W: np.ndarray, stride: int,
+                 delta: float) -> np.ndarray:
+    """Per resample (row of W), the lowest exact Σ w·Huber over the variable-projection grid
+    (linear coefficients by weighted least squares; grid points with a negative coefficient skipped)."""
+    grid = _grid_points(law, stride)
+    F = np.stack([law.features(nl, X) for nl in grid])            # (G, n, K)
+    lnL = np.log(L)
+    K = F.shape[2]
+    out = np.full(W.shape[0], np.inf)
+    FL = F / L[None, :, None]
+    outer = np.einsum("gnk,gnj->gnkj", FL, FL)                      # (G, n, K, K)
+    for start in range(0, W.shape[0], 64):
+        Wc = W[start:start + 64]
+        gram = np.einsum("bn,gnkj->bgkj", Wc, outer)
+        rhs = np.einsum("bn,gnk->bgk", Wc, FL)
+        gram += 1e-12 * np.trace(gram, axis1=2, axis2=3)[..., None, None] * np.eye(K)
+        with np.errstate(all="ignore"):
+            coef = np.linalg.solve(gram, rhs[..., None])[..., 0]  # (b, G, K)
+            pred = np.einsum("gnk,bgk->bgn", F, coef)
+            r = np.log(np.where(pred > 0, pred, np.nan)) - lnL
+        h, _ = huber(r, delta)
+        score = np.einsum("bgn,bn->bg", np.where(Wc[:, None, :] > 0, h, 0.0), Wc)
+        bad = ~np.all(coef >= 0, axis=2) | ~np.isfinite(score)
+        score[bad] = np.inf
+        out[start:start + 64] = score.min(axis=1)
+    return out
+
+
+def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSettings,
+                 on_step=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Warm Levenberg–Marquardt refits of every resample; returns (thetas, objectives, ok, needs_cold)."""
+    X_all, L_all = design.X(), design.loss
+    n_boot = W.shape[0]
+    thetas = np.full((n_boot, law.n_params), np.nan)
+    objs = np.full(n_boot, np.nan)
+    ok = np.zeros(n_boot, dtype=bool)
+    for i, w in enumerate(W):
+        keep = w > 0
+        X = {k: v[keep] for k, v in X_all.items()}
+        L, wk = L_all[keep], w[keep]
+        lnL = np.log(L)
+        scale = s.effective_scale(float(wk.sum()))
+        bounds = _bounds(law, lnL)
+        lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
+        hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
+        gtol = s.gtol_rel * scale * s.delta**2
+        th, f, conv, _ = lm_refine(law, full.theta, X, lnL, wk, lo, hi, s.delta, scale, gtol)
+        if not conv:  # finish with the reference optimiser from where LM stopped (a long valley,
+            # typically E → 0 where the gradient fades exponentially: capped, and counted as not
+            # converged when the cap is reached — the report warns about such refits)
+            res = _refine(law, th, X, lnL, wk, replace(s, maxiter=BOOT_FALLBACK_MAXITER), bounds, scale)
+            if res.fun <= f:
+                th, f = res.x, float(res.fun)
+            pg = _projected_gradient(th, res.jac, bounds)
+            conv = bool(res.success) or pg <= GTOL_ACCEPT_REL * max(f, scale * s.delta**2)
+        thetas[i], objs[i], ok[i] = th, f / scale, conv
+        if on_step is not None:
+            on_step(1)
+    grid_best = _grid_scores(law, X_all, L_all, W, s.grid_stride, s.delta)
+    # A grid point strictly below the warm optimum (beyond rounding) means another, lower basin.
+    needs_cold = grid_best < objs * (1 - 1e-9) - 1e-300
+    return thetas, objs, ok, needs_cold
+
 
 def _boot_chunk(law_name: str, design: Design, weights: np.ndarray,
                 settings: FitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cold multi-start refits (the reference method, used where the warm refit is not trusted)."""
     law = LAWS[law_name]
     thetas = np.full((weights.shape[0], law.n_params), np.nan)
     objs = np.full(weights.shape[0], np.nan)
@@ -296,6 +444,7 @@ class LawBootstrap:
     n_clusters: int = 0
     settings: FitSettings = field(default_factory=FitSettings)
     seconds: float = float("nan")
+    n_cold: int = 0                  # resamples refitted cold (multi-start) instead of warm
 
     @property
     def n_boot(self) -> int:
@@ -332,9 +481,16 @@ def bootstrap_weights(design: Design, n_boot: int, rng: np.random.Generator) -> 
 
 def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int = 0,
                   n_workers: int = 2, settings: FitSettings | None = None,
-                  predict_at: Design | None = None) -> LawBootstrap:
-    """Nonparametric bootstrap over runs; every resample is refitted *cold* from the
-    (stride-2) variable-projection grid with ``N_STARTS_BOOT`` refined starts."""
+                  predict_at: Design | None = None, fit: LawFit | None = None,
+                  warm: bool = True, progress=None) -> LawBootstrap:
+    """Nonparametric bootstrap over runs (clusters).
+
+    warm (default): every resample refitted from the full-data optimum ``fit`` (fitted here when None)
+    by ``lm_refine``, with the basin checks described above; resamples that fail them, or all of them
+    when the full fit has distinct minima, are refitted *cold* from the stride-2 variable-projection
+    grid with ``N_STARTS_BOOT`` refined starts (``n_workers`` processes when there are many).
+    warm=False: every resample cold (the reference method). progress: a callable(n) told of each
+    finished resample (default: a bar of its own, ``analysis.progress``)."""
     import time
 
     law = LAWS[law] if isinstance(law, str) else law
@@ -342,17 +498,37 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
     rng = np.random.default_rng(seed)
     W = bootstrap_weights(design, n_boot, rng)
     t0 = time.perf_counter()
-    n_workers = max(1, min(n_workers, os.cpu_count() or 1))
-    if n_workers == 1 or n_boot < 20:
-        thetas, objs, ok = _boot_chunk(law.name, design, W, s)
-    else:
-        chunks = np.array_split(W, n_workers * 4)
-        with _single_threaded_blas(), ProcessPoolExecutor(
-                max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            parts = list(ex.map(_boot_chunk, [law.name] * len(chunks),
-                                [design] * len(chunks), chunks, [s] * len(chunks)))
-        thetas = np.concatenate([p[0] for p in parts])
-        ok = np.concatenate([p[2] for p in parts])
+    bar = Stage(f"bootstrap {law.name}", n_boot, "resamples") if progress is None else None
+    tick = progress or bar.update
+    thetas = np.full((n_boot, law.n_params), np.nan)
+    objs = np.full(n_boot, np.inf)
+    ok = np.zeros(n_boot, dtype=bool)
+    cold = np.ones(n_boot, dtype=bool)
+    multimodal = False
+    if warm:
+        full = fit or fit_law(law, design, settings=FitSettings(delta=s.delta, scale=s.scale))
+        multimodal = any(f.startswith("distinct minima") for f in full.flags)
+        if not multimodal:
+            thetas, objs, ok, cold = _warm_refits(law, design, W, full, s, tick)
+    if cold.any():
+        idx = np.nonzero(cold)[0]
+        n_workers = max(1, min(n_workers, os.cpu_count() or 1))
+        if n_workers == 1 or idx.size < 20:
+            th_c, obj_c, ok_c = _boot_chunk(law.name, design, W[idx], s)
+        else:
+            chunks = np.array_split(W[idx], n_workers * 4)
+            with _single_threaded_blas(), ProcessPoolExecutor(
+                    max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+                parts = list(ex.map(_boot_chunk, [law.name] * len(chunks),
+                                    [design] * len(chunks), chunks, [s] * len(chunks)))
+            th_c = np.concatenate([p[0] for p in parts])
+            obj_c = np.concatenate([p[1] for p in parts])
+            ok_c = np.concatenate([p[2] for p in parts])
+        better = ~(objs[idx] <= obj_c)  # the cold refit wins unless the warm one is at least as low
+        thetas[idx[better]], ok[idx[better]] = th_c[better], ok_c[better]
+        tick(0 if warm and not multimodal else idx.size)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - t0
     samples = _raw_samples(law, thetas, design.centres)
     preds = None
@@ -364,7 +540,7 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
             if np.all(np.isfinite(th)):
                 preds[i] = law.predict(th, Xp)
     return LawBootstrap(law, dict(design.centres), samples, thetas, ok, preds,
-                        design.n_clusters, s, seconds)
+                        design.n_clusters, s, seconds, int(cold.sum()))
 
 
 @contextlib.contextmanager

@@ -1,6 +1,14 @@
 """Figures for the sweep report.  Every plot shows the measured points; fitted
 curves are drawn on top, never instead.  Each figure is written as PNG (for
-the markdown report) and PDF (for papers); functions return the PNG path.
+the markdown report) and PDF (for papers); the ``plot_*`` functions return the
+PNG path, the ``*_figure`` functions build the figure (tests read its legends).
+
+Conventions (what a paper figure needs): log ticks read 1, 2, 4, 8 or 2×10¹²,
+never 10⁰ or 2×10⁰; axis labels and legends carry units (FLOPs, tokens,
+nats/token); discrete quantities (budgets, µ_rec, learning rates) get discrete
+colours and a legend, never a colour bar; panels that are compared share their
+y range; no offset axis ("+3.05"). A fit through flagged points is drawn grey
+and dashed and labelled as such on the figure.
 """
 from __future__ import annotations
 
@@ -12,11 +20,66 @@ matplotlib.use("Agg")  # headless: the analysis runs on login nodes and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
 from analysis.isoflop import BudgetOptimum, akima_curve  # noqa: E402
 from analysis.powerlaw import PowerLawFit  # noqa: E402
 from analysis.testtime import SaturationFit  # noqa: E402
+
+matplotlib.rcParams["axes.formatter.useoffset"] = False
+LOSS_LABEL = "validation loss (nats/token)"
+UNITS = {"tokens": "tokens", "train_flops": "FLOPs", "n_params": "parameters",
+         "n_params_unrolled": "parameters", "flop_budget": "FLOPs"}
+OPTIMUM_UNITS = {"D*": "compute-optimal tokens D* (tokens)", "N*": "compute-optimal parameters N*",
+                 "µ_rec*": "compute-optimal mean recurrence µ_rec*"}
+EXTRAPOLATE = 4.0  # the power law is drawn (dashed) to this multiple of the largest budget
+MAX_FIXED_TICKS = 8  # up to this many distinct sampled values are the ticks themselves
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def fmt_num(v: float) -> str:
+    """1, 2, 0.5, 250 as they are; 2×10¹², 10⁹ for large or small values (unicode, no mathtext)."""
+    if not np.isfinite(v) or v == 0:
+        return f"{v:g}"
+    if 1e-2 <= abs(v) < 1e4:
+        return f"{v:.3g}"
+    exp = int(np.floor(np.log10(abs(v))))
+    mant = v / 10**exp
+    if abs(mant - round(mant)) < 0.05:
+        mant = round(mant)
+    power = f"10{str(exp).translate(_SUPERSCRIPT)}"
+    return power if mant == 1 else f"{mant:g}×{power}"
+
+
+def budget_label(C: float) -> str:
+    return f"C = {fmt_num(C)} FLOPs"
+
+
+def log_axis(ax, which: str = "x", values=None) -> None:
+    """Log scale with readable ticks: the sampled values themselves when there are few (µ_rec 1, 2, 4,
+    8), else 1-2-5 steps; labels by ``fmt_num``; no minor labels."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    fixed = None if values is None else np.unique(np.asarray(values, dtype=float))
+    if fixed is not None and 2 <= fixed.size <= MAX_FIXED_TICKS:
+        axis.set_major_locator(ticker.FixedLocator(fixed))
+    else:  # 1-2-5 steps; every integer mantissa when the data span less than a decade
+        lo, hi = (ax.get_xlim() if which == "x" else ax.get_ylim())
+        narrow = lo > 0 and hi / lo < 10
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def discrete_colors(values, cmap: str = "viridis") -> dict:
+    """One colour per distinct value, evenly spaced along the colormap (ordered by value)."""
+    uniq = sorted({float(v) for v in values})
+    cm = plt.get_cmap(cmap)
+    if len(uniq) == 1:
+        return {uniq[0]: cm(0.35)}
+    return {v: cm(0.9 * i / (len(uniq) - 1)) for i, v in enumerate(uniq)}
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> Path:
@@ -31,131 +94,208 @@ def save_figure(fig: plt.Figure, stem: Path) -> Path:
 
 
 def _budget_colors(budgets: list[float]):
-    norm = LogNorm(min(budgets), max(budgets)) if len(budgets) > 1 else Normalize(0, 1)
-    cmap = plt.get_cmap("plasma")
-    return lambda b: cmap(0.85 * norm(b)) if len(budgets) > 1 else cmap(0.3)
+    colors = discrete_colors(budgets, "plasma")
+    return lambda b: colors[float(b)]
 
 
-def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
-    """Loss vs allocation variable per budget: points, parabola, optimum.
-
-    Filled stars are interior optima; hollow stars are flagged (edge of the
-    grid, non-positive curvature, too few points) and sit on a grid value.
-    """
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str) -> None:
+    """Loss vs allocation variable per budget: points, Akima spline (the estimate, solid) with its
+    minimum (star: filled = used, hollow = flagged) and run-bootstrap 95 % bar, parabola (dotted)."""
     color = _budget_colors([o.budget for o in optima])
+    values = []
     for o in optima:
         c = color(o.budget)
         f = o.fit
-        ax.scatter(np.exp(f.x), f.y, color=c, s=22, zorder=3, label=f"C = {o.budget:.2g}")
-        if f.coef is not None:
-            xs = np.linspace(f.x.min(), f.x.max(), 200)
-            ax.plot(np.exp(xs), f.predict(xs), color=c, lw=1.2)
+        xs_pts = np.exp(f.x)
+        values.extend(xs_pts)
+        ax.scatter(xs_pts, f.y, color=c, s=22, zorder=3, label=budget_label(o.budget))
+        for p in o.points_excluded:  # QC-flagged points: shown, crossed, not fitted
+            ax.scatter([p["value"]], [p["loss"]], marker="x", color=c, s=36, zorder=3)
         spline = akima_curve(f.x, f.y)
         if spline is not None:
-            ax.plot(np.exp(spline[0]), spline[1], color=c, lw=0.9, ls=":")
-            ax.scatter([o.akima_opt], [o.akima_y_opt], marker="D", s=28, zorder=4,
-                       edgecolors=c, facecolors="white", linewidths=1.0)
-        ax.scatter([f.opt], [f.y_opt], marker="*", s=160, zorder=4, edgecolors=c,
-                   facecolors=c if f.ok else "none", linewidths=1.4)
-        lo, hi = o.boot_interval("runs")
-        if np.isfinite(lo) and np.isfinite(hi):  # the optimum's 95 % run-bootstrap interval
-            ax.errorbar([f.opt], [f.y_opt], xerr=[[max(f.opt - lo, 0)], [max(hi - f.opt, 0)]],
-                        color=c, capsize=3, lw=1.0, zorder=3)
-    ax.set_xscale("log")
+            ax.plot(np.exp(spline[0]), spline[1], color=c, lw=1.4)
+        if f.coef is not None:
+            xs = np.linspace(f.x.min(), f.x.max(), 200)
+            ax.plot(np.exp(xs), f.predict(xs), color=c, lw=0.9, ls=":")
+        if np.isfinite(o.x_opt):
+            ax.scatter([o.opt], [o.y_opt], marker="*", s=170, zorder=4, edgecolors=c,
+                       facecolors=c if o.ok else "white", linewidths=1.4)
+            lo, hi = o.interval()
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.errorbar([o.opt], [o.y_opt], xerr=[[max(o.opt - lo, 0)], [max(hi - o.opt, 0)]],
+                            color=c, capsize=3, lw=1.0, zorder=3)
+    log_axis(ax, "x", values)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("IsoFLOP profiles: parabola (solid, star) and Akima spline (dotted, diamond)\n"
-                 "hollow star: flagged optimum; bar: its 95 % run-bootstrap interval", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel(LOSS_LABEL)
     ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, stem)
+    ax.legend(fontsize=7, title="★ optimum (hollow: flagged)", title_fontsize=7)
 
 
-def plot_powerlaw(fit: PowerLawFit, optima: list[BudgetOptimum], ylabel: str,
-                  stem: Path) -> Path:
-    """Optima vs compute: points with per-budget run-bootstrap intervals, fitted line,
-    run-bootstrap band."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.4))
-    used = [o for o in optima if o.budget not in fit.excluded_budgets]
-    left_out = [o for o in optima if o.budget in fit.excluded_budgets]
-    for group, style in ((used, dict(color="C0", label="optimum (used)")),
-                         (left_out, dict(color="C3", mfc="none", label="flagged (left out)"))):
+def isoflop_figure(optima: list[BudgetOptimum], xlabel: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    draw_isoflop(ax, optima, xlabel)
+    ax.set_title("IsoFLOP profiles: Akima spline (solid) and its minimum ★ with 95 % run-bootstrap bar;\n"
+                 "parabola dotted; × a point left out by QC", fontsize=9)
+    return fig
+
+
+def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
+    return save_figure(isoflop_figure(optima, xlabel), stem)
+
+
+def _flagged_in_fit(fit: PowerLawFit, optima: list[BudgetOptimum]) -> bool:
+    used = set(np.asarray(fit.C, dtype=float).tolist())
+    return any(o.budget in used and not o.ok for o in optima)
+
+
+def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylabel: str) -> None:
+    """Optima vs compute on log-log: used (filled) and left-out (hollow) optima with their 95 % bars,
+    the fitted law over the budgets (solid), its extrapolation (dashed), its 95 % bootstrap band."""
+    used_C = set(np.asarray(fit.C, dtype=float).tolist()) if fit is not None else set()
+    groups = ((True, dict(color="C0", label="optimum (in the fit)")),
+              (False, dict(color="C3", mfc="white", label="optimum left out (flagged)")))
+    finite = [o for o in optima if np.isfinite(o.x_opt)]
+    for in_fit, style in groups:
+        group = [o for o in finite if (o.budget in used_C) == in_fit]
         if not group:
             continue
         C = np.array([o.budget for o in group])
-        y = np.array([o.fit.opt for o in group])
-        ci = np.array([o.boot_interval("runs") for o in group])
-        has_ci = np.all(np.isfinite(ci), axis=1)
-        yerr = np.vstack([np.where(has_ci, y - ci[:, 0], 0), np.where(has_ci, ci[:, 1] - y, 0)])
+        y = np.array([o.opt for o in group])
+        ci = np.array([o.interval() for o in group])
+        has = np.all(np.isfinite(ci), axis=1)
+        yerr = np.vstack([np.where(has, y - ci[:, 0], 0), np.where(has, ci[:, 1] - y, 0)])
         ax.errorbar(C, y, yerr=np.clip(yerr, 0, None), fmt="o", capsize=3, **style)
-    grid = np.geomspace(min(o.budget for o in optima) / 1.5, max(o.budget for o in optima) * 1.5)
-    ax.plot(grid, fit.predict(grid), color="C0", lw=1.5,
-            label=f"fit: gamma = {fit.gamma:.3f}")
-    band = fit.band(grid, "runs")
-    if band is not None:
-        ax.fill_between(grid, band[0], band[1], color="C0", alpha=0.18,
-                        label="95 % bootstrap band (runs)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training FLOPs C")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    budgets = [o.budget for o in optima]
+    if fit is not None:
+        flagged = _flagged_in_fit(fit, optima)
+        color = "0.5" if flagged else "C0"
+        lo_ci, hi_ci = fit.boot_ci_gamma("runs")
+        ci = f", 95 % [{lo_ci:.2f}, {hi_ci:.2f}]" if np.isfinite(lo_ci) else ""
+        what = "fit THROUGH FLAGGED optima (biased)" if flagged else "fit"
+        inside = np.geomspace(min(fit.C), max(fit.C), 60)
+        beyond = np.geomspace(max(fit.C), max(fit.C) * EXTRAPOLATE, 30)
+        ax.plot(inside, fit.predict(inside), color=color, lw=1.6, ls="--" if flagged else "-",
+                label=f"{what}: {ylabel} ∝ C^{fit.gamma:.3f}{ci}")
+        ax.plot(beyond, fit.predict(beyond), color=color, lw=1.2, ls="--",
+                label=f"extrapolation (to {EXTRAPOLATE:g}× the largest budget)")
+        grid = np.geomspace(min(fit.C), max(fit.C) * EXTRAPOLATE, 90)
+        band = fit.band(grid, "runs")
+        if band is not None:
+            ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, label="95 % bootstrap band (runs)")
+    else:
+        ax.text(0.5, 0.5, "no power law: too few clean budgets", transform=ax.transAxes,
+                ha="center", va="center", color="C3", fontsize=9)
+    log_axis(ax, "x", budgets + ([max(budgets) * EXTRAPOLATE] if fit is not None else []))
+    log_axis(ax, "y")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel(OPTIMUM_UNITS.get(ylabel, ylabel))
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, stem)
 
 
-def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) -> Path:
-    """Test-time loss vs T per run (points) with the fitted exponential, coloured by mu_rec.
+def powerlaw_figure(fit: PowerLawFit | None, optima: list[BudgetOptimum], ylabel: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    draw_powerlaw(ax, fit, optima, ylabel)
+    return fig
 
-    One panel per FLOP budget (or per token count when the sweep has no budgets): curves of one
-    budget share a scale, so the test-time gain of each model is visible next to its neighbours.
+
+def plot_powerlaw(fit: PowerLawFit | None, optima: list[BudgetOptimum], ylabel: str,
+                  stem: Path) -> Path:
+    return save_figure(powerlaw_figure(fit, optima, ylabel), stem)
+
+
+def isoflop_summary_figure(panels: list[tuple[list[BudgetOptimum], PowerLawFit | None, str, str]],
+                           title: str) -> plt.Figure:
+    """The Chinchilla-style figure of one model: per allocation axis a row with the isoFLOP curves
+    coloured by budget and their optima (left) beside optimum vs compute on log-log with the fitted
+    law, its 95 % band and its extrapolation (right). panels: (optima, law, xlabel, optimum label)."""
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12.0, 4.4 * len(panels)), squeeze=False,
+                             layout="constrained")
+    for row, (optima, law, xlabel, ylabel) in zip(axes, panels):
+        draw_isoflop(row[0], optima, xlabel)
+        draw_powerlaw(row[1], law, optima, ylabel)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_isoflop_summary(panels, title: str, stem: Path) -> Path:
+    return save_figure(isoflop_summary_figure(panels, title), stem)
+
+
+def testtime_figure(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> plt.Figure:
+    """Test-time loss vs T per run (points) with the fitted exponential, one colour per training µ_rec.
+
+    One panel per FLOP budget (or per token count when the sweep has no budgets), all on one y range,
+    so the test-time gain of each model is read against its neighbours and across budgets.
     """
     meta = df.set_index(df["run_id"].astype(str))
     facet = "flop_budget" if meta["flop_budget"].notna().any() else "tokens"
     groups = sorted(meta.loc[list(fits), facet].dropna().unique()) or [None]
     ncol = min(3, len(groups))
     nrow = -(-len(groups) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol + 1.2, 3.4 * nrow),
-                             squeeze=False, layout="constrained")
-    vals = meta.loc[list(fits), "mean_recurrence"].astype(float)
-    norm = Normalize(vals.min(), vals.max() if vals.max() > vals.min() else vals.min() + 1)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol + 0.6, 3.4 * nrow), squeeze=False,
+                             sharey=True, layout="constrained")
+    mus = meta.loc[list(fits), "mean_recurrence"].astype(float)
+    colors = discrete_colors(mus)
+    Ts = sorted({float(t) for f in fits.values() for t in f.T})
     for ax, group in zip(axes.flat, groups):
-        for run_id, fit in fits.items():
+        for run_id, fit in sorted(fits.items(), key=lambda kv: float(meta.loc[kv[0], "mean_recurrence"])):
             if group is not None and meta.loc[run_id, facet] != group:
                 continue
-            c = cmap(norm(float(meta.loc[run_id, "mean_recurrence"])))
-            ax.scatter(fit.T, fit.loss, color=c, s=14, zorder=3)
+            mu = float(meta.loc[run_id, "mean_recurrence"])
+            c = colors[mu]
+            ax.scatter(fit.T, fit.loss, color=c, s=16, zorder=3, label=f"µ_rec = {mu:g}")
             if fit.fitted:
-                ts = np.linspace(fit.T.min(), fit.T.max(), 200)
+                ts = np.geomspace(fit.T.min(), fit.T.max(), 200)
                 ax.plot(ts, fit.predict(ts), color=c, lw=1.1, ls="-" if fit.z_identified else ":")
-        ax.set_title(f"{facet} = {group:.3g}" if group is not None else "all runs", fontsize=9)
+        unit = "FLOPs" if facet == "flop_budget" else "tokens"
+        ax.set_title(f"{'C' if facet == 'flop_budget' else 'D'} = {fmt_num(group)} {unit}"
+                     if group is not None else "all runs", fontsize=9)
+        log_axis(ax, "x", Ts)
         ax.set_xlabel("test-time loops T")
-        ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, title="trained at", title_fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(LOSS_LABEL)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)
-    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=axes, label="training mean recurrence")
-    fig.suptitle("L(T) = L_inf + Z exp(-zT)   (dotted: z not identified)", fontsize=9)
-    return save_figure(fig, stem)
+    fig.suptitle("L(T) = L∞ + Z·exp(−zT)  (dotted: z not identified)", fontsize=9)
+    return fig
 
 
-def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
-                 color_by: str = "mean_recurrence") -> Path:
-    """Final loss against one run attribute (tokens, parameters, FLOPs), log x."""
+def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) -> Path:
+    return save_figure(testtime_figure(df, fits), stem)
+
+
+def loss_vs_figure(df: pd.DataFrame, column: str, xlabel: str,
+                   color_by: str = "mean_recurrence") -> plt.Figure:
+    """Final loss against one run attribute (tokens, parameters, FLOPs), log x, one colour per µ_rec."""
     fig, ax = plt.subplots(figsize=(6.0, 4.4))
     x = df[column].astype(float).to_numpy()
     y = df["loss"].astype(float).to_numpy()
     c = df[color_by].astype(float).to_numpy()
-    sc = ax.scatter(x, y, c=c, cmap="viridis", s=26, zorder=3)
-    fig.colorbar(sc, ax=ax, label=color_by)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation loss (nats/token)")
+    colors = discrete_colors(c[np.isfinite(c)]) if np.isfinite(c).any() else {}
+    name = "µ_rec" if color_by == "mean_recurrence" else color_by
+    for v, col in colors.items():
+        sel = c == v
+        ax.scatter(x[sel], y[sel], color=col, s=26, zorder=3, label=f"{name} = {v:g}")
+    if not colors:
+        ax.scatter(x, y, color="C0", s=26, zorder=3)
+    unit = UNITS.get(column)
+    log_axis(ax, "x", x if np.unique(x).size <= 4 else None)
+    ax.set_xlabel(f"{xlabel} ({unit})" if unit and unit not in xlabel else xlabel)
+    ax.set_ylabel(LOSS_LABEL)
     ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, stem)
+    if colors:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
+                 color_by: str = "mean_recurrence") -> Path:
+    return save_figure(loss_vs_figure(df, column, xlabel, color_by), stem)
 
 
 def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
@@ -167,19 +307,18 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
               ("monitor/rho_A", "ρ(Ā) of the injection", "linear"))
     fig, axes = plt.subplots(len(panels), len(injections), figsize=(4.0 * len(injections) + 1.2, 9.0),
                              squeeze=False, sharex="col", layout="constrained")
-    lrs = table["lr"].astype(float)
-    norm = LogNorm(lrs.min(), lrs.max() if lrs.max() > lrs.min() else lrs.min() * 10)
-    cmap = plt.get_cmap("plasma")
+    colors = discrete_colors(table["lr"].astype(float), "plasma")
     for col, inj in enumerate(injections):
         for _, run in table[table["injection"] == inj].iterrows():
-            c = cmap(norm(float(run["lr"])))
+            c = colors[float(run["lr"])]
             h = hist[hist["run_id"] == run["run_id"]]
             for row, (key, _, _) in enumerate(panels):
                 k = h[h["key"] == key]
                 ax = axes[row, col]
                 # An exploding state reaches ~1e308; log-scale autoscaling overflows on that, so clip.
                 values = np.clip(k["value"].to_numpy(dtype=float), None, 1e200)
-                ax.plot(k["step"], values, color=c, lw=1.0, marker=".", ms=3)
+                ax.plot(k["step"], values, color=c, lw=1.0, marker=".", ms=3,
+                        label=f"lr = {float(run['lr']):g}")
                 if run["outcome"] == "diverged" and len(k):
                     ax.scatter(k["step"].iloc[-1], values[-1], marker="x", color=c, s=60, zorder=4)
         axes[0, col].set_title(f"injection = {inj}", fontsize=9)
@@ -189,7 +328,10 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
             axes[row, col].grid(alpha=0.3)
         axes[-1, col].axhline(1.0, color="grey", lw=0.8, ls="--")
         axes[-1, col].set_xlabel("step")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="learning rate")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    order = sorted(uniq, key=lambda t: float(t.split("= ")[1]))
+    fig.legend([uniq[k] for k in order], order, loc="outside right upper", fontsize=7, title="learning rate")
     fig.suptitle("Stability: loss, state norm and ρ(Ā) over training (x: diverged)", fontsize=9)
     return save_figure(fig, stem)
 
@@ -206,17 +348,19 @@ def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path) -> Path:
     points = left.scatter(predicted, observed, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
     lims = [min(observed.min(), predicted.min()), max(observed.max(), predicted.max())]
     left.plot(lims, lims, color="k", lw=0.8, label="y = x")
-    left.set_xlabel("predicted loss")
-    left.set_ylabel("observed loss")
+    left.set_xlabel("predicted loss (nats/token)")
+    left.set_ylabel("observed loss (nats/token)")
     left.set_title(f"{name}: predicted vs observed")
     left.legend(fontsize=8)
     right.scatter(D, resid, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
     right.axhline(0, color="k", lw=0.8)
-    right.set_xscale("log")
-    right.set_xlabel("training tokens D")
+    log_axis(right, "x")
+    right.set_xlabel("training tokens D (tokens)")
     right.set_ylabel("ln observed − ln predicted")
     right.set_title(f"residuals (RMS {np.sqrt(np.mean(resid ** 2)):.2g})")
-    fig.colorbar(points, ax=right, label="D")
+    bar = fig.colorbar(points, ax=right, label="training tokens D (tokens)")
+    bar.formatter = ticker.FuncFormatter(lambda v, _: fmt_num(v))
+    bar.update_ticks()
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     return save_figure(fig, stem)

@@ -1,22 +1,30 @@
-"""Benchmark of the parametric-law fitter and bootstrap coverage experiment.
+"""Analysis-speed benchmark, and the parametric-law fitter's timing and bootstrap coverage.
 
-    .venv/bin/python benchmarks/bench_fit.py [--repeats 3] [--n-points 1000] [--n-boot 1000]
-        [--coverage-reps 100] [--coverage-boot 200] [--skip-coverage]
+    .venv/bin/python benchmarks/bench_fit.py [--repeats 3] [--n-boot 1000]          # what make bench-fit runs
+    .venv/bin/python benchmarks/bench_fit.py --law [--n-points 1000] [--coverage-reps 100] [--skip-coverage]
 
-1. Timing: point fit (full start grid, 8 refined starts) + n_boot cold-start
-   bootstrap refits (stride-2 grid, 2 refined starts each) of the Chinchilla law on
-   n_points synthetic points, 2 worker processes; median wall time of --repeats runs.
-   Target: <= 60 s for 1,000 points × 1,000 resamples on 2 cores.
-2. Coverage: over --coverage-reps noisy replicates, how often the nominal 90 %
-   percentile intervals contain the true alpha, beta, E and a = beta/(alpha+beta)
-   (target 85–95 %).
+Default: ``python -m analysis`` (imports, fits, bootstrap at --n-boot resamples, figures; no MLflow
+logging) on a synthetic store the size of the default sweep (benchmarks/bench_fit_store.py: 12 runs,
+test-time losses at 5 loop counts), --repeats times in a fresh process each; prints one JSON line with
+the median wall time, the child's CPU time (the honest number on a shared machine), the CPU model, the
+core count and the load average. Target: <= 60 s on 2 quiet cores.
+
+--law: point fit (full start grid, 8 refined starts) + n_boot bootstrap refits of the Chinchilla law on
+n_points synthetic points; median wall time of --repeats runs. Then coverage: over --coverage-reps noisy
+replicates, how often the nominal 90 % percentile intervals contain the true alpha, beta, E and
+a = beta/(alpha+beta) (target 85–95 %).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("--coverage-points", type=int, default=100)
     p.add_argument("--coverage-boot", type=int, default=200)
     p.add_argument("--skip-coverage", action="store_true")
+    p.add_argument("--law", action="store_true", help="the law-fitter benchmark and coverage instead")
     a = p.parse_args(argv)
+    if not a.law:
+        return analysis_benchmark(a.repeats, a.n_boot)
 
     d = random_chinchilla_design(a.n_points, noise=0.01, rng=np.random.default_rng(0))
     fit_law("chinchilla", d)  # warm-up (imports, first-call overheads)
@@ -73,6 +84,46 @@ def main(argv=None) -> int:
               f"({dt:.0f} s)")
         for q, c in res["coverage"].items():
             print(f"  {q:6s} coverage {100 * c:5.1f} %  median width {res['median_width'][q]:.4f}")
+    return 0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def analysis_benchmark(repeats: int, n_boot: int) -> int:
+    """make analyze on a default-sweep-sized store, each repeat in a fresh process: one JSON line."""
+    from benchmarks.bench_fit_store import BUDGETS, MUS, TEST_LOOPS, default_sweep_store
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = default_sweep_store(tmp)
+        for i in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "analysis", "--tracking-uri", uri, "--sweep-id", "isoflop",
+                            "--out", f"{tmp}/report{i}", "--no-mlflow-log", "--n-boot", str(n_boot)],
+                           cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    print(json.dumps({
+        "benchmark": "analysis (python -m analysis, default-sweep-sized input)",
+        "input": f"{len(MUS) * len(BUDGETS)} runs (mu_rec {list(MUS)} x C {list(BUDGETS)}), "
+                 f"test-time T {list(TEST_LOOPS)}",
+        "n_boot": n_boot, "repeats": repeats,
+        "wall_s_median": round(statistics.median(walls), 2), "wall_s": [round(t, 2) for t in walls],
+        "cpu_s_median": round(statistics.median(cpus), 2),
+        "target_s": 60, "cpu": cpu_model(), "cores": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2)}))
     return 0
 
 

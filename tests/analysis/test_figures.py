@@ -1,0 +1,149 @@
+"""Every report figure renders (PNG + PDF), is not blank, reads like a paper figure (no offset axis,
+no 10⁰-style ticks, units) and its legend entries match the data drawn."""
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+from analysis.approach2 import LABEL, XLABEL, Options, approach2
+from analysis.laws import design_from_frame
+from analysis.testtime import fit_testtime_runs
+from analysis_synthetic import BUDGETS, MU_GRID, isoflop_frame, saturating
+
+TEST_LOOPS = (1, 2, 4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    df = isoflop_frame(noise=2e-3, seed=1)
+    for T in TEST_LOOPS:
+        df[f"loss_T{T}"] = [float(saturating(T, loss - 0.01, 0.5, 2.0 / mu)) for loss, mu
+                            in zip(df["loss"], df["mean_recurrence"])]
+    df["n_params"] = 65_000_000
+    df["n_params_unrolled"] = 40_000_000 + 25_000_000 * df["mean_recurrence"]
+    df["train_flops"] = df["flop_budget"]
+    return df
+
+
+@pytest.fixture(scope="module")
+def axes(frame):
+    return {axis: approach2(frame, "tiny", axis, Options(n_boot=200), np.random.default_rng(0))
+            for axis in ("mean_recurrence", "tokens")}
+
+
+def _legend_texts(fig) -> list[str]:
+    out = []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            out += [t.get_text() for t in leg.get_texts()]
+    for leg in fig.legends:
+        out += [t.get_text() for t in leg.get_texts()]
+    return out
+
+
+def _tick_texts(fig) -> list[str]:
+    fig.canvas.draw()
+    return [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+
+
+def _check_saved(fig, tmp_path, name: str) -> None:
+    """Readable ticks, no offset text, then PNG + PDF written and the PNG not blank."""
+    ticks = _tick_texts(fig)
+    assert not any("10⁰" in t or "$" in t for t in ticks), ticks
+    for ax in fig.axes:
+        assert not ax.yaxis.get_offset_text().get_text() and not ax.xaxis.get_offset_text().get_text()
+    png = plots.save_figure(fig, tmp_path / name)
+    assert png.with_suffix(".pdf").stat().st_size > 1000
+    img = mpimg.imread(png)[..., :3]
+    ink = (img.mean(axis=2) < 0.9).mean()
+    assert 0.02 < ink < 0.6, f"{name}: {ink:.3f} of the pixels inked"
+
+
+def test_fmt_num_and_budget_labels():
+    assert [plots.fmt_num(v) for v in (1, 2, 4, 8, 0.5)] == ["1", "2", "4", "8", "0.5"]
+    assert plots.fmt_num(2e12) == "2×10¹²" and plots.fmt_num(1e9) == "10⁹"
+    assert plots.budget_label(4e18) == "C = 4×10¹⁸ FLOPs"
+
+
+def test_isoflop_and_powerlaw_figures(axes, tmp_path):
+    r = axes["mean_recurrence"]
+    assert r.law is not None
+    fig = plots.isoflop_figure(r.optima, XLABEL[r.axis])
+    assert _legend_texts(fig) == [plots.budget_label(C) for C in BUDGETS]
+    # µ_rec is discrete: its ticks are the sampled values
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [f"{m:g}" for m in MU_GRID]
+    _check_saved(fig, tmp_path, "isoflop")
+    fig = plots.powerlaw_figure(r.law, r.optima, LABEL[r.axis])
+    texts = _legend_texts(fig)
+    assert any(t.startswith(f"fit: {LABEL[r.axis]} ∝ C^{r.law.gamma:.3f}, 95 % [") for t in texts)
+    assert "95 % bootstrap band (runs)" in texts and any(t.startswith("extrapolation") for t in texts)
+    assert ("optimum left out (flagged)" in texts) == any(not o.ok for o in r.optima)
+    assert "FLOPs" in fig.axes[0].get_xlabel()
+    _check_saved(fig, tmp_path, "powerlaw")
+
+
+def test_fit_through_flagged_optima_is_drawn_as_such(frame, tmp_path):
+    r = approach2(frame, "tiny", "mean_recurrence", Options(n_boot=50, keep_flagged=True),
+                  np.random.default_rng(0))
+    r.optima[0].flags.append(type("F", (), {"code": "test", "reason": "forced"})())  # one flagged budget
+    fig = plots.powerlaw_figure(r.law, r.optima, LABEL[r.axis])
+    line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("fit"))
+    assert line.get_label().startswith("fit THROUGH FLAGGED optima") and line.get_linestyle() == "--"
+    _check_saved(fig, tmp_path, "powerlaw_flagged")
+
+
+def test_chinchilla_summary_figure(axes, tmp_path):
+    panels = [(r.optima, r.law, XLABEL[r.axis], LABEL[r.axis]) for r in axes.values()]
+    fig = plots.isoflop_summary_figure(panels, "tiny")
+    assert len(fig.axes) == 4
+    budgets = [plots.budget_label(C) for C in BUDGETS]
+    assert _legend_texts(fig).count(budgets[0]) == 2
+    _check_saved(fig, tmp_path, "summary")
+
+
+def test_testtime_figure_discrete_colours_shared_y(frame, tmp_path):
+    fits = fit_testtime_runs(frame)
+    fig = plots.testtime_figure(frame, fits)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(BUDGETS)
+    assert len({ax.get_ylim() for ax in visible}) == 1  # one y range across budgets
+    leg = [t.get_text() for t in visible[0].get_legend().get_texts()]
+    assert leg == [f"µ_rec = {m:g}" for m in MU_GRID]
+    assert not any(type(a).__name__ == "Colorbar" for a in fig.axes)
+    assert [t.get_text() for t in visible[0].get_xticklabels()] == ["1", "2", "4", "8", "16"]
+    _check_saved(fig, tmp_path, "testtime")
+
+
+@pytest.mark.parametrize("column,label", [("tokens", "training tokens D"), ("train_flops", "training FLOPs")])
+def test_loss_vs_figure(frame, column, label, tmp_path):
+    fig = plots.loss_vs_figure(frame, column, label)
+    assert _legend_texts(fig) == [f"µ_rec = {m:g}" for m in MU_GRID]
+    assert plots.UNITS[column] in fig.axes[0].get_xlabel()
+    _check_saved(fig, tmp_path, f"loss_vs_{column}")
+
+
+def test_law_fit_figure(frame, tmp_path):
+    from analysis.fit import fit_law
+    d = design_from_frame(frame, "parcae")
+    fit = fit_law("parcae", d)
+    png = plots.plot_law_fit(d, fit.predict(d), "parcae", tmp_path / "law")
+    img = mpimg.imread(png)[..., :3]
+    assert (img.mean(axis=2) < 0.9).mean() > 0.02
+
+
+def test_compare_figure_keeps_budgets_and_loops_apart(frame, tmp_path):
+    from analysis.compare import comparison_figure
+    other = frame.copy()
+    other["loss"] += 0.02
+    for T in TEST_LOOPS:
+        other[f"loss_T{T}"] += 0.02
+    fig = comparison_figure({"a": frame, "b": other})
+    tt = fig.axes[2]
+    # one line per sweep × µ_rec at the largest budget, none averaged over budgets or loop counts
+    assert len([ln for ln in tt.get_lines() if len(ln.get_xdata())]) == 2 * len(MU_GRID)
+    assert {t.get_text() for t in tt.get_legend().get_texts()} >= {"a", "b"}
+    _check_saved(fig, tmp_path, "compare")

@@ -1,0 +1,71 @@
+"""The warm-start bootstrap (analysis.fit): same resample optima as the cold multi-start reference,
+its basin check, and a default-sweep-sized analysis that stays in seconds."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.fit import (BOOT_GRID_STRIDE, FitSettings, _grid_scores, bootstrap_law, fit_law,
+                          lm_refine, objective, varpro_starts)
+from analysis.laws import CHINCHILLA, design_from_frame
+from analysis.synth import chinchilla_design
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.bench_fit_store import default_sweep_store  # noqa: E402
+
+
+def test_warm_bootstrap_matches_cold_multistart():
+    d = chinchilla_design(noise=0.01, rng=np.random.default_rng(7), n_per=6,
+                          budgets=np.geomspace(1e18, 1e21, 4))
+    warm = bootstrap_law(CHINCHILLA, d, n_boot=30, seed=3, progress=lambda n: None)
+    cold = bootstrap_law(CHINCHILLA, d, n_boot=30, seed=3, n_workers=1, warm=False,
+                         progress=lambda n: None)
+    assert warm.n_cold == 0 and warm.success.all()
+    for k in ("alpha", "beta", "E", "a_opt"):
+        np.testing.assert_allclose(warm.samples[k], cold.samples[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_lm_refine_reaches_the_lbfgs_optimum_from_a_perturbed_start():
+    d = chinchilla_design(noise=0.01, rng=np.random.default_rng(1), n_per=6)
+    ref = fit_law(CHINCHILLA, d)
+    X, lnL, w = d.X(), np.log(d.loss), np.ones(d.n)
+    s = FitSettings()
+    scale = s.effective_scale(d.n)
+    lo = np.array([-np.inf, -np.inf, 0.0, -np.inf, 0.0])
+    hi = np.array([lnL.min(), np.inf, 5.0, np.inf, 5.0])
+    th, f, conv, it = lm_refine(CHINCHILLA, ref.theta + 0.05, X, lnL, w, lo, hi, s.delta, scale,
+                                s.gtol_rel * scale * s.delta**2)
+    assert conv and it < 100
+    assert f / scale == pytest.approx(ref.objective, rel=1e-8)
+    np.testing.assert_allclose(th, ref.theta, atol=1e-5)
+    assert f == pytest.approx(objective(th, CHINCHILLA, X, lnL, w, s.delta, scale)[0])
+
+
+def test_grid_scores_are_the_variable_projection_scores():
+    """The basin check scores the same grid as the multi-start's starts (all weights 1 here)."""
+    d = chinchilla_design(noise=0.01, rng=np.random.default_rng(2), n_per=6)
+    X, L = d.X(), d.loss
+    best = varpro_starts(CHINCHILLA, X, L, np.ones(d.n), 1, BOOT_GRID_STRIDE)[0]
+    s = FitSettings()
+    expected = objective(best, CHINCHILLA, X, np.log(L), np.ones(d.n), s.delta, 1.0)[0]
+    got = _grid_scores(CHINCHILLA, X, L, np.ones((2, d.n)), BOOT_GRID_STRIDE, s.delta)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_default_sweep_sized_bootstrap_is_seconds(tmp_path):
+    """12 runs (conf/sweep/isoflop.yaml) × 300 resamples of the Parcae law: warm refits, in seconds
+    (a generous bound for a shared 2-core machine; make bench-fit measures the whole analysis)."""
+    from analysis.runs import load_runs, split_usable
+    uri = default_sweep_store(tmp_path)
+    usable, _ = split_usable(load_runs(uri, "parcae", "isoflop"))
+    d = design_from_frame(usable, "parcae")
+    t0 = time.perf_counter()
+    boot = bootstrap_law("parcae", d, n_boot=300, seed=0, progress=lambda n: None)
+    assert time.perf_counter() - t0 < 30
+    assert boot.n_boot == 300 and boot.success.mean() > 0.9
+    lo, hi = boot.interval("beta", 0.95)
+    assert lo < 0.3 < hi  # the store's true beta
