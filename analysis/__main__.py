@@ -1,21 +1,50 @@
-"""CLI: python -m analysis --tracking-uri URI [--experiment parcae] [--sweep-id ID] --out DIR"""
+"""Fit the scaling laws of a sweep (from MLflow) or of your own table (CSV), write report.md, figures
+and summary.json.
+
+    python -m analysis --tracking-uri URI [--experiment parcae] [--sweep-id ID] --out DIR
+    python -m analysis --csv FILE [--flops C] [--params N] [--tokens D] [--loss loss] [--loops COL] --out DIR
+
+Bad input (a malformed table, an unknown sweep) is one line on stderr and exit status 2, with nothing
+written. docs/analysis.md describes the table contract, the quality flags and summary.json.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from analysis import progress
+from analysis.approach2 import Options
+from analysis.powerlaw import MIN_BUDGETS
 from analysis.report import NoRunsError, analyze
 from analysis.runs import latest_sweep_id
+from analysis.table import DEFAULT_TOLERANCE, TableError, load_table
+from analysis.table_report import analyze_table
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
-    p.add_argument("--tracking-uri", required=True,
-                   help="MLflow tracking URI, e.g. sqlite:////abs/path/mlflow.db")
-    p.add_argument("--experiment", default="parcae")
-    p.add_argument("--sweep-id", default=None,
-                   help="sweep to analyse (default: sweep of the latest pretrain run)")
-    p.add_argument("--out", required=True, help="output directory for report.md and figures")
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("input: an MLflow sweep, or a table (--csv)")
+    src.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:////abs/path/mlflow.db")
+    src.add_argument("--experiment", default="parcae")
+    src.add_argument("--sweep-id", default=None,
+                     help="sweep to analyse (default: sweep of the latest pretrain run)")
+    src.add_argument("--csv", metavar="FILE", help="a table, one row per training run")
+    cols = p.add_argument_group("table columns (with --csv)")
+    cols.add_argument("--flops", default="C", help="FLOPs column (default C)")
+    cols.add_argument("--params", default=None, help="parameters column (default N; optional when "
+                      "--tokens is given: N = C/(6D))")
+    cols.add_argument("--tokens", default=None, help="tokens column (default D; optional when "
+                      "--params is given: D = C/(6N))")
+    cols.add_argument("--loss", default="loss", help="loss column (default loss)")
+    cols.add_argument("--loops", default=None, help="mean recurrence µ_rec column (looped models)")
+    cols.add_argument("--budget-tolerance", type=float, default=DEFAULT_TOLERANCE,
+                      help="FLOP values within this relative tolerance share a budget (default %(default)s)")
+    p.add_argument("--out", required=True, help="output directory for report.md, summary.json, figures")
+    p.add_argument("--min-budgets", type=int, default=MIN_BUDGETS,
+                   help="fewest clean budgets a power law is fitted through (default %(default)s)")
+    p.add_argument("--keep-flagged", action="store_true",
+                   help="keep QC-flagged points and budgets in the power laws (they are still reported)")
     p.add_argument("--no-mlflow-log", action="store_true",
                    help="do not log the report as an MLflow analysis run")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
@@ -26,13 +55,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    progress.enable()  # a bar per stage on a terminal, plain lines under SLURM/nohup/pipes
+    if bool(args.csv) == bool(args.tracking_uri):
+        parser.error("give either --csv FILE or --tracking-uri URI")
+    if args.min_budgets < 2:
+        parser.error(f"--min-budgets {args.min_budgets}: a power law needs at least 2 budgets")
+    opts = Options(n_boot=args.n_boot, seed=args.seed, min_budgets=args.min_budgets,
+                   keep_flagged=args.keep_flagged)
     try:
-        sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
-        path = analyze(args.tracking_uri, args.experiment, sweep, args.out,
-                       log_to_mlflow=not args.no_mlflow_log, n_boot=args.n_boot, seed=args.seed,
-                       reuse=args.reuse)
-    except (NoRunsError, LookupError) as err:
+        if args.csv:
+            table = load_table(args.csv, {"flops": args.flops, "params": args.params,
+                                          "tokens": args.tokens, "loss": args.loss, "loops": args.loops},
+                               args.budget_tolerance)
+            path = analyze_table(table, args.out, opts)
+        else:
+            sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
+            path = analyze(args.tracking_uri, args.experiment, sweep, args.out,
+                           log_to_mlflow=not args.no_mlflow_log, reuse=args.reuse, opts=opts)
+    except (NoRunsError, LookupError, TableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(path)

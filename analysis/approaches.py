@@ -1,7 +1,9 @@
 """Approach 2 against Approach 3 on the same runs.
 
 Approach 2 fits a power law to the isoFLOP optima (D* ∝ C^gamma); Approach 3 fits a parametric law
-L(N, D) and derives the same allocation exponent, b_opt = α/(α+β), under C ∝ N·D. Both describe one
+and derives the same allocation exponent from the law's own compute model (analysis/allocation.py:
+b_opt = α/(α+β) under C ∝ N·D for the Chinchilla and Parcae laws; the recurrence law's local exponent
+at fixed N_once, N_rec under C ∝ (N_once + r·N_rec)·D). Both describe one
 set of runs, so they should agree within their uncertainty; when they do not, at least one of the two
 is leaning on an assumption the data do not support (a parabola's symmetry, the law's functional form,
 optima clipped at a grid edge), and the report says so rather than picking one.
@@ -33,10 +35,10 @@ def compare_approaches(approach2: dict[str, PowerLawFit], results) -> tuple[pd.D
     for group, power in approach2.items():
         ci2 = power.boot_ci_gamma("runs", LEVEL)
         for res in results:
-            if "b_opt" not in res.fit.params:
+            b = res.params.get("b_opt", np.nan)
+            if not np.isfinite(b):
                 continue
-            b = res.fit.params["b_opt"]
-            ci3 = res.boot.interval("b_opt", LEVEL) if res.boot else (np.nan, np.nan)
+            ci3 = res.interval("b_opt", LEVEL)
             overlap = _overlap(ci2, ci3)
             gap = abs(power.gamma - b)
             agree = overlap if overlap is not None else gap <= MAX_GAP_WITHOUT_INTERVALS

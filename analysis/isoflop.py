@@ -1,24 +1,20 @@
-"""IsoFLOP profiles (Chinchilla "Approach 2"): per FLOP budget, a parabola of
-loss against the log of an allocation variable (mean recurrence, tokens); its
-minimum is the compute-optimal value at that budget.
+"""IsoFLOP profiles (Chinchilla "Approach 2"): per FLOP budget, the minimum of loss against the log of
+an allocation variable (parameters, tokens, mean recurrence) is the compute-optimal value at that budget.
 
-All fits happen in natural-log x.  The reported optimum follows one rule, used
-both for the point estimate and inside the bootstrap, so that the interval
-describes the same estimator:
+The estimate is shape-free: the minimum of an Akima spline through the budget's points (replicates at
+one size averaged) on the sampled range, with a run-bootstrap interval (the budget's runs resampled with
+replacement, the spline and its minimum recomputed). A parabola's vertex sits beside it: it assumes a
+symmetric curve in log-size, which biases it when the grid is wide, off-centre or the surface is
+asymmetric (Hoffmann et al. 2022 used it as their Approach 2; the bias is the reason the spline is the
+estimate here). Quality control per point and per budget lives in ``analysis.isoflop_qc``; every flag
+is a named code with a reason, and a flagged budget is left out of the power law unless asked.
+
+All fits happen in natural-log x. The parabola's reported optimum follows one rule, used both for the
+point estimate and inside its bootstrap so that the interval describes the same estimator:
 
 * curvature > 0 and vertex inside the sampled grid: the vertex;
-* curvature > 0 and vertex beyond the grid: the grid edge (flagged, never
-  extrapolated);
-* curvature <= 0 or fewer than 3 distinct x: the best observed point (flagged).
-
-Beside the parabola, each budget's curve is interpolated with an Akima spline
-(no global shape assumed), whose minimum on the sampled range is reported too;
-a large gap between the two optima means the parabola's shape assumption is
-doing the work.  Quality flags beyond the rule above: an off-centre grid (the
-optimum sits in the outer fifth of the sampled range, so one side is barely
-sampled), weak curvature (the parabola rises less across the grid than the
-scatter of the points about it, so the vertex is set by noise), and
-parabola/Akima disagreement.
+* curvature > 0 and vertex beyond the grid: the grid edge (never extrapolated);
+* curvature <= 0 or fewer than 3 distinct x: the best observed point.
 """
 from __future__ import annotations
 
@@ -28,174 +24,39 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-MIN_DISTINCT_X = 3
-# A vertex this close to the grid boundary (fraction of the log-span) is only
-# constrained from one side, so it is treated as "at the edge".
-EDGE_FRACTION = 0.05
+from analysis import isoflop_qc as qc
+from analysis.profile_fits import (AKIMA_GRID, FLAG_CURVATURE, FLAG_EDGE_HIGH,  # noqa: F401 (re-exported)
+                                   FLAG_EDGE_LOW, FLAG_NO_DOF, FLAG_TOO_FEW, FLAG_WEAK, MIN_DISTINCT_X,
+                                   ParabolaFit, akima_curve, akima_optimum, averaged, fit_parabola,
+                                   t_critical)
+
 Z95 = 1.959963984540054
-
-FLAG_TOO_FEW = "fewer than 3 distinct points"
-FLAG_EDGE_LOW = "minimum at/below lower grid edge"
-FLAG_EDGE_HIGH = "minimum at/above upper grid edge"
-FLAG_CURVATURE = "non-positive curvature"
-FLAG_NO_DOF = "exactly 3 points: no residual dof, no delta-method SE"
-FLAG_OFF_CENTRE = "off-centre grid: optimum in the outer fifth of the sampled range"
-FLAG_WEAK = "weak curvature: not significantly positive (t < 2), or a rise across the grid under 0.1 %"
-FLAG_DISAGREE = "parabola and Akima optima differ by more than a quarter of the grid"
-# The outer share of the log-span that counts as "off-centre" (inside it but not at the edge).
-OFF_CENTRE_FRACTION = 0.2
-# Curvature is "weak" below this t-statistic, or when the parabola rises less than this fraction of
-# the loss across the grid (the only test left with exactly 3 points).
-WEAK_T = 2.0
-WEAK_RELATIVE_RISE = 1e-3
-DISAGREE_FRACTION = 0.25
-AKIMA_GRID = 512
-
-
-@dataclass
-class ParabolaFit:
-    """Fit of y = a x^2 + b x + c, x = ln(allocation variable)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    coef: np.ndarray | None  # (a, b, c) or None when not fitted
-    x_opt: float  # ln of the reported optimum (see module rule)
-    y_opt: float  # fitted (or observed) loss at x_opt
-    se_x_opt: float  # delta-method SE of the vertex in ln units, NaN if unavailable
-    r2: float
-    flags: list[str] = field(default_factory=list)
-
-    @property
-    def opt(self) -> float:
-        return float(np.exp(self.x_opt))
-
-    @property
-    def ok(self) -> bool:
-        """True when the optimum is an interior vertex of a convex parabola that noise does not set."""
-        bad = {FLAG_TOO_FEW, FLAG_EDGE_LOW, FLAG_EDGE_HIGH, FLAG_CURVATURE, FLAG_WEAK}
-        return not bad.intersection(self.flags)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if self.coef is None:
-            return np.full_like(np.asarray(x, dtype=float), np.nan)
-        return np.polyval(self.coef, x)
-
-
-def _edge_limits(x: np.ndarray) -> tuple[float, float, float]:
-    lo, hi = float(np.min(x)), float(np.max(x))
-    return lo, hi, EDGE_FRACTION * (hi - lo)
-
-
-def _vertex_se(coef: np.ndarray, cov: np.ndarray) -> float:
-    """Delta method for x* = -b / (2a)."""
-    a, b, _ = coef
-    grad = np.array([b / (2 * a**2), -1 / (2 * a), 0.0])
-    var = float(grad @ cov @ grad)
-    return float(np.sqrt(var)) if var >= 0 else float("nan")
-
-
-def fit_parabola(x: np.ndarray, y: np.ndarray) -> ParabolaFit:
-    """Least-squares parabola in x (already log-transformed) with quality flags."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    best = int(np.argmin(y))
-    if np.unique(x).size < MIN_DISTINCT_X:
-        return ParabolaFit(x, y, None, float(x[best]), float(y[best]), float("nan"),
-                           float("nan"), [FLAG_TOO_FEW])
-    design = np.vander(x, 3)
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = y - design @ coef
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")
-    flags: list[str] = []
-    dof = x.size - 3
-    cov = None
-    if dof > 0:
-        cov = (resid @ resid / dof) * np.linalg.inv(design.T @ design)
-    else:
-        flags.append(FLAG_NO_DOF)
-    a, b, _ = coef
-    if a <= 0:
-        flags.append(FLAG_CURVATURE)
-        if x[best] == x.min():
-            flags.append(FLAG_EDGE_LOW)
-        elif x[best] == x.max():
-            flags.append(FLAG_EDGE_HIGH)
-        return ParabolaFit(x, y, coef, float(x[best]), float(y[best]), float("nan"), r2, flags)
-    vertex = -b / (2 * a)
-    lo, hi, tol = _edge_limits(x)
-    x_opt = float(np.clip(vertex, lo, hi))
-    if vertex <= lo + tol:
-        flags.append(FLAG_EDGE_LOW)
-    elif vertex >= hi - tol:
-        flags.append(FLAG_EDGE_HIGH)
-    else:
-        flags += _interior_flags(x, y, coef, cov, vertex)
-    se = _vertex_se(coef, cov) if cov is not None else float("nan")
-    return ParabolaFit(x, y, coef, x_opt, float(np.polyval(coef, x_opt)), se, r2, flags)
-
-
-def _interior_flags(x: np.ndarray, y: np.ndarray, coef: np.ndarray, cov: np.ndarray | None,
-                    vertex: float) -> list[str]:
-    """Off-centre and weak-curvature flags of an interior vertex (cov: of the coefficients, or None)."""
-    lo, hi, _ = _edge_limits(x)
-    span = hi - lo
-    flags = []
-    if min(vertex - lo, hi - vertex) < OFF_CENTRE_FRACTION * span:
-        flags.append(FLAG_OFF_CENTRE)
-    rise = coef[0] * max(vertex - lo, hi - vertex) ** 2
-    se_a = float(np.sqrt(cov[0, 0])) if cov is not None and cov[0, 0] > 0 else 0.0
-    if rise < WEAK_RELATIVE_RISE * float(np.min(y)) or coef[0] < WEAK_T * se_a:
-        flags.append(FLAG_WEAK)
-    return flags
-
-
-def akima_curve(x: np.ndarray, y: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
-    """An Akima spline through the points on n points of the sampled range; None with < 3 distinct x.
-
-    Repeated x (replicate runs) are averaged first: the spline interpolates, it does not smooth.
-    """
-    ux, inverse = np.unique(np.asarray(x, dtype=float), return_inverse=True)
-    if ux.size < MIN_DISTINCT_X:
-        return None
-    uy = np.bincount(inverse, weights=np.asarray(y, dtype=float)) / np.bincount(inverse)
-    grid = np.linspace(ux[0], ux[-1], n)
-    return grid, Akima1DInterpolator(ux, uy)(grid)
-
-
-def akima_optimum(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the minimum of the Akima spline on the sampled range; NaNs with < 3 distinct x."""
-    curve = akima_curve(x, y, AKIMA_GRID)
-    if curve is None:
-        return float("nan"), float("nan")
-    best = int(np.argmin(curve[1]))
-    return float(curve[0][best]), float(curve[1][best])
-
+LEVEL = 0.95
+# axis name (summary.json, CLI) -> frame column
+AXIS_COLUMN = {"params": "n_params", "tokens": "tokens", "mean_recurrence": "mean_recurrence"}
 
 BOOT_METHODS = ("runs", "residuals")
 
 
 def _optimum_rule(coef: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                   best: np.ndarray) -> np.ndarray:
-    """Vectorised module rule: clipped vertex if convex, else best observed x."""
+    """Vectorised parabola rule: clipped vertex if convex, else best observed x."""
     a, b = coef[:, 0], coef[:, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         vertex = np.clip(-b / (2 * a), lo, hi)
     return np.where(a > 0, vertex, best)
 
 
-def _bootstrap_runs(x: np.ndarray, y: np.ndarray, n_boot: int,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Pairs bootstrap: resample the budget's runs with replacement.
+def _resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicity of each run in each of n_boot resamples of the budget's n runs."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
-    Each resample is a multinomial weight vector, so the parabola is a weighted
-    least-squares solve of a batched 3x3 system.  Resamples with fewer than 3
-    distinct x give NaN.  With few runs per budget a resample often loses the
-    grid ends, so its optimum is clipped to a narrower grid: this interval is
-    conservative (wide) for small designs.
-    """
-    n = x.size
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+
+def _bootstrap_runs(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Parabola optimum per resample (w: multiplicities). Each resample is a weighted least-squares
+    solve of a batched 3x3 system; resamples with fewer than 3 distinct x give NaN. A resample that
+    loses a grid end has its optimum clipped to the narrower grid: conservative (wide) for small
+    designs."""
     design = np.vander(x, 3)
     gram = np.einsum("bi,ij,ik->bjk", w, design, design)
     rhs = np.einsum("bi,ij,i->bj", w, design, y)
@@ -213,12 +74,33 @@ def _bootstrap_runs(x: np.ndarray, y: np.ndarray, n_boot: int,
     return out
 
 
+def _bootstrap_akima(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Akima minimum per resample (same resamples as the parabola's): replicates, including a run drawn
+    twice, are averaged with their multiplicity; fewer than 3 distinct x gives NaN. Resamples that
+    keep the same sizes share one spline construction (Akima1DInterpolator takes many y columns)."""
+    ux, inverse = np.unique(x, return_inverse=True)
+    indicator = np.eye(ux.size)[inverse]           # (runs, sizes)
+    counts = w @ indicator                          # (resamples, sizes)
+    sums = (w * y) @ indicator
+    present = counts > 0
+    out = np.full(w.shape[0], np.nan)
+    patterns, which = np.unique(present, axis=0, return_inverse=True)
+    for k, mask in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == k)
+        if mask.sum() < MIN_DISTINCT_X:
+            continue
+        xs = ux[mask]
+        ys = (sums[rows][:, mask] / counts[rows][:, mask]).T  # (sizes, resamples)
+        grid = np.linspace(xs[0], xs[-1], AKIMA_GRID)
+        curves = Akima1DInterpolator(xs, ys, axis=0)(grid)   # (grid, resamples)
+        out[rows] = grid[np.argmin(curves, axis=0)]
+    return out
+
+
 def _bootstrap_residuals(x: np.ndarray, y: np.ndarray, n_boot: int,
                          rng: np.random.Generator) -> np.ndarray:
-    """Residual bootstrap: the design (grid of x) stays fixed, residuals of the
-    parabola are resampled (inflated by sqrt(n/(n-3)) for the fitted dof).
-    Undefined (NaN) with exactly 3 points, whose residuals are all zero.
-    """
+    """Residual bootstrap of the parabola: the design (grid of x) stays fixed, residuals are resampled
+    (inflated by sqrt(n/(n-3)) for the fitted dof). Undefined (NaN) with exactly 3 points."""
     n = x.size
     if n <= 3:
         return np.full(n_boot, np.nan)
@@ -234,11 +116,11 @@ def _bootstrap_residuals(x: np.ndarray, y: np.ndarray, n_boot: int,
 
 def bootstrap_optima(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator,
                      method: str = "runs") -> np.ndarray:
-    """ln-optimum for n_boot bootstrap resamples of one budget (see BOOT_METHODS)."""
+    """Parabola ln-optimum for n_boot bootstrap resamples of one budget (see BOOT_METHODS)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if method == "runs":
-        return _bootstrap_runs(x, y, n_boot, rng)
+        return _bootstrap_runs(x, y, _resample_weights(x.size, n_boot, rng))
     if method == "residuals":
         return _bootstrap_residuals(x, y, n_boot, rng)
     raise ValueError(f"unknown bootstrap method {method!r}")
@@ -246,20 +128,52 @@ def bootstrap_optima(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.G
 
 @dataclass
 class BudgetOptimum:
+    """One budget on one axis: the shape-free estimate, the parabola beside it, and the QC verdict."""
+
     budget: float
     axis: str
-    run_ids: list[str]
+    run_ids: list[str]  # runs that entered the fits (flagged points removed unless kept)
     fit: ParabolaFit
-    # method -> ln-optima of the bootstrap resamples
+    # method -> ln-optima of the bootstrap resamples: "akima" (the estimate's), "runs" and
+    # "residuals" (the parabola's)
     boot: dict[str, np.ndarray] = field(default_factory=dict)
-    akima_x_opt: float = float("nan")  # ln of the Akima spline's minimum
+    akima_x_opt: float = float("nan")  # ln of the Akima spline's minimum: THE estimate
     akima_y_opt: float = float("nan")
+    flags: list[qc.Flag] = field(default_factory=list)  # budget-level QC
+    points_excluded: list[dict] = field(default_factory=list)  # {"value", "loss", "run_id", "code", "reason"}
+    notes: list[str] = field(default_factory=list)  # informative, not exclusions (e.g. replicates)
 
     @property
     def akima_opt(self) -> float:
         return float(np.exp(self.akima_x_opt))
 
-    def boot_interval(self, method: str = "runs", level: float = 0.95) -> tuple[float, float]:
+    @property
+    def x_opt(self) -> float:
+        """ln of the estimate: the Akima minimum, or the best observed point when there is no spline."""
+        return self.akima_x_opt if np.isfinite(self.akima_x_opt) else self.fit.x_opt
+
+    @property
+    def opt(self) -> float:
+        return float(np.exp(self.x_opt))
+
+    @property
+    def y_opt(self) -> float:
+        return self.akima_y_opt if np.isfinite(self.akima_y_opt) else self.fit.y_opt
+
+    @property
+    def ok(self) -> bool:
+        """No budget-level QC flag: the estimate may enter the power law."""
+        return not self.flags
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{f.code}: {f.reason}" for f in self.flags]
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        """Run-bootstrap percentile interval of the estimate (Akima minimum)."""
+        return self.boot_interval("akima", level)
+
+    def boot_interval(self, method: str = "runs", level: float = LEVEL) -> tuple[float, float]:
         if method not in self.boot:
             return float("nan"), float("nan")
         good = self.boot[method][np.isfinite(self.boot[method])]
@@ -277,64 +191,90 @@ class BudgetOptimum:
                 float(np.exp(self.fit.x_opt + Z95 * se)))
 
 
-def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
-                   rng: np.random.Generator | None = None) -> list[BudgetOptimum]:
-    """Per flop_budget, the parabola fit of ``loss`` vs ln(df[axis]).
+def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarray, run_ids: list[str],
+                   n_boot: int = 0, rng: np.random.Generator | None = None,
+                   keep_flagged: bool = False) -> BudgetOptimum:
+    """QC, estimate and bootstrap for one budget's runs (values: the allocation variable, > 0)."""
+    rng = rng or np.random.default_rng(0)
+    x_all = np.log(np.asarray(values, dtype=float))
+    y_all = np.asarray(loss, dtype=float)
+    point_flags, notes = qc.point_flags(x_all, y_all)
+    keep = np.ones(x_all.size, bool)
+    if not keep_flagged:
+        keep[list(point_flags)] = False
+    x, y = x_all[keep], y_all[keep]
+    ids = [r for r, k in zip(run_ids, keep) if k]
+    fit = fit_parabola(x, y)
+    ax, ay = akima_optimum(x, y)
+    flags = qc.budget_flags(x, y, fit, ax, axis)
+    boot: dict[str, np.ndarray] = {}
+    if n_boot and np.unique(x).size >= MIN_DISTINCT_X:
+        w = _resample_weights(x.size, n_boot, rng)
+        boot["akima"] = _bootstrap_akima(x, y, w)
+        boot["runs"] = _bootstrap_runs(x, y, w)
+        boot["residuals"] = _bootstrap_residuals(x, y, n_boot, rng)
+    excluded = [{"value": float(np.exp(x_all[i])), "loss": float(y_all[i]), "run_id": str(run_ids[i]),
+                 "code": f.code, "reason": f.reason + (" (kept: --keep-flagged)" if keep_flagged else "")}
+                for i, f in sorted(point_flags.items())]
+    return BudgetOptimum(float(budget), axis, ids, fit, boot, ax, ay, flags, excluded, notes)
 
-    ``df`` must hold usable runs of one model family; runs without a FLOP
-    budget (token-budget runs) are ignored.
-    """
+
+def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
+                   rng: np.random.Generator | None = None,
+                   keep_flagged: bool = False) -> list[BudgetOptimum]:
+    """Per flop_budget, QC + shape-free optimum of ``loss`` vs ln(df[column]) (``axis`` is a column
+    name or an AXIS_COLUMN key). Runs are named by the ``run`` column when present (else run_id).
+    Runs without a FLOP budget (token-budget runs) are ignored."""
+    column = AXIS_COLUMN.get(axis, axis)
     rng = rng or np.random.default_rng(0)
     data = df[np.isfinite(df["flop_budget"].to_numpy(dtype=float))]
     out: list[BudgetOptimum] = []
     for budget, grp in data.groupby("flop_budget", sort=True):
-        grp = grp[grp[axis].astype(float) > 0]
-        x = np.log(grp[axis].to_numpy(dtype=float))
-        y = grp["loss"].to_numpy(dtype=float)
-        fit = fit_parabola(x, y)
-        ax, ay = akima_optimum(x, y)
-        if np.isfinite(ax) and abs(ax - fit.x_opt) > DISAGREE_FRACTION * (x.max() - x.min()):
-            fit.flags.append(FLAG_DISAGREE)
-        boot = {}
-        if n_boot and fit.coef is not None:
-            boot = {m: bootstrap_optima(x, y, n_boot, rng, m) for m in BOOT_METHODS}
-        out.append(BudgetOptimum(float(budget), axis, list(grp["run_id"].astype(str)), fit, boot,
-                                 ax, ay))
+        v = grp[column].to_numpy(dtype=float)
+        grp = grp[np.isfinite(v) & (v > 0)]
+        out.append(budget_optimum(float(budget), axis, grp[column].to_numpy(dtype=float),
+                                  grp["loss"].to_numpy(dtype=float),
+                                  list(grp["run" if "run" in grp else "run_id"].astype(str)),
+                                  n_boot, rng, keep_flagged))
     return out
 
 
 def optima_table(optima: list[BudgetOptimum]) -> pd.DataFrame:
-    """One row per budget: optimum, delta-method and both bootstrap 95 % intervals, flags."""
+    """One row per budget: the estimate with its interval, the parabola beside it, QC flags."""
     rows = []
     for o in optima:
-        d_lo, d_hi = o.delta_interval()
+        a_lo, a_hi = o.interval()
         b_lo, b_hi = o.boot_interval("runs")
-        r_lo, r_hi = o.boot_interval("residuals")
         rows.append({
             "budget": o.budget,
             "n_runs": len(o.run_ids),
-            "optimum": o.fit.opt,
-            "akima_optimum": o.akima_opt,
-            "delta_lo": d_lo, "delta_hi": d_hi,
-            "boot_lo": b_lo, "boot_hi": b_hi,
-            "resid_lo": r_lo, "resid_hi": r_hi,
-            "loss_at_opt": o.fit.y_opt,
-            "curvature": float(o.fit.coef[0]) if o.fit.coef is not None else float("nan"),
-            "r2": o.fit.r2,
-            "ok": o.fit.ok,
-            "flags": "; ".join(o.fit.flags),
+            "optimum": o.opt,
+            "opt_lo": a_lo, "opt_hi": a_hi,
+            "parabola_optimum": o.fit.opt,
+            "parabola_lo": b_lo, "parabola_hi": b_hi,
+            "loss_at_opt": o.y_opt,
+            "curvature_t": o.fit.t_curvature,
+            "dof": o.fit.dof,
+            "ok": o.ok,
+            "flags": "; ".join(o.reasons),
+            "points_excluded": len(o.points_excluded),
         })
     return pd.DataFrame(rows)
 
 
-def isoflop_supported(df: pd.DataFrame, min_budgets: int = 2) -> tuple[bool, str]:
-    """Whether the runs support an isoFLOP analysis (>= 2 budgets with >= 3 loop counts)."""
+def isoflop_supported(df: pd.DataFrame, axis: str = "mean_recurrence",
+                      min_budgets: int = 2) -> tuple[bool, str]:
+    """Whether the runs support an isoFLOP analysis on ``axis``: >= min_budgets budgets with >= 3 distinct
+    values of it."""
+    column = AXIS_COLUMN.get(axis, axis)
     data = df[np.isfinite(df["flop_budget"].to_numpy(dtype=float))]
     if data.empty:
         return False, "no runs with a FLOP budget"
-    counts = data.groupby("flop_budget")["mean_recurrence"].nunique()
+    if column not in data or not np.isfinite(data[column].to_numpy(dtype=float)).any():
+        return False, f"no {column} values"
+    counts = data.groupby("flop_budget")[column].nunique()
     enough = int((counts >= MIN_DISTINCT_X).sum())
     if enough < min_budgets:
-        return False, (f"{enough} budget(s) with >= {MIN_DISTINCT_X} distinct mean_recurrence "
+        return False, (f"{enough} budget(s) with >= {MIN_DISTINCT_X} distinct {column} "
                        f"values (need {min_budgets})")
-    return True, f"{enough} budgets with >= {MIN_DISTINCT_X} loop counts"
+    return True, f"{enough} budgets with >= {MIN_DISTINCT_X} distinct {column} values"

@@ -8,18 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.allocation import allocation_samples, law_allocation
 from analysis.fit import (FitSettings, LawBootstrap, LawFit, bootstrap_law, fit_law,
                           identifiability_warnings)
 from analysis.laws import LAWS, Design, design_from_frame
 from analysis.markdown import figure_link, fmt, interval, table
 from analysis.plots import plot_law_fit
+from analysis.sensitivity import outlier_sensitivity
 
 MIN_RUNS = 6
 LEVEL = 0.95
 HOLDOUT_LABEL = {"flop_budget": "largest budget", "n_params": "largest model",
                  "n_params_unrolled": "largest unrolled model"}
-SHOW = {"parcae": ("E", "A", "alpha", "B", "beta", "a_opt", "b_opt"),
-        "recurrence": ("E", "A", "alpha", "B", "beta", "phi", "a_opt", "b_opt"),
+SHOW = {"chinchilla": ("E", "A", "alpha", "B", "beta", "a_opt", "b_opt"),
+        "parcae": ("E", "A", "alpha", "B", "beta", "a_opt", "b_opt"),
+        "recurrence": ("E", "A", "alpha", "B", "beta", "phi", "r_opt", "mu_opt", "b_opt"),
         "unified": ("E", "A", "alpha", "B", "beta", "Z", "z")}
 
 
@@ -31,13 +34,35 @@ class LawResult:
     boot: LawBootstrap | None
     warnings: list[str] = field(default_factory=list)
     holdouts: list[dict[str, float]] = field(default_factory=list)
+    # allocation exponents from the law's own compute model (analysis.allocation); their bootstrap
+    # draws are added to boot.samples
+    allocation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """Fitted parameters plus the allocation exponents."""
+        return {**self.fit.params, **self.allocation}
+
+    def interval(self, name: str, level: float = LEVEL) -> tuple[float, float]:
+        """Bootstrap percentile interval of a parameter or allocation exponent."""
+        if self.boot is None or name not in self.boot.samples:
+            return float("nan"), float("nan")
+        return self.boot.interval(name, level)
+
+
+def size_column(usable: pd.DataFrame) -> str:
+    """The law's size input: unrolled parameters for looped runs (Parcae law), else parameters (a table
+    without a recurrence column: Chinchilla law)."""
+    unrolled = usable["n_params_unrolled"].astype(float)
+    return "n_params_unrolled" if np.isfinite(unrolled).any() else "n_params"
 
 
 def law_supported(usable: pd.DataFrame) -> tuple[bool, str]:
     """>= 6 runs, >= 2 distinct values of N (unrolled) or mu_rec, and >= 2 of D."""
-    ok = usable[np.isfinite(usable["n_params_unrolled"].astype(float))
+    size = size_column(usable)
+    ok = usable[np.isfinite(usable[size].astype(float))
                 & np.isfinite(usable["tokens"].astype(float))]
-    n_n = max(ok["n_params_unrolled"].nunique(), ok["mean_recurrence"].nunique())
+    n_n = max(ok[size].nunique(), ok["mean_recurrence"].nunique())
     n_d = ok["tokens"].nunique()
     if len(ok) < MIN_RUNS or n_n < 2 or n_d < 2:
         return False, (f"needs >= {MIN_RUNS} runs with >= 2 distinct N (or mu_rec) and D; "
@@ -75,9 +100,11 @@ def holdout_largest_model(law_name: str, usable: pd.DataFrame) -> dict[str, floa
     return None
 
 
-def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int) -> list[LawResult]:
+def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int,
+                   labels: dict[str, str] | None = None) -> list[LawResult]:
+    """Every law the runs support; labels: run_id -> name for warnings that name runs."""
     out = []
-    candidates = ["parcae"]
+    candidates = ["parcae" if size_column(usable) == "n_params_unrolled" else "chinchilla"]
     split = usable[usable["mean_recurrence"].astype(float) > 1]
     if usable["mean_recurrence"].nunique() >= 3 and len(split):
         candidates.append("recurrence")
@@ -89,20 +116,29 @@ def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int) -> list[LawResu
             continue
         fit = fit_law(name, design)
         boot = bootstrap_law(name, design, n_boot=n_boot, seed=seed) if n_boot > 0 else None
-        warns = fit.flags + identifiability_warnings(fit, boot, design, LEVEL)
+        warns = (fit.flags + identifiability_warnings(fit, boot, design, LEVEL)
+                 + outlier_sensitivity(fit, boot, design, LEVEL, labels))
         holds = []
         if name != "unified":
             holds = [h for h in (holdout_largest_budget(name, usable),
                                  holdout_largest_model(name, usable)) if h]
-        out.append(LawResult(name, design, fit, boot, warns, holds))
+        res = LawResult(name, design, fit, boot, warns, holds)
+        res.allocation = law_allocation(name, fit.params, design.raw)
+        if boot is not None and res.allocation:
+            # the law's own allocation replaces derived_quantities' C ∝ N·D one where they differ
+            boot.samples.update(allocation_samples(name, boot.samples, design.raw))
+        out.append(res)
     return out
 
 
 def _param_table(res: LawResult) -> str:
     rows = []
+    params = res.params
     for k in SHOW[res.name]:
-        lo, hi = res.boot.interval(k, LEVEL) if res.boot else (np.nan, np.nan)
-        rows.append({"parameter": k, "estimate": fmt(res.fit.params[k], 5),
+        if k not in params:
+            continue
+        lo, hi = res.interval(k, LEVEL)
+        rows.append({"parameter": k, "estimate": fmt(params[k], 5),
                      f"{100 * LEVEL:g} % bootstrap": interval(lo, hi)})
     return table(pd.DataFrame(rows))
 
@@ -128,8 +164,11 @@ def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
         f"{n_boot} bootstrap resamples of the **runs** (all test-time points of a run move "
         "together), each refitted cold from a stride-2 grid with 2 refined starts "
         f"(2 worker processes); {100 * LEVEL:g} % percentile intervals. "
-        "a_opt = β/(α+β), b_opt = α/(α+β) are the allocation exponents (N_opt ∝ C^a_opt, "
-        "D_opt ∝ C^b_opt under C ∝ N·D). A and B are strongly tied to α and β; read α, β, E "
+        "Allocation exponents come from each law's own compute model (analysis/allocation.py): "
+        "a_opt = β/(α+β), b_opt = α/(α+β) for the Chinchilla and Parcae laws (N_opt ∝ C^a_opt, "
+        "D_opt ∝ C^b_opt under C ∝ N·D); for the recurrence law, at fixed N_once and N_rec and "
+        "C ∝ (N_once + r·N_rec)·D, mu_opt = d ln r*/d ln C and b_opt = d ln D*/d ln C at the optimum "
+        "r_opt of the runs' geometric-mean compute (with N_once → 0: β/(αφ+β) and αφ/(αφ+β)). A and B are strongly tied to α and β; read α, β, E "
         "and the predictions, not A or B alone.\n\n"
         "Definitions: N(µ_rec) = `n_params_unrolled` = total parameters + (µ_rec − 1) × "
         "recurrent-core parameters (the fully unrolled network at the training µ_rec); "

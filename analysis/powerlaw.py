@@ -5,10 +5,10 @@ of budgets the per-budget variances are themselves too noisy to weight by).
 Two uncertainties are reported and they answer different questions:
 
 * the t-interval from the OLS residuals (scatter of the optima about the line);
-* bootstrap percentile intervals (noise in the optima), two flavours:
-  "runs" resamples the runs within each budget, refits every parabola and the
-  line (the cluster bootstrap; wide when a budget has few runs because a
-  resample can lose the grid ends), and "residuals" keeps each budget's grid
+* bootstrap percentile intervals (noise in the optima): "runs" resamples the
+  runs within each budget, recomputes every optimum and the line (the cluster
+  bootstrap; wide when a budget has few runs because a resample can lose the
+  grid ends); for the parabola also "residuals", which keeps each budget's grid
   fixed and resamples its parabola residuals (needs >= 4 runs per budget).
 """
 from __future__ import annotations
@@ -21,6 +21,9 @@ from scipy import stats
 from analysis.isoflop import BudgetOptimum
 
 MIN_BOOT_DRAWS = 50
+# Fewest clean budgets a power law is fitted through (CLI --min-budgets): with 2 the line passes
+# exactly through both and has no residual degrees of freedom.
+MIN_BUDGETS = 3
 
 
 @dataclass
@@ -37,6 +40,7 @@ class PowerLawFit:
     # method -> (gamma draws, ln k draws)
     boot: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     excluded_budgets: list[float] = field(default_factory=list)
+    estimator: str = "akima"  # which per-budget optimum: "akima" (the estimate) or "parabola"
 
     @property
     def k(self) -> float:
@@ -115,44 +119,48 @@ def _boot_loglog(lnC: np.ndarray, lny: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return gamma, log_k
 
 
-def powerlaw_from_optima(optima: list[BudgetOptimum]) -> PowerLawFit:
-    """Power law through the per-budget optima, with a run-level bootstrap.
+class NoPowerLaw(ValueError):
+    """Too few clean budgets for a power law; the message says which were left out and why."""
 
-    Budgets whose optimum is flagged (edge of grid, non-positive curvature,
-    too few points) are left out because their optimum is a grid value, not an
-    estimate.  If fewer than 2 clean budgets remain, all budgets are used and
-    the result carries a warning that the exponent is biased.
+
+def powerlaw_from_optima(optima: list[BudgetOptimum], estimator: str = "akima",
+                         min_budgets: int = MIN_BUDGETS, keep_flagged: bool = False) -> PowerLawFit:
+    """Power law through the per-budget optima, with the run-bootstrap of those optima.
+
+    estimator "akima" (the shape-free estimate, bootstrap "runs" = its run bootstrap) or "parabola"
+    (the vertex rule, bootstraps "runs" and "residuals"). Budgets with a QC flag are left out unless
+    keep_flagged. Fewer than ``min_budgets`` budgets left -> NoPowerLaw: no fallback to flagged optima.
     """
-    clean = [o for o in optima if o.fit.ok]
-    excluded = [o.budget for o in optima if not o.fit.ok]
-    used = clean
-    notes: list[str] = []
-    if len(clean) < 2:
-        used = optima
-        if excluded:
-            notes.append("fewer than 2 budgets with an interior optimum; fitted on ALL "
-                         "budgets including edge/flagged optima, so gamma is biased "
-                         "(towards 0 when optima sit on the same grid edge)")
-        excluded = []
+    finite = [o for o in optima if np.isfinite(o.x_opt if estimator == "akima" else o.fit.x_opt)]
+    used = finite if keep_flagged else [o for o in finite if o.ok]
+    in_use = {id(o) for o in used}  # identity: optima hold arrays, so == is not a truth value
+    excluded = [o.budget for o in optima if id(o) not in in_use]
+    if len({o.budget for o in used}) < max(min_budgets, 2):
+        left_out = "; ".join(f"C={o.budget:.3g}: " + ", ".join(f.code for f in o.flags)
+                             for o in optima if id(o) not in in_use) or "none"
+        raise NoPowerLaw(f"{len(used)} clean budget(s), need {max(min_budgets, 2)} (--min-budgets); "
+                         f"left out: {left_out}")
     C = np.array([o.budget for o in used])
-    lny = np.array([o.fit.x_opt for o in used])
+    lny = np.array([o.x_opt if estimator == "akima" else o.fit.x_opt for o in used])
     fit = fit_powerlaw(C, np.exp(lny))
-    fit.warnings = notes + fit.warnings
+    fit.estimator = estimator
     fit.excluded_budgets = excluded
-    if excluded:
-        fit.warnings.append("budgets left out (flagged optimum): "
-                            + ", ".join(f"{b:.3g}" for b in excluded))
-
-    for method in sorted(set.intersection(*(set(o.boot) for o in used))):
-        draws = np.stack([o.boot[method] for o in used], axis=1)
-        finite = np.all(np.isfinite(draws), axis=1)
-        dropped = draws.shape[0] - int(finite.sum())
-        if finite.sum() < MIN_BOOT_DRAWS:
+    if keep_flagged and any(not o.ok for o in used):
+        fit.warnings.append("flagged budgets kept (--keep-flagged): "
+                            + ", ".join(f"{o.budget:.3g}" for o in used if not o.ok))
+    sources = {"runs": "akima"} if estimator == "akima" else {"runs": "runs", "residuals": "residuals"}
+    for method, key in sources.items():
+        if not all(key in o.boot for o in used):
+            continue
+        draws = np.stack([o.boot[key] for o in used], axis=1)
+        ok = np.all(np.isfinite(draws), axis=1)
+        dropped = draws.shape[0] - int(ok.sum())
+        if ok.sum() < MIN_BOOT_DRAWS:
             fit.warnings.append(f"{method} bootstrap unavailable ({dropped} of "
                                 f"{draws.shape[0]} draws undefined)")
             continue
         if dropped:
             fit.warnings.append(f"{method} bootstrap: {dropped} of {draws.shape[0]} draws "
                                 "dropped (a resampled budget had < 3 distinct points)")
-        fit.boot[method] = _boot_loglog(np.log(C), draws[finite])
+        fit.boot[method] = _boot_loglog(np.log(C), draws[ok])
     return fit

@@ -16,21 +16,22 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import isoflop, plots, stability
+from analysis import isoflop, isoflop_qc, plots, stability
+from analysis.approach2 import LABEL, XLABEL, AxisResult, Options, approach2
 from analysis.approaches import compare_approaches
-from analysis.lawreport import fit_sweep_laws, law_section, law_supported
-from analysis.testtime_forms import compare_forms
+from analysis.lawreport import LawResult, fit_sweep_laws, law_section, law_supported
 from analysis.markdown import figure_link, fmt, interval, table
-from analysis.powerlaw import PowerLawFit, powerlaw_from_optima
+from analysis.powerlaw import PowerLawFit
+from analysis.progress import stage
 from analysis.runs import load_runs, split_usable, testtime_columns
-from analysis.testtime import HUBER_DELTA, fit_testtime_runs, tabulate_testtime
+from analysis.summary import (build_summary, headline_markdown, run_label, runs_entry, testtime_entries,
+                              write_summary)
+from analysis.testtime import HUBER_DELTA, SATURATION_REL, fit_testtime_runs, tabulate_testtime
+from analysis.testtime_forms import compare_forms
 from mlflow.tracking import MlflowClient
 
-# Published exponents (Parcae, Prairie et al. 2026, section 5.2), shown only
-# beside our fits for comparison; nothing is fitted towards them.
-PAPER_GAMMA = {"mean_recurrence": 0.40, "tokens": 0.78}
-AXES = {"mean_recurrence": ("mu_rec*", "mean recurrence mu_rec"),
-        "tokens": ("D*", "training tokens D")}
+# The allocation axes of a sweep of looped models (one model per group, µ_rec varied at fixed C).
+SWEEP_AXES = ("mean_recurrence", "tokens")
 
 
 class NoRunsError(RuntimeError):
@@ -46,9 +47,19 @@ class Report:
     # isoFLOP group -> power law of the tokens optimum (Approach 2), compared with Approach 3 later
     approach2: dict[str, PowerLawFit] = field(default_factory=dict)
     approach2_skipped: dict[str, str] = field(default_factory=dict)  # group -> why it is not compared
+    axes: list[AxisResult] = field(default_factory=list)  # every Approach 2 result, for the summary
+    testtime: list[dict] = field(default_factory=list)    # summary.json "testtime" entries
+    laws: list[LawResult] = field(default_factory=list)
 
     def add(self, *blocks: str) -> None:
         self.sections.extend(blocks)
+
+
+def with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a ``run`` column: MLflow run name and config hash (tables never show run ids)."""
+    out = df.copy()
+    out["run"] = [run_label(r) for _, r in out.iterrows()] if len(out) else pd.Series(dtype=str)
+    return out
 
 
 def _slug(text: str) -> str:
@@ -64,7 +75,7 @@ def _header(raw: pd.DataFrame, usable: pd.DataFrame, excluded: pd.DataFrame,
             experiment: str, sweep_id: str, tracking_uri: str) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
-        f"# Sweep analysis: `{sweep_id}`",
+        "## About this analysis",
         "",
         f"- experiment: `{experiment}`; tracking store: `{tracking_uri}`",
         f"- generated: {now}; numpy {np.__version__}, scipy {scipy.__version__}, "
@@ -79,8 +90,8 @@ def _excluded_section(excluded: pd.DataFrame) -> str:
         return "## Excluded runs\n\nNone: every run finished without divergence."
     counts = excluded["reason"].value_counts()
     summary = "; ".join(f"{n} × {reason}" for reason, n in counts.items())
-    body = table(excluded.assign(run_id=excluded["run_id"].str[:12]),
-                 ["run_id", "model_name", "mean_recurrence", "flop_budget", "status", "reason"])
+    body = table(with_labels(excluded), ["run", "model_name", "mean_recurrence", "flop_budget", "status",
+                                         "reason"])
     return (f"## Excluded runs\n\n{len(excluded)} run(s) excluded ({summary}). Only FINISHED, "
             f"non-diverged runs with a finite final loss enter the fits.\n\n{body}")
 
@@ -95,105 +106,138 @@ def _flop_check(df: pd.DataFrame) -> str | None:
             "(fits use the nominal budget as C).")
 
 
-def _powerlaw_row(label: str, axis: str, law: PowerLawFit) -> dict[str, object]:
-    return {
-        "quantity": f"{label} ∝ C^gamma",
-        "gamma": fmt(law.gamma),
-        "SE (OLS)": fmt(law.se_gamma, 2),
-        "95 % t-interval": interval(*law.ci_gamma),
-        "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
-        "95 % bootstrap (residuals)": interval(*law.boot_ci_gamma("residuals")),
-        "k": fmt(law.k),
-        "R²": fmt(law.r2),
-        "budgets used": len(law.C),
-        "paper gamma": fmt(PAPER_GAMMA[axis]),
-    }
+def _powerlaw_rows(r: AxisResult) -> list[dict[str, object]]:
+    rows = []
+    for name, law in (("shape-free (Akima) — the estimate", r.law), ("parabola vertex", r.parabola)):
+        if law is None:
+            continue
+        rows.append({
+            "quantity": f"{LABEL[r.axis]} ∝ C^gamma", "optima": name,
+            "gamma": fmt(law.gamma),
+            "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
+            "95 % t-interval (OLS)": interval(*law.ci_gamma),
+            "k": fmt(law.k), "R²": fmt(law.r2), "budgets used": len(law.C),
+            "paper gamma": fmt(r.paper),
+        })
+    return rows
 
 
-def _optima_section(label: str, opt: list[isoflop.BudgetOptimum]) -> str:
-    t = isoflop.optima_table(opt)
-    t["delta-method 95 %"] = [interval(a, b) for a, b in zip(t["delta_lo"], t["delta_hi"])]
-    t["bootstrap (runs) 95 %"] = [interval(a, b) for a, b in zip(t["boot_lo"], t["boot_hi"])]
-    t["bootstrap (residuals) 95 %"] = [interval(a, b)
-                                       for a, b in zip(t["resid_lo"], t["resid_hi"])]
-    cols = ["budget", "n_runs", "optimum", "akima_optimum", "delta-method 95 %", "bootstrap (runs) 95 %",
-            "bootstrap (residuals) 95 %",
-            "loss_at_opt", "curvature", "r2", "flags"]
-    return f"Per-budget optimum of {label}:\n\n" + table(t, cols)
+def _optima_section(r: AxisResult) -> str:
+    t = isoflop.optima_table(r.optima)
+    t["95 % (run bootstrap)"] = [interval(a, b) for a, b in zip(t["opt_lo"], t["opt_hi"])]
+    t["parabola 95 %"] = [interval(a, b) for a, b in zip(t["parabola_lo"], t["parabola_hi"])]
+    t["power law"] = ["used" if r.law is not None and b in set(r.law.C.tolist()) else "excluded"
+                      for b in t["budget"]]
+    cols = ["budget", "n_runs", "optimum", "95 % (run bootstrap)", "parabola_optimum", "parabola 95 %",
+            "loss_at_opt", "curvature_t", "dof", "power law", "flags"]
+    text = f"Per-budget optimum of {LABEL[r.axis]} (shape-free estimate, parabola beside it):\n\n" + table(t, cols)
+    points = r.points_excluded()
+    if points:
+        pt = pd.DataFrame(points)
+        text += (f"\n\nPoints left out of the fits ({len(points)}):\n\n"
+                 + table(pt, ["C", r.axis, "loss", "run", "reason"]))
+    notes = sorted({n for o in r.optima for n in o.notes})
+    if notes:
+        text += "\n\n" + "\n".join(f"Note: {n}." for n in notes)
+    return text
 
 
-def _isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path,
-                   n_boot: int, rng: np.random.Generator) -> None:
-    supported, why = isoflop.isoflop_supported(df)
-    if not supported:
-        report.add(f"### `{name}`\n\nIsoFLOP analysis skipped: {why}.")
-        return
-    blocks = [f"### `{name}`", f"Data: {why}."]
+def _axis_block(report: Report, r: AxisResult, name: str, out_dir: Path) -> list[str]:
+    label, xlabel = LABEL[r.axis], XLABEL[r.axis]
+    stem = out_dir / "figures" / f"isoflop_{_slug(name)}_{r.axis}"
+    blocks = [f"#### {label}", _fig_link(report, plots.plot_isoflop(r.optima, xlabel, stem), out_dir,
+                                         f"isoFLOP {name}: loss vs {xlabel}"),
+              _optima_section(r)]
+    for o in r.optima:
+        for p in o.points_excluded:
+            report.warnings.append(f"{name}: {label} at C={o.budget:.3g}: point {p['run_id']} "
+                                   f"({p['value']:.4g}) left out: {p['code']}")
+        if not o.ok:
+            report.warnings.append(f"{name}: {label} at C={o.budget:.3g} left out of the power law: "
+                                   + "; ".join(o.reasons))
+    if r.law is None:
+        blocks.append(f"**No power law for {label}**: {r.reason}.")
+        return blocks
+    blocks.append("Compute-optimal power law (ln y = ln k + gamma ln C):\n\n" + table(pd.DataFrame(_powerlaw_rows(r))))
+    blocks += [f"**Bias note**: {n}." for n in r.notes]
+    report.warnings += [f"{name}: {label} power law: {w}" for w in r.law.warnings + r.notes]
+    key = f"{_slug(name)}.gamma_{r.axis}"
+    report.metrics[key] = r.law.gamma
+    lo, hi = r.law.boot_ci_gamma("runs")
+    report.metrics[f"{key}_runs_lo"], report.metrics[f"{key}_runs_hi"] = lo, hi
+    if r.parabola is not None:
+        report.metrics[f"{key}_parabola"] = r.parabola.gamma
+    pstem = out_dir / "figures" / f"powerlaw_{_slug(name)}_{r.axis}"
+    blocks.append(_fig_link(report, plots.plot_powerlaw(r.law, r.optima, label, pstem), out_dir,
+                            f"power law {name}: {label} vs C"))
+    return blocks
+
+
+def isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path, opts: Options,
+                  axes: tuple[str, ...], rng: np.random.Generator) -> None:
+    """Approach 2 on every supported axis of one group of runs."""
+    blocks = [f"### `{name}`"]
     check = _flop_check(df)
     if check:
         blocks.append(check)
-    law_rows = []
-    for axis, (label, xlabel) in AXES.items():
-        opt = isoflop.isoflop_optima(df, axis, n_boot=n_boot, rng=rng)
-        stem = out_dir / "figures" / f"isoflop_{_slug(name)}_{axis}"
-        blocks.append(_fig_link(report, plots.plot_isoflop(opt, xlabel, stem), out_dir,
-                                f"isoFLOP {name}: loss vs {xlabel}"))
-        blocks.append(_optima_section(label, opt))
-        for o in opt:
-            if not o.fit.ok:
-                report.warnings.append(f"{name}: {label} at C={o.budget:.3g}: "
-                                       + "; ".join(o.fit.flags))
-        fitted = [o for o in opt if np.isfinite(o.fit.x_opt)]
-        if len({o.budget for o in fitted}) < 2:
-            blocks.append(f"No power law for {label}: fewer than 2 budgets.")
+    skipped = []
+    df = with_labels(df)
+    for axis in axes:
+        supported, why = isoflop.isoflop_supported(df, axis)
+        if not supported:
+            skipped.append(f"{LABEL[axis]}: {why}")
             continue
-        law = powerlaw_from_optima(fitted)
+        r = approach2(df, name, axis, opts, rng, looped="mean_recurrence" in axes)
+        report.axes.append(r)
         if axis == "tokens":
-            interior = sum(o.fit.ok for o in fitted)
-            if interior >= 2:
-                report.approach2[name] = law
-            else:  # a line through grid edges measures the grid, not the optimum
-                report.approach2_skipped[name] = (f"only {interior} budget(s) with an interior, "
-                                                  "well-curved D* optimum")
-        law_rows.append(_powerlaw_row(label, axis, law))
-        report.warnings += [f"{name}: {label} power law: {w}" for w in law.warnings]
-        key = f"{_slug(name)}.gamma_{axis}"
-        report.metrics[key] = law.gamma
-        for method in law.boot:
-            lo, hi = law.boot_ci_gamma(method)
-            report.metrics[f"{key}_{method}_lo"], report.metrics[f"{key}_{method}_hi"] = lo, hi
-        pstem = out_dir / "figures" / f"powerlaw_{_slug(name)}_{axis}"
-        blocks.append(_fig_link(report, plots.plot_powerlaw(law, opt, label, pstem), out_dir,
-                                f"power law {name}: {label} vs C"))
-    if law_rows:
-        blocks.insert(2, "Compute-optimal power laws (ln y = ln k + gamma ln C):\n\n"
-                      + table(pd.DataFrame(law_rows)))
+            if r.law is not None:
+                report.approach2[name] = r.law
+            else:
+                report.approach2_skipped[name] = f"no D* power law ({r.reason})"
+        blocks += _axis_block(report, r, name, out_dir)
+    if skipped and len(skipped) == len(axes):
+        report.add(f"### `{name}`\n\nIsoFLOP analysis skipped: " + "; ".join(skipped) + ".")
+        return
+    blocks += [f"Not analysed: {s}." for s in skipped]
+    mine = [r for r in report.axes if r.group == name]
+    if mine:  # the Chinchilla-style figure of this model: isoFLOP curves beside optimum vs compute
+        png = plots.plot_isoflop_summary([(r.optima, r.law, XLABEL[r.axis], LABEL[r.axis]) for r in mine],
+                                         f"{name}: isoFLOP curves and compute-optimal power laws",
+                                         out_dir / "figures" / f"chinchilla_{_slug(name)}")
+        blocks.insert(1, _fig_link(report, png, out_dir, f"{name}: isoFLOP curves and compute-optimal laws"))
     report.add("\n\n".join(blocks))
 
 
-def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path,
-                     n_boot: int, seed: int) -> None:
-    report.add(
+def isoflop_intro(opts: Options) -> str:
+    qc = isoflop_qc
+    return (
         "## IsoFLOP analysis\n\n"
-        "Per FLOP budget a least-squares parabola of loss vs ln(mu_rec), and separately vs "
-        "ln(tokens); the vertex is the optimum. Beside it, the minimum of an Akima spline through "
-        "the points (`akima_optimum`, no shape assumed; replicates averaged); the two are flagged "
-        "when they differ by more than a quarter of the grid. Other flags: off-centre grid "
-        "(optimum in the outer fifth of the sampled range: extend the grid on that side), weak "
-        "curvature (the parabola rises less across the grid than the points scatter about it: "
-        "the vertex is set by noise; left out of the power law). An optimum beyond the sampled grid is reported "
-        "as the grid edge and flagged (never extrapolated); flagged budgets are left out of the "
-        "power law. Intervals (95 %): *delta method* on the parabola coefficients (needs >= 4 "
-        f"runs); *bootstrap (runs)*: {n_boot} resamples of the runs within each budget, parabolas "
-        "and power law refitted per resample, percentiles (conservative with few runs per budget: "
-        "a resample can lose the grid ends and its optimum is then clipped to the narrower grid); "
-        f"*bootstrap (residuals)*: {n_boot} resamples of parabola residuals on the fixed grid "
-        "(needs >= 4 runs per budget). The power-law t-interval reflects only the scatter of the "
-        "optima about the line. The paper's exponents are shown for "
-        "comparison only.")
-    rng = np.random.default_rng(seed)
+        "Per FLOP budget, the **estimate** of the optimum is the minimum of an Akima spline through the "
+        "points (no shape assumed; replicate runs at one size averaged), with a 95 % **run-bootstrap** "
+        f"interval ({opts.n_boot} resamples of the budget's runs, spline and minimum recomputed). A "
+        "least-squares parabola in ln(size) sits beside it; its vertex is biased when the curve is "
+        "asymmetric or the grid off-centre, and a bias note appears when its power law leaves the "
+        "estimate's interval. Quality control (named flags, defined in docs/analysis.md): per point "
+        f"`{qc.EXACT_DUPLICATE}`, `{qc.NEAR_DUPLICATE}` (< {qc.NEAR_DUPLICATE_STEPS:g} of the median grid "
+        f"step), `{qc.OUTLIER}` (> {qc.OUTLIER_K:g} residual SDs from a robust smooth fit, with >= "
+        f"{qc.MIN_SIZES_FOR_OUTLIERS} sizes); per budget `{qc.TOO_FEW}`, `{qc.EDGE_LOW}`/`{qc.EDGE_HIGH}`, `{qc.OFF_CENTRE}` (< "
+        f"{qc.MIN_SIDE} sizes on one side of the optimum), `{qc.WEAK_CURVATURE}` (parabola curvature t "
+        "below the t distribution's 97.5 % quantile for its dof), "
+        f"`{qc.SINGLE_POINT}` (leaving one size out moves the minimum to the edge or fails the curvature "
+        f"test), `{qc.DISAGREE}` (parabola and spline optima > {qc.DISAGREE_STEPS:g} grid steps apart). "
+        + ("Flagged points and budgets are **kept** (--keep-flagged) and marked. " if opts.keep_flagged else
+           "Flagged points and budgets are **left out** of the power law (--keep-flagged keeps them). ")
+        + f"A power law needs >= {opts.min_budgets} clean budgets (--min-budgets); with fewer there is "
+        "none, never a fit through flagged optima. Power-law intervals: the run bootstrap propagated "
+        "through every budget's optimum, and the OLS t-interval (scatter of the optima about the line). "
+        "The paper's exponents are shown for comparison only.")
+
+
+def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path, opts: Options) -> None:
+    report.add(isoflop_intro(opts))
+    rng = np.random.default_rng(opts.seed)
     for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False):
-        _isoflop_group(report, " / ".join(str(n) for n in name), grp, out_dir, n_boot, rng)
+        isoflop_group(report, " / ".join(str(n) for n in name), grp, out_dir, opts, SWEEP_AXES, rng)
 
 
 def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, tracking_uri: str) -> None:
@@ -204,7 +248,8 @@ def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, trackin
     counts = t.groupby("injection")["outcome"].value_counts().unstack(fill_value=0)
     for key, value in counts.stack().items():
         report.metrics[f"stability.{key[0]}.{key[1]}"] = float(value)
-    detail = t.assign(run_id=t["run_id"].astype(str).str[:12])
+    names = with_labels(raw).set_index(raw["run_id"].astype(str))["run"]
+    detail = t.assign(run=t["run_id"].astype(str).map(names))
     report.add(
         "## Stability\n\n"
         f"Outcome per injection and learning rate ({stability.SYMBOL['converged']} converged, "
@@ -217,7 +262,7 @@ def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, trackin
         "divergence is a non-finite loss (the run is stopped and tagged `diverged`). Diverged runs are "
         "kept here although the fits exclude them.\n\n"
         + table(stability.outcome_grid(t)) + "\n\n"
-        + table(detail, ["run_id", "injection", "lr", "mean_recurrence", "outcome", "spikes",
+        + table(detail, ["run", "injection", "lr", "mean_recurrence", "outcome", "spikes",
                          "state_growth", "max_state_norm", "max_rho_A", "steps_logged", "final_loss"]) + "\n\n"
         + _fig_link(report, png, out_dir, "loss, state norm and ρ(Ā) over training"))
 
@@ -226,11 +271,10 @@ def _loss_by_loops(usable: pd.DataFrame) -> str:
     """The measured losses at every test-time loop count, and the gain from looping at test time."""
     t_cols = testtime_columns(usable)
     ts = sorted(int(c.split("T")[1]) for c in t_cols)
-    df = usable.sort_values(["mean_recurrence", "flop_budget", "tokens"]).copy()
-    df["run_id"] = df["run_id"].astype(str).str[:12]
+    df = with_labels(usable.sort_values(["mean_recurrence", "flop_budget", "tokens"]))
     first = df[f"loss_T{ts[0]}"]
     df[f"gain T{ts[0]}→mu (%)"] = 100 * (first - df["loss"]) / first
-    cols = ["run_id", "mean_recurrence", "flop_budget", "tokens", *(f"loss_T{t}" for t in ts),
+    cols = ["run", "mean_recurrence", "flop_budget", "tokens", *(f"loss_T{t}" for t in ts),
             f"gain T{ts[0]}→mu (%)"]
     looped = df[df["mean_recurrence"] >= 4]
     gains = looped[f"gain T{ts[0]}→mu (%)"]
@@ -252,14 +296,16 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
     if not fits:
         report.add(head + "Skipped: no run has test-time losses at >= 3 values of T.")
         return
+    report.testtime = testtime_entries(usable, fits)
     t = tabulate_testtime(usable, fits)
-    t["run_id"] = t["run_id"].str[:12]
+    names = with_labels(usable).set_index(usable["run_id"].astype(str))["run"]
+    t["run"] = t["run_id"].map(names)
     t["huber (×1e-7)"] = t["huber"] * 1e7
-    cols = ["run_id", "model_name", "mean_recurrence", "n_T", "L_inf", "se_L_inf", "Z", "z",
-            "se_z", "r2", "huber (×1e-7)", "loss_at_mu", "gap_pct", "z_identified", "flags"]
+    cols = ["run", "model_name", "mean_recurrence", "n_T", "L_inf", "se_L_inf", "Z", "z",
+            "se_z", "r2", "huber (×1e-7)", "loss_at_mu", "gap_pct", "z_identified", "T_star", "flags"]
     ident = t["z_identified"].astype(bool)
     for _, r in t[~ident].iterrows():
-        report.warnings.append(f"test-time fit {r['run_id']}: {r['flags']}")
+        report.warnings.append(f"test-time fit {r['run']}: {r['flags']}")
     summary = "No curve has an identified decay rate."
     if ident.any():
         gaps = t.loc[ident, "gap_pct"].abs()
@@ -270,7 +316,9 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
         "### Fits of the test-time law\n\n"
         "Per run, L(T) = L_inf + Z·exp(−z·T) fitted by bounded least squares on **log-loss** "
         "(z in [1e-3, 20], Z >= 0, 16 starts over z). SEs from the Jacobian (no SE with 3 "
-        f"points). Huber is the mean Huber(δ={HUBER_DELTA:g}) of log residuals. gap_pct = "
+        "points). A curve with no more values of T than the law's 3 parameters is an exact fit and is "
+        "never called identified. T_star, the saturation point, is where the fitted decay Z·exp(−z·T) "
+        f"has fallen to {100 * SATURATION_REL:g} % of L_inf. Huber is the mean Huber(δ={HUBER_DELTA:g}) of log residuals. gap_pct = "
         "100·(L_inf − L(T=mu_rec))/L(T=mu_rec) with L(T=mu_rec) = eval/loss.\n\n"
         + summary + "\n\n" + table(t, cols) + "\n\n"
         + _fig_link(report, png, out_dir, "test-time loss vs T") + "\n\n"
@@ -286,7 +334,7 @@ def _approaches_section(report: Report, results) -> None:
     head += "".join(f"Not compared for `{g}`: {why}, so its D* power law is not an estimate of the "
                     "optimum.\n\n" for g, why in report.approach2_skipped.items())
     if not report.approach2 or not results:
-        report.add(head + "Skipped: needs both an isoFLOP power law for D* from interior optima and a "
+        report.add(head + "Skipped: needs both an isoFLOP power law for D* from clean budgets and a "
                           "parametric law fit.")
         return
     t, warnings = compare_approaches(report.approach2, results)
@@ -301,7 +349,8 @@ def _approaches_section(report: Report, results) -> None:
     cols = ["isoFLOP group", "law", "Approach 2: gamma_D", "Approach 2 95 % (runs bootstrap)",
             "Approach 3: b_opt", "Approach 3 95 % (runs bootstrap)", "difference", "basis", "agree"]
     report.add(head + "The tokens exponent of the compute-optimal allocation, D* ∝ C^gamma, from the "
-               "isoFLOP optima (Approach 2) and from the parametric law, b_opt = α/(α+β) (Approach 3), "
+               "isoFLOP optima (Approach 2) and from the parametric law's own compute model, b_opt "
+               "(Approach 3; see the parametric law section), "
                "on the same runs. They agree when their 95 % intervals overlap (or, without intervals, "
                "differ by at most 0.1). Approach 2 is per model family; the law pools all runs.\n\n"
                + table(t, cols))
@@ -318,17 +367,17 @@ def _scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) 
             blocks.append(_fig_link(report, png, out_dir, f"loss vs {label}"))
     if len(blocks) == 1:
         blocks.append("Skipped: tokens, FLOPs and parameter counts do not vary across runs.")
-    elif usable["n_params"].nunique() >= 2 and usable["tokens"].nunique() >= 2:
+    elif not report.laws and usable["n_params"].nunique() >= 2 and usable["tokens"].nunique() >= 2:
         blocks.insert(1, "Model sizes and token counts both vary (ladder-style sweep); points "
                          "only, no parametric L(N, D) fit is made here.")
     report.add("\n\n".join(blocks))
 
 
 def _runs_section(usable: pd.DataFrame) -> str:
-    cols = ["run_id", "model_name", "model_kind", "mean_recurrence", "mean_backprop",
+    cols = ["run", "model_name", "model_kind", "mean_recurrence", "mean_backprop",
             "flop_budget", "tokens", "n_params", "n_params_unrolled", "train_flops", "loss"]
-    t = usable.sort_values(["model_name", "flop_budget", "mean_recurrence"])
-    return f"## Runs used ({len(t)})\n\n" + table(t, cols)
+    t = with_labels(usable.sort_values(["model_name", "flop_budget", "mean_recurrence"]))
+    return f"## Runs used ({len(t)})\n\n" + table(t, [c for c in cols if c in t])
 
 
 def _warnings_section(warnings: list[str]) -> str:
@@ -337,11 +386,28 @@ def _warnings_section(warnings: list[str]) -> str:
     return "## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings)
 
 
+def finish_report(report: Report, out_dir: Path, title: str, n_used: int, excluded_reasons,
+                  source: dict) -> tuple[Path, dict]:
+    """Headline first (right under the title), warnings next, then the details; writes report.md and
+    summary.json (the same headline in both) and returns (report path, summary)."""
+    summary = build_summary(report.axes, report.laws, report.testtime,
+                            runs_entry(n_used, excluded_reasons), source)
+    report.sections.insert(0, title)
+    report.sections.insert(1, headline_markdown(summary["headline"]))
+    report.sections.insert(3, _warnings_section(report.warnings))  # after the metadata block
+    path = out_dir / "report.md"
+    path.write_text("\n\n".join(report.sections) + "\n", encoding="utf-8")
+    write_summary(summary, out_dir)
+    return path, summary
+
+
 def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: Path,
-                   report: Report, n_used: int) -> str:
+                   report: Report, n_used: int, headline: list[str]) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    tags = {"run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used)}
+    # The headline is the run's description in the UI (MLflow shows the mlflow.note.content tag).
+    tags = {"run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used),
+            "mlflow.note.content": headline_markdown(headline)}
     parents = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
                                  max_results=1)
     if parents:  # nested under the sweep's parent run in the UI, beside the jobs it analysed
@@ -353,6 +419,7 @@ def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: P
             if np.isfinite(value):
                 client.log_metric(run_id, key, float(value))
         client.log_artifact(run_id, str(out_dir / "report.md"))
+        client.log_artifact(run_id, str(out_dir / "summary.json"))
         for fig in sorted((out_dir / "figures").glob("*")):
             client.log_artifact(run_id, str(fig), artifact_path="figures")
     except Exception:
@@ -365,9 +432,9 @@ def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: P
 FINGERPRINT = "inputs.sha256"
 
 
-def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, n_boot: int, seed: int) -> str:
+def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, opts: Options) -> str:
     """What a report depends on: the sweep's runs and their results, the settings, the analysis code."""
-    digest = hashlib.sha256(f"{experiment}|{sweep_id}|{n_boot}|{seed}".encode())
+    digest = hashlib.sha256(f"{experiment}|{sweep_id}|{opts}".encode())
     cols = ["run_id", "status", "diverged", "loss", *testtime_columns(raw)]
     digest.update(raw[cols].sort_values("run_id").to_csv(index=False).encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
@@ -376,42 +443,55 @@ def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, n_boot: int,
 
 
 def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Path,
-            log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0, reuse: bool = False) -> Path:
-    """Analyse one sweep; returns the path of the written report.md.
+            log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0, reuse: bool = False,
+            opts: Options | None = None) -> Path:
+    """Analyse one sweep; returns the path of the written report.md (summary.json beside it).
 
+    opts: analysis settings (n_boot and seed are the short form of them).
     reuse: when the report in out_dir was made from exactly these runs, settings and analysis code,
     return it without refitting (a re-run sweep that trained nothing then costs seconds, not minutes).
     """
+    opts = opts or Options(n_boot=n_boot, seed=seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = load_runs(tracking_uri, experiment, sweep_id)
-    fingerprint = _fingerprint(raw, experiment, sweep_id, n_boot, seed)
+    with stage("loading runs"):
+        raw = load_runs(tracking_uri, experiment, sweep_id)
+    fingerprint = _fingerprint(raw, experiment, sweep_id, opts)
     stamp = out_dir / FINGERPRINT
     if reuse and (out_dir / "report.md").exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return out_dir / "report.md"
-    stamp.unlink(missing_ok=True)
     usable, excluded = split_usable(raw)
     if usable.empty:
         reasons = ", ".join(excluded["reason"].value_counts().index) if len(excluded) else "none"
         raise NoRunsError(f"sweep {sweep_id!r} in experiment {experiment!r} has no finished "
                           f"runs ({len(raw)} pretrain runs found; exclusion reasons: {reasons})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     report = Report()
     report.add(_header(raw, usable, excluded, experiment, sweep_id, tracking_uri))
     report.add(_excluded_section(excluded))
     if stability.stability_supported(raw):
-        _stability_section(report, raw, out_dir, tracking_uri)
-    _isoflop_section(report, usable, out_dir, n_boot, seed)
-    _testtime_section(report, usable, out_dir)
-    results = fit_sweep_laws(usable, n_boot, seed) if law_supported(usable)[0] else []
-    report.add(law_section(usable, n_boot, seed, report.warnings, report.metrics, out_dir, results))
-    _approaches_section(report, results)
-    _scaling_plots_section(report, usable, out_dir)
+        with stage("stability"):
+            _stability_section(report, raw, out_dir, tracking_uri)
+    with stage("isoFLOP (fits, bootstrap, figures)"):
+        _isoflop_section(report, usable, out_dir, opts)
+    with stage("test-time (fits, figures)"):
+        _testtime_section(report, usable, out_dir)
+    labels = with_labels(usable).set_index(usable["run_id"].astype(str))["run"].to_dict()
+    with stage("laws (fits; each bootstrap has its own bar)"):
+        report.laws = (fit_sweep_laws(usable, opts.n_boot, opts.seed, labels)
+                       if law_supported(usable)[0] else [])
+    with stage("laws (report, figures)"):
+        report.add(law_section(usable, opts.n_boot, opts.seed, report.warnings, report.metrics, out_dir,
+                               report.laws))
+        _approaches_section(report, report.laws)
+    with stage("plots (loss vs scale)"):
+        _scaling_plots_section(report, usable, out_dir)
     report.add(_runs_section(usable))
-    # Warnings go right after the header so they are read before the numbers.
-    report.sections.insert(1, _warnings_section(report.warnings))
-    path = out_dir / "report.md"
-    path.write_text("\n\n".join(report.sections) + "\n", encoding="utf-8")
+    path, summary = finish_report(report, out_dir, f"# Sweep analysis: `{sweep_id}`", len(usable),
+                                  excluded["reason"].tolist(),
+                                  {"kind": "mlflow", "tracking_uri": tracking_uri,
+                                   "experiment": experiment, "sweep_id": sweep_id})
     if log_to_mlflow:
-        _log_to_mlflow(tracking_uri, experiment, sweep_id, out_dir, report, len(usable))
+        _log_to_mlflow(tracking_uri, experiment, sweep_id, out_dir, report, len(usable), summary["headline"])
     stamp.write_text(fingerprint)
     return path

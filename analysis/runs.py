@@ -76,6 +76,7 @@ def _run_record(run: Run) -> dict[str, object]:
     data = run.data
     rec: dict[str, object] = {
         "run_id": run.info.run_id,
+        "run_name": run.info.run_name,  # reports name runs by this and config_hash, not by run_id
         "status": run.info.status,
         "start_time": run.info.start_time,
         # Only the literal tag "true" marks divergence (data contract).
@@ -103,13 +104,14 @@ def _type_columns(df: pd.DataFrame) -> pd.DataFrame:
         if TESTTIME_COLUMN.match(col):
             df[col] = df[col].map(_to_float).astype(float)
     df["status"] = df["status"].astype("string")
+    df["run_name"] = df["run_name"].astype("string")
     df["diverged"] = df["diverged"].astype(bool)
     df["start_time"] = pd.to_datetime(df["start_time"], unit="ms")
     return df
 
 
 def _empty_frame() -> pd.DataFrame:
-    cols = ["run_id", "status", "start_time", "diverged", *_COLUMNS]
+    cols = ["run_id", "run_name", "status", "start_time", "diverged", *_COLUMNS]
     return _type_columns(pd.DataFrame({c: pd.Series(dtype=object) for c in cols}))
 
 

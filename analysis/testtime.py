@@ -25,6 +25,11 @@ FLAT_REL = 1e-3
 # Fraction of the decay still left at the largest T above which no plateau was seen.
 PLATEAU_LEFT = 0.3
 START_Z = np.geomspace(0.01, 10.0, 16)
+N_PARAMS = 3  # L_inf, Z, z: with this many values of T the curve passes through every point
+# Saturation point T*: the remaining decay Z·exp(−z·T) has fallen to this fraction of L_inf.
+SATURATION_REL = 1e-3
+FLAG_EXACT = (f"exact fit: no more values of T than the law's {N_PARAMS} parameters, so nothing tests it "
+              "and z is not identified (evaluate more T)")
 
 
 @dataclass
@@ -44,6 +49,22 @@ class SaturationFit:
     @property
     def fitted(self) -> bool:
         return np.isfinite(self.L_inf)
+
+    @property
+    def T_star(self) -> float:
+        """Loop count where the fitted curve is within SATURATION_REL·L_inf of L_inf (NaN if not
+        identified): ln(Z / (SATURATION_REL·L_inf)) / z, at least 1."""
+        if not (self.z_identified and self.Z > 0 and self.z > 0):
+            return float("nan")
+        return float(max(1.0, np.log(self.Z / (SATURATION_REL * self.L_inf)) / self.z))
+
+    def intervals(self) -> dict[str, list[float]]:
+        """95 % Wald intervals (estimate ± 1.96 SE from the Jacobian) where an SE exists."""
+        out = {}
+        for name, est, se in (("L_inf", self.L_inf, self.se_L_inf), ("z", self.z, self.se_z)):
+            if np.isfinite(se):
+                out[name] = [est - 1.959963984540054 * se, est + 1.959963984540054 * se]
+        return out
 
     def predict(self, T: np.ndarray) -> np.ndarray:
         return self.L_inf + self.Z * np.exp(-self.z * np.asarray(T, dtype=float))
@@ -138,8 +159,10 @@ def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
     fit.huber = huber_mean(np.log(pred) - np.log(L))
     if not res.success:
         fit.flags.append(f"optimizer did not converge: {res.message}")
+    if np.unique(T).size <= N_PARAMS:
+        fit.flags.append(FLAG_EXACT)
     fit.flags += _identification_flags(fit)
-    blocking = ("flat", "saturates", "bound", "no plateau")
+    blocking = ("flat", "saturates", "bound", "no plateau", "exact fit")
     fit.z_identified = not any(f.startswith(blocking) for f in fit.flags)
     return fit
 
@@ -176,6 +199,7 @@ def tabulate_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> pd.Da
             "loss_at_mu": l_mu,
             "gap_pct": 100 * (fit.L_inf - l_mu) / l_mu if fit.fitted else float("nan"),
             "z_identified": fit.z_identified,
+            "T_star": fit.T_star,
             "flags": "; ".join(fit.flags),
         })
     return pd.DataFrame(rows)

@@ -7,12 +7,12 @@ import pandas as pd
 from analysis.lawreport import holdout_largest_budget, law_section, law_supported
 
 
-def _frame(noise=0.0, seed=0):
+def _frame(noise=0.0, seed=0, mus=(1, 2, 4, 8)):
     rng = np.random.default_rng(seed)
     rows = []
     core, once = 25e6, 40e6
     for C in (1e18, 4e18, 1.6e19, 6.4e19):
-        for mu in (1, 2, 4, 8):
+        for mu in mus:
             for width in (1.0, 2.0):
                 n_params = width * (once + core)
                 unrolled = width * (once + mu * core)
@@ -79,9 +79,9 @@ def test_approach2_and_approach3_compared_and_disagreement_flagged():
     from analysis.approaches import compare_approaches
     from analysis.lawreport import fit_sweep_laws
     from analysis.powerlaw import powerlaw_from_optima
-    df = _frame()
+    df = _frame(mus=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48))  # >= 2 sizes on each side of most optima
     group = df[df["model_name"] == "w1.0"]
-    power = powerlaw_from_optima(isoflop.isoflop_optima(group, "tokens"))
+    power = powerlaw_from_optima(isoflop.isoflop_optima(group, "tokens"), min_budgets=2)
     results = [r for r in fit_sweep_laws(df, n_boot=0, seed=0) if r.name == "parcae"]
     t, warnings = compare_approaches({"w1.0": power}, results)
     row = t.iloc[0]

@@ -1,0 +1,181 @@
+"""summary.json and the headline: the one writer used by the MLflow path and the table path.
+
+The headline is the report's first block, the "headline" list of summary.json and the analysis run's
+description in MLflow (tag mlflow.note.content): each compute-optimal exponent with its 95 % interval
+next to the paper's value (or why it is not identified), the test-time saturation, and how many runs
+were used or excluded and why. docs/analysis.md describes every key.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.approach2 import LABEL, PAPER_SOURCE, AxisResult
+from analysis.testtime import SATURATION_REL, SaturationFit
+
+SCHEMA_VERSION = 1
+PAPER_TESTTIME = "Parcae (arXiv 2604.12946) §5.3, App. L"
+MAX_TESTTIME_IN_HEADLINE = 6
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def run_label(row: pd.Series) -> str:
+    """A run's name in tables: MLflow run name and config hash (which names runs/<hash>/)."""
+    name = row.get("run_name")
+    name = str(name) if name is not None and not pd.isna(name) and str(name) else str(row["run_id"])
+    h = row.get("config_hash")
+    return f"{name} ({h})" if h is not None and not pd.isna(h) and str(h) else name
+
+
+def isoflop_entry(r: AxisResult) -> dict:
+    law = r.law
+    entry = {"group": r.group, "estimator": "akima (shape-free minimum), run bootstrap",
+             "exponent": law.gamma if law else None,
+             "interval": list(r.interval) if law else None,
+             "prefactor": law.k if law else None,
+             "budgets_used": sorted(law.C.tolist()) if law else [],
+             "budgets_excluded": r.budgets_excluded(),
+             "points_excluded": r.points_excluded(),
+             "parabola_exponent": r.parabola.gamma if r.parabola else None,
+             "notes": list(r.notes)}
+    if law is None:
+        entry["reason"] = r.reason
+    if r.paper is not None:
+        entry["paper"] = {"exponent": r.paper, "source": PAPER_SOURCE}
+    return entry
+
+
+def law_entry(res) -> dict:
+    """One parametric law (lawreport.LawResult): parameters, allocation exponents, intervals."""
+    params = res.params
+    names = [k for k in ("E", "A", "B", "alpha", "beta", "phi", "Z", "z", "a_opt", "b_opt", "mu_opt", "r_opt")
+             if k in params]
+    out = {k: params[k] for k in names}
+    out["intervals"] = {k: list(res.interval(k)) for k in names}
+    out["warnings"] = list(res.warnings)
+    return out
+
+
+def testtime_entry(row: pd.Series, fit: SaturationFit) -> dict:
+    return {"run": run_label(row), "config_hash": row.get("config_hash"),
+            "mu_rec": float(row["mean_recurrence"]), "n_T": int(fit.T.size),
+            "L_inf": fit.L_inf, "Z": fit.Z, "z": fit.z, "intervals": fit.intervals(),
+            "identified": bool(fit.z_identified), "T_star": fit.T_star, "flags": list(fit.flags)}
+
+
+def testtime_entries(usable: pd.DataFrame, fits: dict[str, SaturationFit]) -> list[dict]:
+    meta = usable.set_index(usable["run_id"].astype(str))
+    return [testtime_entry(meta.loc[rid], fit) for rid, fit in fits.items()]
+
+
+def runs_entry(n_used: int, excluded_reasons: pd.Series | list[str]) -> dict:
+    counts = pd.Series(list(excluded_reasons), dtype=object).value_counts()
+    return {"used": int(n_used), "excluded": {str(k): int(v) for k, v in counts.items()}}
+
+
+def _exponent_line(r: AxisResult, show_group: bool) -> str:
+    label = LABEL.get(r.axis, r.axis)
+    paper = f"; paper: {r.paper:.2f} ({PAPER_SOURCE})" if r.paper is not None else ""
+    where = f" [{r.group}]" if show_group else ""
+    if r.law is None:
+        return f"{label} ∝ C^γ{where}: not identified — {r.reason}{paper}"
+    lo, hi = r.interval
+    ci = f"95 % interval [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "no bootstrap interval"
+    return (f"{label} ∝ C^{r.law.gamma:.3f}{where}, {ci} (shape-free optima, {len(r.law.C)} budgets)"
+            f"{paper}" + "".join(f"; note: {n}" for n in r.notes))
+
+
+def _testtime_line(entries: list[dict]) -> str | None:
+    if not entries:
+        return None
+    ident = [e for e in entries if e["identified"] and e["T_star"] is not None
+             and np.isfinite(e["T_star"])]
+    if not ident:
+        return (f"test-time saturation: not identified in any of {len(entries)} curve(s) "
+                "(see the test-time flags: evaluate a denser T grid)")
+    shown = sorted(ident, key=lambda e: e["mu_rec"])[:MAX_TESTTIME_IN_HEADLINE]
+    pairs = ", ".join(f"µ_rec = {e['mu_rec']:g}: T* = {e['T_star']:.1f}" for e in shown)
+    more = f", … ({len(ident) - len(shown)} more)" if len(ident) > len(shown) else ""
+    return (f"test-time saturation (T* where the fitted decay is within {100 * SATURATION_REL:g} % of "
+            f"L_inf): {pairs}{more}; identified in {len(ident)} of {len(entries)} curve(s); paper: "
+            f"saturates near T ≈ µ_rec ({PAPER_TESTTIME})")
+
+
+def _law_lines(laws: dict[str, dict]) -> list[str]:
+    lines = []
+    for name, e in laws.items():
+        parts = []
+        for k, label in (("mu_opt", "µ_rec* exponent"), ("a_opt", "N* exponent"), ("b_opt", "D* exponent")):
+            v = e.get(k)
+            if v is not None and np.isfinite(v):
+                lo, hi = e["intervals"].get(k, [None, None])
+                ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and np.isfinite(lo) else ""
+                parts.append(f"{label} {v:.3f}{ci}")
+        if parts:
+            lines.append(f"Approach 3 (law `{name}`): " + ", ".join(parts))
+    return lines
+
+
+def _runs_line(runs: dict) -> str:
+    excl = runs["excluded"]
+    why = (" (" + ", ".join(f"{n} × {reason}" for reason, n in excl.items()) + ")") if excl else ""
+    return f"runs: {runs['used']} used, {sum(excl.values())} excluded{why}"
+
+
+def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
+             runs: dict) -> list[str]:
+    show_group = len({r.group for r in isoflop}) > 1
+    lines = [_exponent_line(r, show_group) for r in isoflop]
+    if not isoflop:
+        lines.append("isoFLOP exponents: not identified — no FLOP budget has >= 3 distinct values of an "
+                     "allocation variable")
+    lines += _law_lines(laws)
+    tt = _testtime_line(testtime)
+    if tt:
+        lines.append(tt)
+    lines.append(_runs_line(runs))
+    return lines
+
+
+def headline_markdown(lines: list[str]) -> str:
+    return "## Headline\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[dict], runs: dict,
+                  source: dict) -> dict:
+    """The summary.json object (see module docstring and docs/analysis.md)."""
+    laws = {res.name: law_entry(res) for res in law_results}
+    groups: dict[str, dict] = {}
+    for r in isoflop:
+        groups.setdefault(r.group, {})[r.axis] = isoflop_entry(r)
+    main = next(iter(groups.values()), {})  # the first group: the report's main model family
+    out = {"schema_version": SCHEMA_VERSION, "source": source,
+           "headline": headline(isoflop, laws, testtime, runs),
+           "isoflop": main, "laws": laws, "testtime": testtime, "runs": runs}
+    if len(groups) > 1:
+        out["isoflop_groups"] = groups
+    return _clean(out)
+
+
+def write_summary(summary: dict, out_dir: Path) -> Path:
+    path = Path(out_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
