@@ -66,3 +66,14 @@ def test_table_gap_against_loss_at_mu():
     table = tabulate_testtime(df, fits)
     expected = 100 * (3.0 - df["loss"][0]) / df["loss"][0]
     assert table["gap_pct"][0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_three_values_of_T_are_an_exact_fit_not_identified():
+    from analysis.testtime import FLAG_EXACT, fit_testtime
+    T = np.array([1.0, 2.0, 4.0])
+    fit = fit_testtime(T, saturating(T, 3.0, 0.5, 0.8))
+    assert FLAG_EXACT in fit.flags and not fit.z_identified and np.isnan(fit.T_star)
+    dense = np.arange(1.0, 13.0)
+    fit = fit_testtime(dense, saturating(dense, 3.0, 0.5, 0.8))
+    assert fit.z_identified and fit.T_star == pytest.approx(np.log(0.5 / 3e-3) / 0.8, rel=1e-3)
+    assert set(fit.intervals()) == {"L_inf", "z"}
