@@ -15,18 +15,35 @@ ARGS ?=
 .PHONY: bench-fit setup sweep sweep-detached status resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
 
 help:
-	@echo "make sweep [SWEEP=isoflop|testtime|ladder] [ARGS='hydra overrides']  train a sweep, then analyze it"
+	@echo "make setup                    create .venv and install the project (every target does it once)"
+	@echo "make sweep [SWEEP=isoflop|testtime|ladder|stability] [ARGS='hydra overrides']  train a sweep, then analyze it"
 	@echo "make sweep-detached [SWEEP=..] submit a sweep in the background (survives closing the terminal)"
 	@echo "make status SWEEP=<id>        per grid point: finished / running / interrupted / failed / diverged / missing"
 	@echo "make resume SWEEP=<id>        run only the grid points that are not finished"
-	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest)"
+	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest); progress per stage"
+	@echo "make analyze CSV=FILE [ARGS=..] the same analysis of your own table (columns C, N, D, loss; docs/analysis.md)"
 	@echo "make compare SWEEPS=a,b       two sweeps on one figure, with their exponents"
 	@echo "make test                     the default test suite (sets up .venv)"
 	@echo "make test-slurm               the tests marked slurm, on a private single-node SLURM (root)"
+	@echo "make slurm-up / slurm-down    start / stop that private SLURM ($(SLURM_DIR))"
 	@echo "make tune [TUNE=lr] [ARGS=..] Optuna search (journal storage, pruning, 2 local workers)"
+	@echo "make tune-ui [STUDY=name] [TUNE_UI_PORT=8080]  optuna-dashboard on 127.0.0.1 for a study (default: the latest)"
 	@echo "make mlflow-server            MLflow tracking server (+UI) on 127.0.0.1:5000; off loopback needs"
 	@echo "                              MLFLOW_TRACKING_USERNAME/PASSWORD (basic auth)"
-	@echo "make ui                       MLflow UI on http://127.0.0.1:5000"
+	@echo "make ui [UI_PORT=5000]        MLflow UI on 127.0.0.1, opening on the experiment's training runs"
+	@echo "make test-ui                  headless-browser check that make ui shows the runs (screenshot: reports/ui/)"
+	@echo "make flow                     FLOW: base pre-training, method × τ sweep, lr and WiSE-FT curves, report"
+	@echo "make bench                    training throughput (bench-tiny, CPU) and logging overhead, JSON"
+	@echo "make bench-gpu                parcae-small on one CUDA GPU: tokens/s, MFU, memory"
+	@echo "make bench-tokenize           BPE tokenising throughput on a 100 MB corpus"
+	@echo "make bench-fit [ARGS=--law]   analysis time on a default-sweep-sized store (JSON); --law: the law fitter"
+	@echo "make clean-runs               delete runs, reports, logs and the MLflow store"
+	@echo "make help                     this list"
+	@all=$$(grep -oE '^[a-z][a-z0-9-]*:' $(firstword $(MAKEFILE_LIST)) | tr -d : | sort -u); \
+	 described=$$(grep -oE '^	@echo "make [a-z0-9-]+( / [a-z0-9-]+)?' $(firstword $(MAKEFILE_LIST)) | \
+	   sed -E 's/.*"make //; s# / # #' | tr ' ' '\n' | sort -u); \
+	 rest=$$(comm -23 <(echo "$$all") <(echo "$$described") | tr '\n' ' '); \
+	 if [ -n "$${rest// }" ]; then echo "more targets (see the Makefile): $$rest"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,9 +71,15 @@ resume: $(STAMP)
 
 # The sweep named on the command line (SWEEP= or SWEEP_ID=), else the latest one in the store.
 ANALYZE_ID = $(if $(filter command line environment,$(origin SWEEP) $(origin SWEEP_ID)),$(SWEEP_ID))
+# make analyze CSV=FILE [ARGS='--flops "Training FLOP" --params "Model Size"']: your own table
+# (docs/analysis.md), report in reports/table-<file name>.
 analyze: $(STAMP)
+ifdef CSV
+	$(PY) -m analysis --csv $(CSV) --out reports/table-$(basename $(notdir $(CSV))) $(ARGS)
+else
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) \
 		$(if $(ANALYZE_ID),--sweep-id $(ANALYZE_ID)) --out reports/$(or $(ANALYZE_ID),latest)
+endif
 
 # Two or more sweeps on one figure, e.g. make compare SWEEPS=isoflop,isoflop-muon
 .PHONY: compare
@@ -93,8 +116,25 @@ mlflow-server: $(STAMP)
 bench-fit: $(STAMP)
 	$(PY) benchmarks/bench_fit.py $(ARGS)
 
+# MLflow 3 opens on its GenAI view unless told otherwise: scripts/ui/serve.py prints the address of the
+# experiment's runs table (workflowType=machine_learning) and tags the experiment as a training one.
+UI_PORT ?= 5000
+.PHONY: test-ui tune-ui
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
+	$(PY) scripts/ui/serve.py --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --host 127.0.0.1 --port $(UI_PORT)
+
+# Real headless chromium (apt-get installed when missing, as root) on `make ui`'s address: run names visible.
+test-ui: $(STAMP)
+	$(PY) scripts/ui/check.py $(if $(wildcard mlflow.db),--tracking-uri $(TRACKING_URI)) --experiment $(EXPERIMENT) --out reports/ui
+
+# optuna-dashboard on loopback for a study journal of make tune (<tune.dir>/<study>/journal.log).
+TUNE_DIR ?= tune
+TUNE_UI_PORT ?= 8080
+tune-ui: $(STAMP)
+	@journal=$(if $(STUDY),$(TUNE_DIR)/$(STUDY)/journal.log,$$(ls -t $(TUNE_DIR)/*/journal.log 2>/dev/null | head -1)); \
+	test -n "$$journal" && test -f "$$journal" || { echo "make tune-ui: no study journal under $(TUNE_DIR)/ (run make tune first, or give STUDY=<name>)" >&2; exit 2; }; \
+	echo "Optuna dashboard for $$journal: http://127.0.0.1:$(TUNE_UI_PORT)"; \
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(TUNE_UI_PORT) "$$journal"
 
 clean-runs:
 	rm -rf runs multirun outputs reports sweeps logs mlflow.db mlartifacts
