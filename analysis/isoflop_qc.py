@@ -8,8 +8,8 @@ Per point (x = ln size, y = loss, one budget):
   different loss is a replicate run and is averaged, not flagged.
 * ``near_duplicate``: a size within NEAR_DUPLICATE_STEPS of the median grid step of another size; a
   spline through both swings on the noise between them. The larger of the two is left out.
-* ``outlier``: a point far from a robust smooth fit through the budget (a cubic in ln size with a
-  soft-L1 loss), in units of the other points' residual SD; the largest is removed and the test
+* ``outlier``: a point far from a robust smooth fit through the budget (log-loss as a cubic in ln size
+  with a soft-L1 loss), in units of the other points' residual SD; the largest is removed and the test
   repeated (needs MIN_SIZES_FOR_OUTLIERS distinct sizes).
 
 Per budget:
@@ -45,13 +45,13 @@ SINGLE_POINT = "single_point"
 DISAGREE = "parabola_akima_disagreement"
 
 NEAR_DUPLICATE_STEPS = 0.1
-# Outliers: a residual from the robust smooth fit beyond OUTLIER_K residual SDs of the other points and
-# beyond OUTLIER_FLOOR of the loss (noise-free curves have tiny SDs). On simulated 9-point Chinchilla
-# isoFLOP curves (±8× around the optimum, 0.3–1 % noise) K = 5 flags a clean budget 2 % of the time and
-# finds an 8σ outlier about 2 times in 3. Needs OUTLIER_DEGREE + 4 distinct sizes.
+# Outliers: a log-loss residual from the robust smooth fit beyond OUTLIER_K residual SDs of the other
+# points and beyond OUTLIER_FLOOR (0.5 %; noise-free curves have tiny SDs). On simulated 9-point
+# Chinchilla isoFLOP curves (×/÷ 8 around the optimum, 0.3–1 % noise) this flags a clean budget about
+# 3 % of the time and finds an 8σ (>= 2 %) outlier about 2 times in 3. Needs OUTLIER_DEGREE + 4 sizes.
 OUTLIER_DEGREE = 3
 OUTLIER_K = 5.0
-OUTLIER_FLOOR = 1e-3
+OUTLIER_FLOOR = 5e-3
 MIN_SIZES_FOR_OUTLIERS = OUTLIER_DEGREE + 4
 MIN_SIDE = 2
 DISAGREE_STEPS = 1.0
@@ -78,7 +78,7 @@ def _robust_smooth_residuals(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
     z = (ux - ux.mean()) / ux.std()
     V = np.vander(z, OUTLIER_DEGREE + 1)
     c0, *_ = np.linalg.lstsq(V, uy, rcond=None)
-    scale = max(1.4826 * float(np.median(np.abs(uy - V @ c0))), 1e-6 * float(np.median(uy)))
+    scale = max(1.4826 * float(np.median(np.abs(uy - V @ c0))), 1e-6)
     fit = least_squares(lambda c: V @ c - uy, c0, loss="soft_l1", f_scale=scale)
     return uy - V @ fit.x
 
@@ -91,16 +91,17 @@ def _outliers(x: np.ndarray, y: np.ndarray, alive: np.ndarray) -> dict[int, Flag
         ux, uy = averaged(x[alive], y[alive])
         if ux.size < MIN_SIZES_FOR_OUTLIERS:
             return out
-        r = _robust_smooth_residuals(ux, uy)
+        # log-loss: run-to-run noise is multiplicative, so the steep ends of a wide grid are not noisier
+        r = _robust_smooth_residuals(ux, np.log(uy))
         j = int(np.argmax(np.abs(r)))
         others = np.delete(r, j)
         sd = float(np.sqrt(np.sum(others**2) / (others.size - OUTLIER_DEGREE - 1)))
-        threshold = max(OUTLIER_K * sd, OUTLIER_FLOOR * float(np.median(uy)))
+        threshold = max(OUTLIER_K * sd, OUTLIER_FLOOR)
         if not abs(r[j]) > threshold:
             return out
-        reason = (f"loss {uy[j]:.4g} at size {np.exp(ux[j]):.4g} is {r[j]:+.3g} from a robust smooth "
-                  f"fit through the budget (threshold {threshold:.3g} = max({OUTLIER_K:g} × residual SD "
-                  f"of the other points {sd:.2g}, {OUTLIER_FLOOR:g} × loss))")
+        reason = (f"loss {uy[j]:.4g} at size {np.exp(ux[j]):.4g} is {100 * np.expm1(r[j]):+.2g} % off a "
+                  f"robust smooth fit through the budget (threshold {100 * threshold:.2g} % = "
+                  f"max({OUTLIER_K:g} × residual SD of the other points, {100 * OUTLIER_FLOOR:g} %))")
         for i in np.flatnonzero(alive & (x == ux[j])):
             out[int(i)] = Flag(OUTLIER, reason)
             alive[i] = False
