@@ -36,6 +36,7 @@ _COLUMNS: dict[str, tuple[str, str, str]] = {
     "flops_per_token": ("param", "derived.flops_per_token", "int"),
     "n_params": ("param", "derived.n_params", "int"),
     "n_params_unrolled": ("param", "derived.n_params_unrolled", "int"),
+    "n_params_core": ("param", "derived.n_params_core", "int"),  # logged by training (parcae.param_counts)
     "train_flops": ("param", "derived.train_flops", "float"),
     "loss": ("metric", "eval/loss", "float"),
 }
@@ -126,8 +127,14 @@ def load_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame
     exp_id = _get_experiment_id(client, experiment)
     sweep = sweep_id.replace("'", "\\'")
     runs = _search_all(client, exp_id, f"tags.sweep_id = '{sweep}'")
+    # Members the sweep did not train (finished under another sweep_id, or before tracking was on) carry
+    # a `sweep.member.<sweep_id>` tag (experiments.training.job); each run once, as a row of this sweep.
+    seen = {r.info.run_id for r in runs}
+    runs += [r for r in _search_all(client, exp_id, f"tags.`sweep.member.{sweep}` = 'true'")
+             if r.info.run_id not in seen]
     # Analysis runs carry the same sweep_id tag; keep only training jobs.
-    records = [_run_record(r) for r in runs if r.data.tags.get("run_kind") == PRETRAIN_KIND]
+    records = [{**_run_record(r), "sweep_id": sweep_id} for r in runs
+               if r.data.tags.get("run_kind") == PRETRAIN_KIND]
     if not records:
         return _empty_frame()
     df = _type_columns(pd.DataFrame.from_records(records))

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from experiments.config.errors import one_line_errors
+from experiments.launch.preflight import preflight
 from experiments.training.finetune import run
 
 
@@ -19,4 +22,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    preflight("finetune", sys.argv[1:], check_plan=False)  # unknown keys, wrong types: before Hydra writes
     main()

@@ -3,7 +3,9 @@
 
 import sys
 
+from experiments.config.errors import one_line_errors
 from experiments.tracking.server import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with one_line_errors():
+        sys.exit(main())

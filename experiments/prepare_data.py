@@ -18,7 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.data import run_data as real_data
-from experiments.config.errors import ConfigError
+from experiments.config.errors import one_line_errors
+from experiments.launch.preflight import preflight
 from experiments.config.plan import plan
 from experiments.config.schema import register
 
@@ -27,12 +28,9 @@ register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():
         p = plan(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    data = real_data.load(cfg, Path(cfg.paths.root).resolve(), p.model.block_size)
+        data = real_data.load(cfg, Path(cfg.paths.root).resolve(), p.model.block_size)
     print(json.dumps({
         "source": cfg.data.source, "content_hash": data.content_hash, "train_rows": data.train.n_rows,
         "row_tokens": p.model.block_size + 1, "tokenizer": data.tokenizer.kind,
@@ -42,4 +40,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("config", sys.argv[1:])
     main()

@@ -7,11 +7,14 @@ train → final evaluation at T = µ_rec and at the test-time loop counts → ma
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from experiments.config.errors import one_line_errors
 from experiments.config.schema import register
+from experiments.launch.preflight import preflight
 from experiments.training.pretrain import run
 
 register()
@@ -24,4 +27,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    preflight("config", sys.argv[1:])  # one line and exit 2 before Hydra writes anything
     main()

@@ -1,6 +1,6 @@
 """The errors a user can fix, and the one way they end a command: one line naming the key and the fix, exit 2.
 
-A leaf module (imports nothing of ours), so every package can raise them without an import circle.
+A leaf module (imports nothing of this repository), so every package can raise them without an import circle.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 USER_ERROR_EXIT = 2
 
@@ -25,9 +28,14 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (e.g. no server at the URI); the message says what to do."""
 
 
-def fail(kind: str, message: str) -> None:
-    """Print `<kind> error: <message>` as one line on stderr and exit 2 (SystemExit: Hydra lets it through)."""
-    print(f"{kind} error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+def one_line(kind: str, message: object) -> str:
+    """`<kind> error: <message>` on one line (Hydra's and OmegaConf's messages span several)."""
+    return f"{kind} error: {' '.join(str(message).split())}"
+
+
+def fail(kind: str, message: object) -> None:
+    """Print the one line on stderr and exit 2 (SystemExit: Hydra lets it through)."""
+    print(one_line(kind, message), file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)
 
 
@@ -40,3 +48,17 @@ def one_line_errors() -> Iterator[None]:
         fail("config", str(err))
     except TrackingError as err:
         fail("tracking", str(err))
+    except RunBusyError as err:
+        fail("run busy", str(err))
+    except RunDirError as err:
+        fail("run dir", str(err))
+    except (HydraException, OmegaConfBaseException) as err:  # an unknown key, a value of the wrong type
+        fail("config", f"{type(err).__name__}: {err}")
+
+
+class RunBusyError(RuntimeError):
+    """Another live process holds the run dir's lock: the message names it and what to do."""
+
+
+class RunDirError(RuntimeError):
+    """A file of a run dir cannot be read (e.g. a corrupt status.json): the message names it and the fix."""

@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config.errors import ConfigError
+from experiments.config.plan import check_plain_name, check_uri_has_no_password
 from experiments.config.schema import PathsSchema, TrackingSchema
 from flow.objective import REDUCTIONS
 from flow.training import LEVELS
@@ -144,6 +145,8 @@ class Method:
 
 def validate(cfg: DictConfig) -> Method:
     """Check every key before any work; raises ConfigError naming the first bad one."""
+    check_plain_name("sweep_id", cfg.sweep_id)
+    check_uri_has_no_password("tracking.uri", cfg.tracking.uri)
     if cfg.method not in METHODS:
         raise ConfigError("method", cfg.method, "unknown fine-tuning method", f"use one of {', '.join(METHODS)}")
     m = Method.parse(cfg.method)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ class Plan:
     steps: int
     n_params: int
     n_params_unrolled: int
+    n_params_core: int = 0  # the recurrent block's parameters (0 for a Transformer), logged for the analysis
 
     @property
     def train_flops(self) -> int:
@@ -54,10 +56,41 @@ def resolve_model(model_cfg: Any) -> ModelConfig:
     return model
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+
+
+def check_plain_name(key: str, value: Any) -> str:
+    """A user-given name that becomes part of a path (sweeps/<sweep_id>/, tune/<study>/): letters, digits
+    and _ . + = -, no separator, no `..`."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value or len(value) > 200:
+        raise ConfigError(key, value, "must be a plain name (letters, digits, _ . + = -; no / or ..)",
+                          f"e.g. {key}=isoflop-muon")
+    return value
+
+
+def check_uri_has_no_password(key: str, uri: Any) -> None:
+    """Credentials never go into configs (they would be written to Hydra's output dirs and run dirs)."""
+    if isinstance(uri, str) and _URI_PASSWORD.search(uri):
+        raise ConfigError(key, "<a URI with a password>", "holds a password",
+                          "drop it from the URI and export MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+
+
+_URI_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:[^@/\s]+@")
+
+
+def _finite_positive(key: str, value: Any, example: str) -> None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise ConfigError(key, value, "must be a finite positive number", f"e.g. {key}={example}")
+
+
 def plan(cfg: DictConfig) -> Plan:
     """Validate a job config and derive its budget; raises ConfigError naming the first bad key."""
+    check_plain_name("sweep_id", cfg.sweep_id)
+    check_uri_has_no_password("tracking.uri", cfg.tracking.uri)
     model = resolve_model(cfg.model)
     t = cfg.train
+    _finite_positive("train.flop_budget", t.flop_budget, "2e11")
+    _finite_positive("train.tokens", t.tokens, "500000")
     if (t.tokens is None) == (t.flop_budget is None):
         raise ConfigError("train.tokens", t.tokens, "set exactly one of train.tokens and train.flop_budget",
                           "pass train.tokens=N or train.flop_budget=C, and null the other")
@@ -76,8 +109,21 @@ def plan(cfg: DictConfig) -> Plan:
                           "batch_size / world_size rows per step)",
                           f"use a multiple of {world * (micro or 1)}, or change train.micro_batch_size or the "
                           "number of processes")
+    if cfg.data.val_rows < 1:
+        raise ConfigError("data.val_rows", cfg.data.val_rows, "must be ≥ 1 (the validation set)", "e.g. data.val_rows=64")
+    for key in ("weight_decay", "grad_clip", "muon_lr", "eps"):
+        if not math.isfinite(t[key]) or t[key] < 0:
+            raise ConfigError(f"train.{key}", t[key], "must be a finite number ≥ 0", f"set train.{key}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= t[key] < 1:
+            raise ConfigError(f"train.{key}", t[key], "must lie in [0, 1)", f"e.g. train.{key}=0.9")
     if t.lr <= 0 or not math.isfinite(t.lr):
         raise ConfigError("train.lr", t.lr, "must be a positive number", "set train.lr, e.g. 3e-3")
+    for key in ("warmup_fraction", "cooldown_fraction"):
+        if not 0 <= t[key] <= 1:
+            raise ConfigError(f"train.{key}", t[key], "must lie in [0, 1]", f"e.g. train.{key}=0.02")
+    if not 0 < cfg.data.val_percent < 100:
+        raise ConfigError("data.val_percent", cfg.data.val_percent, "must lie in (0, 100)", "e.g. data.val_percent=2")
     if not 0 <= t.warmup_fraction + t.cooldown_fraction <= 1:
         raise ConfigError("train.cooldown_fraction", t.cooldown_fraction,
                           "warmup_fraction + cooldown_fraction must lie in [0, 1]", "lower one of them")
@@ -111,6 +157,6 @@ def plan(cfg: DictConfig) -> Plan:
                           f"{fpt:,} FLOPs/token)",
                           f"raise it to at least {minimum}, or lower train.batch_size")
     counts = param_counts(model)
-    return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"])
+    return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"], counts["core"])
 
 

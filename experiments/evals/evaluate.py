@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.evals import core as core_eval
 from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
-from experiments.config.errors import ConfigError
+from experiments.config.errors import ConfigError, one_line
 from experiments.training.run_dir import read_status
 from experiments.evals.scoring import LoadedRun, Scorer, load_run
 from experiments.training.trainer import evaluate as validation_loss
@@ -49,6 +49,18 @@ class EvalSchema:
     tracking_uri: Optional[str] = None  # default: the run's store (sqlite under its paths.root)
 
 
+def _check_jsonl(path: str) -> None:
+    """A task file is JSON Lines: its first non-empty line must be a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        if not isinstance(json.loads(first), dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError("task", path, f"is not a JSONL task file ({type(err).__name__})",
+                          "pass a .jsonl file with one JSON object per line (see experiments.evals.core)") from None
+
+
 def _check(cfg) -> list[str]:
     tasks = [t.strip() for t in str(cfg.task).split(",") if t.strip()]
     if not tasks:
@@ -56,6 +68,8 @@ def _check(cfg) -> list[str]:
     for t in tasks:
         if t != "val" and not Path(t).is_file():
             raise ConfigError("task", t, "no such task file", "pass val or an existing .jsonl task file")
+        if t != "val":
+            _check_jsonl(t)
     if any(T < 1 for T in cfg.loops):
         raise ConfigError("loops", list(cfg.loops), "loop counts must be ≥ 1", "e.g. loops=[1,4,8]")
     return tasks
@@ -124,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("run_dir", None, "no run to evaluate", "pass run_dir=runs/<config hash>")
         metrics = run_evaluation(cfg)
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        print(one_line("config", err), file=sys.stderr)
         return 2
     except OmegaConfBaseException as err:  # an unknown key or a value of the wrong type
-        print(f"config error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(one_line("config", f"{type(err).__name__}: {err}"), file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line("evaluate", err), file=sys.stderr)
         return 2
     for key, value in sorted(metrics.items()):
         print(f"{key}\t{value:.6f}")

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from experiments.config.errors import ConfigError
 from experiments.config.finetune import validate
-from experiments.launch.sweep import _hand_parent_to_jobs, grid_overrides, prepare_tracking
+from experiments.launch.sweep import _hand_parent_to_jobs, grid_overrides, no_launch_on_error, prepare_tracking
 from experiments.tracking import store as tracking
 from experiments.training.finetune import finished_base_run
 
@@ -27,6 +27,10 @@ class PrepareFinetuneSweep(Callback):
         self._parent: tuple[str, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with no_launch_on_error():  # Hydra would only warn about an exception here, and launch anyway
+            self._prepare(config)
+
+    def _prepare(self, config: DictConfig) -> None:
         grid = grid_overrides(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
         errors, bases_checked = [], set()
         for overrides in grid:
@@ -38,16 +42,12 @@ class PrepareFinetuneSweep(Callback):
                     finished_base_run(cfg, Path(cfg.paths.root).resolve())
                     bases_checked.add(key)
             except ConfigError as err:
-                errors.append(f"  {' '.join(overrides)}\n    -> {err}")
+                errors.append(f"  {' '.join(overrides)} -> {err}")
         if errors:
             print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
                   + "\n".join(errors), file=sys.stderr)
             raise SystemExit(2)
-        try:
-            self._parent = prepare_tracking(config, len(grid))
-        except tracking.TrackingError as err:
-            print(f"tracking error: {err}; nothing was launched", file=sys.stderr)
-            raise SystemExit(2) from None
+        self._parent = prepare_tracking(config, len(grid))
         if self._parent:
             _hand_parent_to_jobs(config, self._parent[1])
         print(f"[finetune sweep {config.sweep_id}] {len(grid)} grid points validated; launching", file=sys.stderr)

@@ -15,8 +15,10 @@ pickles (frozen at submission, so a SLURM requeue resumes with the same parent) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
-from experiments.config.errors import ConfigError
-from experiments.config.identity import identity
+from experiments.config.errors import ConfigError, TrackingError, fail
 from experiments.config.plan import plan
 from experiments.launch.sweep_status import write_manifest
+from experiments.training.job import identify
 
 
 def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:
@@ -66,15 +67,18 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
             cfg = compose(config_name=config_name, overrides=overrides)
             p = plan(cfg)
         except ConfigError as err:
-            errors.append(f"  {' '.join(overrides)}\n    -> {err}")
+            errors.append(f"  {' '.join(overrides)} -> {err}")
             continue
         except Exception as err:  # e.g. an unknown config group option
-            errors.append(f"  {' '.join(overrides)}\n    -> {type(err).__name__}: {err}")
+            errors.append(f"  {' '.join(overrides)} -> {type(err).__name__}: {' '.join(str(err).split())}")
             continue
         key = (Path(cfg.paths.root).resolve(), json.dumps(OmegaConf.to_container(cfg.data)), p.model.block_size)
-        if key not in corpus_hashes:
-            corpus_hashes[key] = real_data.content_hash(cfg, key[0], key[2])
-        jobs.append((overrides, identity(cfg, p.model, corpus_hashes[key])))
+        try:
+            if key not in corpus_hashes:  # builds the data once for all jobs (an empty corpus fails here)
+                corpus_hashes[key] = identify(cfg, key[0], p=p).content_hash
+            jobs.append((overrides, identify(cfg, key[0], corpus_hashes[key], p).hash))
+        except ConfigError as err:
+            errors.append(f"  {' '.join(overrides)} -> {err}")
     if errors:
         print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
               + "\n".join(errors), file=sys.stderr)
@@ -85,12 +89,28 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
 PARENT_OVERRIDE = "tracking.parent_run_id"
 
 
+@contextlib.contextmanager
+def no_launch_on_error() -> Iterator[None]:
+    """Any error while preparing a sweep: one line, exit 2, nothing launched (SystemExit passes Hydra)."""
+    try:
+        yield
+    except SystemExit:
+        raise
+    except ConfigError as err:
+        fail("config", f"{err} Nothing was launched.")
+    except TrackingError as err:
+        fail("tracking", f"{err} Nothing was launched.")
+    except Exception as err:
+        fail("sweep", f"{type(err).__name__}: {err}. Nothing was launched.")
+
+
 def prepare_tracking(config: DictConfig, n_jobs: int | None = None) -> tuple[str, str] | None:
     """Create the store and experiment once; return (uri, parent run id) of the sweep, or None when
     tracking is off. A parent id given on the command line (tracking.parent_run_id=...) is kept."""
     if not config.tracking.enabled:
         return None
     root = Path(config.paths.root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     uri = config.tracking.uri or tracking.default_uri(root)
     exp_id = tracking.ensure_experiment(uri, config.tracking.experiment, root / "mlartifacts")
     if config.tracking.get("parent_run_id"):
@@ -119,17 +139,19 @@ class PrepareSweep(Callback):
         self._parent: tuple[str, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns an exception in a callback into a warning and launches the jobs anyway: every
+        # failure here leaves as SystemExit(2) with one line, before anything is launched.
+        with no_launch_on_error():
+            self._prepare(config)
+
+    def _prepare(self, config: DictConfig) -> None:
         task_overrides = list(config.hydra.overrides.task)
         jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides)
         n = len(jobs)
         # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
         write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,
                        task_overrides, jobs)
-        try:
-            self._parent = prepare_tracking(config, n)
-        except tracking.TrackingError as err:
-            print(f"tracking error: {err}; nothing was launched", file=sys.stderr)
-            raise SystemExit(2) from None
+        self._parent = prepare_tracking(config, n)
         if self._parent:
             _hand_parent_to_jobs(config, self._parent[1])
         parent = f"; parent run {self._parent[1]}" if self._parent else ""

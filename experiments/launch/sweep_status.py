@@ -14,6 +14,7 @@ SLURM jobs on other hosts stay `running` until their run dir says otherwise.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import socket
@@ -25,11 +26,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from experiments.config.errors import RunDirError
 from experiments.tracking import store as tracking
 from experiments.training.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, process_alive, read_status
 
 MANIFEST = "manifest.json"
-MISSING, INTERRUPTED = "missing", "interrupted"
+MISSING, INTERRUPTED, CORRUPT = "missing", "interrupted", "corrupt"
 NOT_DONE = (MISSING, FAILED, INTERRUPTED)
 
 
@@ -37,15 +39,40 @@ def manifest_path(root: Path, sweep_id: str) -> Path:
     return Path(root) / "sweeps" / sweep_id / MANIFEST
 
 
+def read_manifest(root: Path, sweep_id: str) -> dict[str, Any]:
+    manifest = json.loads(manifest_path(root, sweep_id).read_text())
+    if "invocations" not in manifest:  # written before sweeps could grow: one invocation
+        manifest["invocations"] = [{"overrides": manifest.get("overrides", []),
+                                    "config_hashes": [j["config_hash"] for j in manifest["jobs"]]}]
+    return manifest
+
+
 def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: list[str],
                    jobs: list[tuple[list[str], str]]) -> Path:
+    """Add one invocation of a sweep (its command's overrides and grid points) to the sweep's manifest.
+
+    A sweep grows by running more commands with the same sweep_id (a grid, then extra points): the
+    manifest is the union of their grid points (one entry per config hash, first overrides kept) and
+    lists every invocation, so that status and resume cover all of them. Concurrent drivers of one sweep
+    serialise on a lock file next to the manifest."""
     path = manifest_path(root, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"sweep_id": sweep_id, "config_name": config_name, "overrides": task_overrides,
-            "jobs": [{"overrides": o, "config_hash": h} for o, h in jobs]}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, path)
+    with open(path.parent / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(root, sweep_id) if path.exists() else {"sweep_id": sweep_id, "jobs": [],
+                                                                        "invocations": []}
+        known = {j["config_hash"] for j in manifest["jobs"]}
+        manifest["jobs"] += [{"overrides": o, "config_hash": h} for o, h in jobs if h not in known]
+        hashes = [h for _, h in jobs]
+        same = [i for i in manifest["invocations"] if i["overrides"] == task_overrides]
+        if same:
+            same[0]["config_hashes"] = sorted({*same[0]["config_hashes"], *hashes})
+        else:
+            manifest["invocations"].append({"overrides": task_overrides, "config_hashes": hashes})
+        manifest.update(config_name=config_name, overrides=task_overrides)  # the latest command
+        tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, path)
     return path
 
 
@@ -61,17 +88,23 @@ def job_state(run_dir: Path) -> str:
 
 
 def sweep_status(root: Path, sweep_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per grid point: overrides, hash, state, and the MLflow run's status."""
+    """One row per grid point (of every invocation of the sweep): overrides, hash, state, the MLflow
+    run's status. A run dir whose status.json is corrupt is reported as such (one line on stderr naming
+    it) and the other points go on."""
     path = manifest_path(root, sweep_id)
     if not path.exists():
         raise FileNotFoundError(f"no manifest for sweep {sweep_id!r} at {path}: was it launched with "
                                 f"paths.root={root}? Known sweeps: {', '.join(known_sweeps(root)) or 'none'}")
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest(root, sweep_id)
     client = MlflowClient(tracking_uri) if tracking_uri else None
     rows = []
     for job in manifest["jobs"]:
         run_dir = Path(root) / "runs" / job["config_hash"]
-        status = read_status(run_dir)
+        try:
+            status, state = read_status(run_dir), job_state(run_dir)
+        except RunDirError as err:
+            print(f"warning: {err}", file=sys.stderr)
+            status, state = {}, CORRUPT
         mlflow_status = "—"
         if client is not None and status.get("mlflow_run_id"):
             try:
@@ -79,8 +112,8 @@ def sweep_status(root: Path, sweep_id: str, tracking_uri: str | None = None) -> 
             except Exception:  # the run dir outlives a deleted or unreachable tracking store
                 mlflow_status = "unreachable"
         rows.append({"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
-                     "config_hash": job["config_hash"], "state": job_state(run_dir), "mlflow": mlflow_status,
-                     "eval_loss": status.get("final", {}).get("eval/loss")})
+                     "config_hash": job["config_hash"], "state": state, "mlflow": mlflow_status,
+                     "eval_loss": (status.get("final") or {}).get("eval/loss")})
     return rows
 
 
@@ -90,7 +123,7 @@ def known_sweeps(root: Path) -> list[str]:
 
 def format_table(sweep_id: str, rows: list[dict[str, Any]]) -> str:
     counts = Counter(r["state"] for r in rows)
-    order = (FINISHED, RUNNING, INTERRUPTED, FAILED, DIVERGED, MISSING)
+    order = (FINISHED, RUNNING, INTERRUPTED, FAILED, DIVERGED, MISSING, CORRUPT)
     width = max((len(r["overrides"]) for r in rows), default=10)
     lines = [f"{'grid point':<{width}}  {'hash':<16}  {'state':<11}  {'mlflow':<9}  eval/loss"]
     for r in rows:
@@ -100,11 +133,17 @@ def format_table(sweep_id: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines])
 
 
-def resume_command(root: Path, sweep_id: str) -> list[str]:
-    """The sweep's own command again: finished points are skipped, the rest run or resume."""
-    manifest = json.loads(manifest_path(root, sweep_id).read_text())
-    overrides = [o for o in manifest["overrides"] if not o.startswith("paths.root=")]
-    return [sys.executable, "-m", "experiments.pretrain", "-m", f"paths.root={Path(root).resolve()}", *overrides]
+def resume_commands(root: Path, sweep_id: str, todo: set[str]) -> list[list[str]]:
+    """The sweep's own commands again, one per invocation that holds a point of `todo` (config hashes):
+    finished points are skipped, the rest run or resume."""
+    manifest = read_manifest(root, sweep_id)
+    commands = []
+    for inv in manifest["invocations"]:
+        if todo & set(inv["config_hashes"]):
+            overrides = [o for o in inv["overrides"] if not o.startswith("paths.root=")]
+            commands.append([sys.executable, "-m", "experiments.pretrain", "-m", f"paths.root={Path(root).resolve()}",
+                             *overrides])
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,5 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             print("nothing to resume")
             return 0
         print(f"resuming {len(todo)} grid point(s); finished ones are skipped", flush=True)
-        return subprocess.call(resume_command(root, args.sweep_id), cwd=Path(__file__).resolve().parents[2])
+        for command in resume_commands(root, args.sweep_id, {r["config_hash"] for r in todo}):
+            code = subprocess.call(command, cwd=Path(__file__).resolve().parents[2])
+            if code:
+                return code
+        return 0
     return 0

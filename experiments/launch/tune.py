@@ -54,10 +54,9 @@ from optuna.trial import TrialState
 
 from experiments.tracking import store as tracking
 from experiments.config.schema import Config, register
-from experiments.config.errors import ConfigError
-from experiments.config.identity import identity
-from experiments.config.plan import plan
-from experiments.data.corpus import build_corpus
+from experiments.config.errors import ConfigError, one_line
+from experiments.config.plan import check_plain_name, plan
+from experiments.training.job import identify
 from experiments.training.pretrain import run
 from experiments.training.run_dir import process_alive, read_status, write_status
 
@@ -192,6 +191,10 @@ def trial_config(base: DictConfig, values: dict[str, Any], study: str) -> DictCo
 def validate(base: DictConfig, tune: DictConfig) -> dict[str, dict[str, Any]]:
     """Everything a study needs, checked before anything starts; raises ConfigError naming the key."""
     plan(base)
+    check_plain_name("tune.name", tune.name)
+    if tune.study is not None:
+        check_plain_name("tune.study", tune.study)
+
     if tune.direction not in ("minimize", "maximize"):
         raise ConfigError("tune.direction", tune.direction, "unknown direction", "use minimize")
     if tune.launcher not in ("local", "slurm"):
@@ -246,11 +249,11 @@ def make_pruner(tune: DictConfig) -> optuna.pruners.BasePruner:
                                        interval_steps=p.interval_steps)
 
 
-def study_name(base: DictConfig, tune: DictConfig, corpus_hash: str) -> str:
+def study_name(base: DictConfig, tune: DictConfig) -> str:
     if tune.study:
         return tune.study
     p = plan(base)
-    key = {"run": identity(base, p.model, corpus_hash), "direction": tune.direction,
+    key = {"run": identify(base, p=p).hash, "direction": tune.direction,
            "space": OmegaConf.to_container(tune.space, resolve=True)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return f"{tune.name}-{p.model.name}-{digest}"
@@ -298,13 +301,13 @@ def _record(trial: optuna.Trial, cfg: DictConfig, run_dir: Path, state: str) -> 
         MlflowClient(uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-def make_objective(base: DictConfig, space: dict[str, dict[str, Any]], study: str, corpus_hash: str):
+def make_objective(base: DictConfig, space: dict[str, dict[str, Any]], study: str):
     root = Path(base.paths.root).resolve()
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", _worker_id())
         cfg = trial_config(base, {k: suggest(trial, k, s) for k, s in space.items()}, study)
-        run_dir = root / cfg.paths.runs / identity(cfg, plan(cfg).model, corpus_hash)
+        run_dir = identify(cfg, root).run_dir  # the run's own data hash, whatever data.source is
 
         def report(step: int, val_loss: float) -> None:
             trial.report(val_loss, step)
@@ -332,15 +335,14 @@ def worker(base_dict: dict, tune_dict: dict, n_trials: int, index: int = 0) -> d
     tune = OmegaConf.merge(OmegaConf.structured(TuneSchema), tune_dict)
     if base.train.threads > 0:
         torch.set_num_threads(base.train.threads)
-    corpus_hash = build_corpus(Path(base.paths.root).resolve() / base.paths.cache, base.data.val_percent).content_hash
-    name = study_name(base, tune, corpus_hash)
+    name = study_name(base, tune)
     store = storage(journal_path(base, tune, name))
     study = optuna.load_study(study_name=name, storage=store, sampler=make_sampler(tune, index),
                               pruner=make_pruner(tune))
     me = _worker_id()
     if tune.launcher == "slurm" and me["slurm_job"]:  # requeued array task: its earlier self's trial is stale
         retry_stale(study, store, lambda w: w.get("slurm_job") == me["slurm_job"])
-    study.optimize(make_objective(base, search_space(tune), name, corpus_hash), n_trials=n_trials,
+    study.optimize(make_objective(base, search_space(tune), name), n_trials=n_trials,
                    callbacks=[optuna.study.MaxTrialsCallback(tune.n_trials, states=FINISHED_STATES)],
                    catch=(ConfigError,), gc_after_trial=True)
     return _counts(study)
@@ -463,15 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         base, tune, base_over = _compose(argv)
         space = validate(base, tune)
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        print(one_line("config", err), file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"config error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(one_line("config", f"{type(err).__name__}: {err}"), file=sys.stderr)
         return 2
 
     root = Path(base.paths.root).resolve()
-    corpus_hash = build_corpus(root / base.paths.cache, base.data.val_percent).content_hash
-    name = study_name(base, tune, corpus_hash)
+    name = study_name(base, tune)
     path = journal_path(base, tune, name)
     if tune.dry_run:
         print(f"[tune {name}] valid: {len(space)} dimension(s) {sorted(space)}; {tune.n_trials} trials on "

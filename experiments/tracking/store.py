@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.config.errors import TrackingError
@@ -35,6 +36,18 @@ _MAX_PARAM_LEN = 6000
 
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_KIND = "sweep"
+# A run belongs to every sweep whose grid holds its identity, whoever trained it: one tag per sweep
+# (`sweep.member.<sweep_id>` = "true"), next to the `sweep_id` tag of the sweep that trained it.
+MEMBER_TAG = "sweep.member.{}"
+
+
+def member_tag(sweep_id: str) -> str:
+    return MEMBER_TAG.format(sweep_id)
+
+
+def member_filter(sweep_id: str) -> str:
+    """The search_runs filter of a sweep's members (keys with dots are quoted with backticks)."""
+    return f"tags.`{member_tag(sweep_id)}` = 'true'"
 
 
 def default_uri(root: Path) -> str:
@@ -72,14 +85,28 @@ def is_secret_key(key: str) -> bool:
     return any(_SECRET_KEY.search(part) for part in re.split(r"[./]", key))
 
 
+def environ_snapshot() -> dict[str, str]:
+    """A copy of os.environ taken once. Other threads change the environment while we read it (MLflow's
+    telemetry thread sets and deletes _MLFLOW_TELEMETRY_SESSION_ID), and copying iterates the keys and
+    then reads each value, so a copy that raced is simply taken again."""
+    for _ in range(10):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
+    return dict(os.environ)
+
+
 def _secret_env_values(environ: Mapping[str, str]) -> list[str]:
     return [v for k, v in environ.items() if _SECRET_ENV.search(k) and len(v) >= 6]
 
 
-def redact_value(value: str, environ: Mapping[str, str] | None = None) -> str | None:
+def redact_value(value: str, environ: Mapping[str, str] | None = None, *,
+                 _secrets: list[str] | None = None) -> str | None:
     """The value with URI passwords masked, or None when it is (or holds) a secret."""
-    environ = os.environ if environ is None else environ
-    if _SECRET_VALUE.search(value) or any(s in value for s in _secret_env_values(environ)):
+    if _secrets is None:
+        _secrets = _secret_env_values(environ_snapshot() if environ is None else environ)
+    if _SECRET_VALUE.search(value) or any(s in value for s in _secrets):
         return None
     return _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
 
@@ -88,9 +115,10 @@ def redact(items: Mapping[str, Any], environ: Mapping[str, str] | None = None) -
     """Params or tags as strings, minus every key that names a credential and every value that is one
     (a known token format, or the value of a secret-looking environment variable such as HF_TOKEN);
     passwords inside URIs are masked. Dropped keys are logged by name, never by value."""
+    secrets = _secret_env_values(environ_snapshot() if environ is None else environ)  # one snapshot per call
     out, dropped = {}, []
     for key, value in items.items():
-        clean = None if is_secret_key(key) else redact_value(str(value), environ)
+        clean = None if is_secret_key(key) else redact_value(str(value), _secrets=secrets)
         if clean is None:
             dropped.append(key)
         else:
@@ -98,6 +126,24 @@ def redact(items: Mapping[str, Any], environ: Mapping[str, str] | None = None) -
     if dropped:
         log.warning("not logging %d secret-looking value(s) to MLflow: %s", len(dropped), ", ".join(sorted(dropped)))
     return out
+
+
+def redact_config(node: Any, environ: Mapping[str, str] | None = None, _path: str = "",
+                  _secrets: list[str] | None = None) -> Any:
+    """A plain config container with the same filter as params: a secret-looking key or value becomes
+    "***", URI passwords are masked. For the config.yaml artifact and the run dir's copy."""
+    if _secrets is None:
+        _secrets = _secret_env_values(environ_snapshot() if environ is None else environ)
+    if isinstance(node, Mapping):
+        return {k: redact_config(v, environ, f"{_path}.{k}" if _path else str(k), _secrets) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [redact_config(v, environ, _path, _secrets) for v in node]
+    if node is None or isinstance(node, (bool, int, float)):
+        return REDACTED if _path and is_secret_key(_path) and node is not None else node
+    if is_secret_key(_path):
+        return REDACTED
+    clean = redact_value(str(node), _secrets=_secrets)
+    return REDACTED if clean is None else clean
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -120,6 +166,17 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             f"or set tracking.uri=..., or use tracking=sqlite") from None
 
 
+def check_sqlite(db: Path) -> None:
+    """Raise TrackingError unless a sqlite store can be written at `db` (sqlite would say "unable to open
+    database file" or "attempt to write a readonly database" deep inside a migration)."""
+    if not db.parent.is_dir():
+        raise TrackingError(f"the tracking store's folder {db.parent} does not exist; create it, or set "
+                            "tracking.uri=sqlite:///<an existing folder>/mlflow.db (default: <paths.root>/mlflow.db)")
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise TrackingError(f"the tracking store {db} is read-only; make it writable, or point tracking.uri "
+                            "at a writable sqlite file, or run with tracking.enabled=false")
+
+
 def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     """Create the store (schema migrations) and the experiment; returns its id.
 
@@ -129,6 +186,8 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     """
     if is_http(uri):
         check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        check_sqlite(Path(uri[len("sqlite:///"):]))
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -153,8 +212,7 @@ def sweep_parent_run(uri: str, experiment_id: str, sweep_id: str,
     Re-running a sweep reuses its parent (the oldest, should two drivers have raced), so all of a
     sweep's jobs, resumed or not, hang under one run. The parent is marked RUNNING again."""
     client = MlflowClient(uri)
-    sweep = sweep_id.replace("\\", "\\\\").replace("'", "\\'")
-    found = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep}' and tags.run_kind = '{SWEEP_KIND}'",
+    found = client.search_runs([experiment_id], f"tags.sweep_id = '{_quote(sweep_id)}' and tags.run_kind = '{SWEEP_KIND}'",
                                order_by=["attributes.start_time ASC"], max_results=1)
     extra = redact(dict(tags or {}))
     if found:
@@ -165,6 +223,28 @@ def sweep_parent_run(uri: str, experiment_id: str, sweep_id: str,
         return run_id
     base = {"sweep_id": sweep_id, "run_kind": SWEEP_KIND}
     return client.create_run(experiment_id, tags={**extra, **base}, run_name=f"sweep-{sweep_id}").info.run_id
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def find_run(client: MlflowClient, experiment_id: str, run_id: str | None, config_hash: str,
+             run_kind: str) -> str | None:
+    """The one MLflow run of an identity: the recorded id if the store still has it, else the oldest live
+    run tagged with this config_hash and run_kind (status.json deleted), else None (never tracked, or
+    the store lost it)."""
+    if run_id:
+        try:
+            if client.get_run(run_id).info.lifecycle_stage != "deleted":
+                return run_id
+        except MlflowException as err:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code) and "not found" not in str(err):
+                raise
+    found = client.search_runs([experiment_id], f"tags.config_hash = '{_quote(config_hash)}' and "
+                               f"tags.run_kind = '{_quote(run_kind)}'", order_by=["attributes.start_time ASC"],
+                               max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -192,7 +272,7 @@ class RunTracker:
 
     def __init__(self, uri: str, experiment_id: str, run_id: str | None = None,
                  run_name: str | None = None, tags: Mapping[str, str] | None = None,
-                 parent_run_id: str | None = None):
+                 parent_run_id: str | None = None, resume: bool = True):
         self.client = MlflowClient(uri)
         self._buffer: list[Metric] = []
         tags = dict(tags or {})
@@ -202,7 +282,8 @@ class RunTracker:
             self.run_id = self.client.create_run(experiment_id, tags=redact(tags), run_name=run_name).info.run_id
         else:
             self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
+            if resume:  # not for a finished run that is only tagged (e.g. as a member of another sweep)
+                self.client.update_run(run_id, status="RUNNING")
             if tags:
                 self.set_tags(tags)
 

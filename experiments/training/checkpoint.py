@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from experiments.config.errors import RunDirError
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -28,4 +30,8 @@ def load(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     # weights_only: a checkpoint is data, never code.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, overwritten, or not a checkpoint at all
+        raise RunDirError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); delete "
+                          "it to start the run again from step 0, or restore it from a backup") from None

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,17 +24,18 @@ from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
 from experiments.config.errors import ConfigError
 from experiments.config.schema import DataSchema
-from experiments.config.identity import identity
-from experiments.config.plan import plan, resolve_model
+from experiments.config.plan import resolve_model
 from experiments.config.schema import register as register_pretrain
 from experiments.data.corpus import build_corpus
 from experiments.config.finetune import Method, digest, identities, register, validate
-from experiments.training.run_dir import FAILED, FINISHED, RUNNING, read_status, write_status
+from experiments.training.job import Identity, Job, identify
+from experiments.training.run_dir import FINISHED, read_status
 from parcae import build_model
 
 register()
 register_pretrain()  # base.pretrain composes the pre-training config to find its run
 log = logging.getLogger("experiments.finetune")
+FINETUNE_KIND = "finetune"
 
 
 @dataclass
@@ -66,9 +65,7 @@ def _run_dir_of(cfg: DictConfig, root: Path) -> Path:
     except Exception as err:
         raise ConfigError("base.pretrain", list(b.pretrain), f"does not compose a pre-training config ({err})",
                           "pass overrides that experiments.pretrain accepts") from None
-    p = plan(pcfg)
-    run_hash = identity(pcfg, p.model, real_data.content_hash(pcfg, root, p.model.block_size))
-    return root / cfg.paths.runs / run_hash
+    return identify(pcfg, root).run_dir
 
 
 def finished_base_run(cfg: DictConfig, root: Path) -> Path:
@@ -249,41 +246,28 @@ def run(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.train.threads)
     base = resolve_base(cfg, root)
     run_id, train_id = identities(cfg, base.id)
-    run_dir = root / cfg.paths.runs / f"ft-{run_id}"
-    status = read_status(run_dir)
-    if status.get("status") == FINISHED:
-        log.info("[skip] %s (%s) already finished", run_dir.name, cfg.method)
-        return status["final"]
-    tracker = None
-    if cfg.tracking.enabled:
-        uri = cfg.tracking.uri or tracking.default_uri(root)
-        exp_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, root / "mlartifacts")
-        tags = {"sweep_id": cfg.sweep_id, "config_hash": run_id, "train_hash": train_id, "run_kind": "finetune",
-                "method": cfg.method, "tau": cfg.flow.tau if m.flow else "none", "base": base.id,
-                "code_version": tracking.code_version(), "run_dir": str(run_dir)}
-        name = f"{cfg.method}" + (f"-tau_{cfg.flow.tau}" if m.flow else "") + f"-{run_id[:6]}"
-        tracker = tracking.RunTracker(uri, exp_id, run_id=status.get("mlflow_run_id"), run_name=name, tags=tags,
-                                      parent_run_id=cfg.tracking.get("parent_run_id"))
-    write_status(run_dir, status=RUNNING, config_hash=run_id, train_hash=train_id, sweep_id=cfg.sweep_id,
-                 method=cfg.method, mlflow_run_id=tracker.run_id if tracker else None,
-                 host=socket.gethostname(), pid=os.getpid())
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    if tracker:
-        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-        params["base.id"] = base.id
-        tracker.log_params(params)
-        tracker.log_artifact(run_dir / "config.yaml")
-    try:
-        final = execute(cfg, m, base, train_id, root, tracker.log_metrics if tracker else lambda *_: None)
-    except BaseException as err:
-        write_status(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
-        if tracker:
-            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        raise
-    if tracker:
-        tracker.log_metrics(final, cfg.train.steps)
-        tracker.finish("FINISHED")
-    write_status(run_dir, status=FINISHED, final=final)
-    log.info("[done] %s %s acc=%.3f forgetting=%.4f", run_dir.name, cfg.method, final["task_accuracy"],
+    ident = Identity(run_id, root / cfg.paths.runs / f"ft-{run_id}")
+    params = {**tracking.flatten(OmegaConf.to_container(cfg, resolve=True)), "base.id": base.id}
+    tags = {"sweep_id": cfg.sweep_id, "train_hash": train_id, "method": cfg.method,
+            "tau": cfg.flow.tau if m.flow else "none", "base": base.id, "code_version": tracking.code_version()}
+    name = f"{cfg.method}" + (f"-tau_{cfg.flow.tau}" if m.flow else "") + f"-{run_id[:6]}"
+    with Job(cfg, ident, FINETUNE_KIND) as job:
+        if job.finished:
+            job.track(params, name, tags)
+            log.info("[skip] %s (%s) already finished", ident.run_dir.name, cfg.method)
+            return job.status["final"]
+        try:
+            ident.run_dir.mkdir(parents=True, exist_ok=True)
+            config = job.save_config()
+            tracker = job.track(params, name, tags, (config,))
+            job.started(train_hash=train_id, method=cfg.method)
+            final = execute(cfg, m, base, train_id, root, tracker.log_metrics if tracker else lambda *_: None)
+            if tracker:
+                tracker.log_metrics(final, cfg.train.steps)
+        except BaseException as err:
+            job.failed(err)
+            raise
+        job.finish(FINISHED, final, steps=cfg.train.steps)
+    log.info("[done] %s %s acc=%.3f forgetting=%.4f", ident.run_dir.name, cfg.method, final["task_accuracy"],
              final["forgetting"])
     return final

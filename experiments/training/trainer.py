@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import math
 import sys
 import time
@@ -173,6 +174,31 @@ class MetricSink:
         if self.flush_forward:
             self.flush_forward()
 
+    def pending(self) -> list[str]:
+        """The lines not flushed yet: a checkpoint carries them, since it is written before they are flushed."""
+        return list(self._lines)
+
+    def restore(self, step: int, carried: list[str]) -> None:
+        """On resume from a checkpoint of `step`: metrics.jsonl keeps the lines the checkpoint covers, and
+        gets the lines the checkpoint carried if a kill came between writing it and flushing them. Nothing
+        is logged twice and nothing the checkpoint covers is lost."""
+        kept: list[str] = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by the kill
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)
+        missing = [line for line in carried if line not in set(kept)]
+        for line in missing:
+            row = json.loads(line)
+            self.log({k: v for k, v in row.items() if k != "step"}, row["step"])
+        self.flush()
+
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
           run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None,
@@ -222,6 +248,9 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         start, skipped = state["step"], state["skipped_steps"]
         if main:
             log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
+            sink.restore(start, state.get("metrics") or [])
+    elif main and sink.path.exists():
+        sink.restore(0, [])  # a fresh start: lines of an earlier attempt without a checkpoint go
     model = ctx.wrap(raw_model)
     skipped_new = torch.zeros((), device=device)  # skipped steps not yet read back from the device
 
@@ -235,13 +264,16 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     def save_checkpoint(step: int) -> None:
         settle_skipped()
         if main:
-            sink.flush()
+            # The checkpoint first, then the metrics it covers: a kill during the save leaves the old
+            # checkpoint and no metric beyond it (no step logged twice on resume); a kill between the
+            # two leaves the lines in the checkpoint, and the resume flushes them (MetricSink.restore).
             checkpoint.save(ckpt_path, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
-                "data": data_position(stream, step, t.batch_size),
+                "data": data_position(stream, step, t.batch_size), "metrics": sink.pending(),
             })
+            sink.flush()
         ctx.barrier()  # nobody moves on (or hands over for requeue) before the checkpoint is on disk
 
     val_x, val_y = val

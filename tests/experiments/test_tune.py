@@ -90,9 +90,8 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 def test_a_pruned_trial_is_tagged_and_its_run_is_not_finished(tmp_path):
     base, t = _base_and_tune(tmp_path, "tune=lr")
     space = tune.validate(base, t)
-    corpus_hash = tune.build_corpus(tmp_path / ".cache", base.data.val_percent).content_hash
     study = optuna.create_study(study_name="prune-me", pruner=_AlwaysPrune())
-    study.optimize(tune.make_objective(base, space, "prune-me", corpus_hash), n_trials=1)
+    study.optimize(tune.make_objective(base, space, "prune-me"), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [5]
     status = read_status(trial.user_attrs["run_dir"])

@@ -81,3 +81,17 @@ def test_scontrol_requeue_resumes_into_the_same_run(slurm_cluster, tmp_path):
     runs = _runs(root)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].info.run_id == status["mlflow_run_id"]
+
+
+def test_a_bad_grid_point_submits_nothing(slurm_cluster, tmp_path):
+    """An error while preparing the sweep (here: paths.root under a file, so no manifest can be written)
+    ends the driver with one line and exit 2 before any array is submitted (Hydra would only warn)."""
+    (tmp_path / "file").write_text("")
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    r = _pretrain(tmp_path / "file" / "root", "-m", "launcher=slurm_local", *SMALL, "train.tokens=10240",
+                  "model.mean_recurrence=1,2", "sweep_id=bad", "tracking.enabled=false")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Nothing was launched" in r.stderr
+    assert not list(tmp_path.glob("**/.submitit"))
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    assert after == before

@@ -1,0 +1,113 @@
+"""Every bad input ends in one line naming it and exit 2, before Hydra writes anything (preflight), and a
+seeded random search over the schema's fields finds no value that escapes that contract."""
+
+import dataclasses
+import math
+import random
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.config import schema
+from experiments.config.errors import one_line_errors
+from experiments.config.plan import plan
+from experiments.config.errors import TrackingError
+from experiments.launch.preflight import preflight
+from experiments.tracking import store as tracking
+from helpers import REPO
+
+schema.register()  # as the entry points do
+BASE = ["model=tiny", "train.tokens=5120", "model.block_size=64", "train.batch_size=8"]
+
+
+def _one_line(capsys, argv, config_name="config"):
+    """Run preflight; returns the error line (None when the input is valid)."""
+    try:
+        preflight(config_name, argv)
+    except SystemExit as stop:
+        err = capsys.readouterr().err.strip()
+        assert stop.code == 2 and len(err.splitlines()) == 1, err
+        return err
+    return None
+
+
+@pytest.mark.parametrize("override, names", [
+    ("train.nope=1", "train.nope"),  # Hydra: unknown key
+    ("train.test_loops=[1,", "train.test_loops"),  # Hydra: unparsable value
+    ("train.lr=abc", "train.lr"),  # Hydra: wrong type
+    ("train.flop_budget=inf", "train.flop_budget"),  # was "NaN" deep inside
+    ("data.val_rows=0", "data.val_rows"),
+    ("sweep_id=../../elsewhere", "sweep_id"),  # a path, not a name
+    ("tracking.uri=http://me:s3cret@host:5000", "tracking.uri"),  # a password in a config
+])
+def test_bad_input_is_one_line_naming_the_key(capsys, override, names):
+    args = BASE + ["train.tokens=null"] * override.startswith("train.flop_budget") + [override]
+    line = _one_line(capsys, args)
+    assert line and line.startswith("config error:") and names in line
+    assert "s3cret" not in line
+
+
+def test_bad_input_leaves_no_hydra_output_dir(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "experiments.pretrain", *BASE, "sweep_id=../x",
+                        f"hydra.run.dir={tmp_path}/out", f"paths.root={tmp_path}"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and r.stderr.strip().startswith("config error: sweep_id=")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dead_tracking_server_is_one_line_in_seconds(tmp_path):
+    with pytest.raises(TrackingError, match="no MLflow server answers"):
+        tracking.ensure_experiment("http://127.0.0.1:9", "x", tmp_path)  # port 9: nothing listens
+
+
+def test_a_missing_store_folder_is_one_line(tmp_path):
+    with pytest.raises(TrackingError, match="does not exist"):
+        tracking.ensure_experiment(f"sqlite:///{tmp_path}/no/such/mlflow.db", "x", tmp_path)
+
+
+def _bad_values(field: dataclasses.Field, rng: random.Random) -> list:
+    pool = [-1, 0, -1e30, 1e30, math.inf, -math.inf, math.nan, "abc", "", "../x", True, [], 2**63]
+    return rng.sample(pool, 4)
+
+
+def _override(key, value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        value = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list):
+        value = "[]"
+    if isinstance(value, str) and value == "":
+        value = "''"
+    return f"{key}={value}"
+
+
+def test_random_bad_values_for_every_schema_field_keep_the_one_line_contract(capsys):
+    """A seeded draw of bad values for every field of the train and data schemas: each is accepted (a
+    harmless value) or rejected with one line and exit 2, never a traceback. The base config is composed
+    once; each value is applied as Hydra applies an override to a structured config (an OmegaConf merge,
+    which type-checks it), then validated as every job is (plan)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = compose(config_name="config", overrides=BASE)
+    rng = random.Random(14)
+    fields = [(f"train.{f.name}", f) for f in dataclasses.fields(schema.TrainSchema)]
+    fields += [(f"data.{f.name}", f) for f in dataclasses.fields(schema.DataSchema)]
+    rejected = draws = 0
+    for key, field in fields:
+        for value in _bad_values(field, rng):
+            override = _override(key, value)
+            try:
+                with one_line_errors():
+                    plan(OmegaConf.merge(base, OmegaConf.from_dotlist([override])))
+            except SystemExit as stop:
+                err = capsys.readouterr().err.strip()
+                assert stop.code == 2 and len(err.splitlines()) == 1 and err.startswith("config error:"), override
+                rejected += 1
+            except Exception as err:  # anything but the one-line exit breaks the contract
+                pytest.fail(f"{override}: {type(err).__name__}: {err}")
+            draws += 1
+    assert rejected > draws // 2  # most bad values are caught before any work
