@@ -82,6 +82,10 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
         res.law = powerlaw_from_optima(optima, "akima", opts.min_budgets, opts.keep_flagged)
     except NoPowerLaw as err:
         res.reason = str(err)
+        at_one = [o for o in optima if any("looping does not pay" in f.reason for f in o.flags)]
+        if at_one:
+            res.reason += (f"; at {len(at_one)} of {len(optima)} budget(s) the optimum is µ_rec = 1: "
+                           "looping does not pay there")
         return res
     kept = [o for o in optima if o.budget in set(res.law.C.tolist())]
     try:

@@ -331,8 +331,7 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
 
 def _approaches_section(report: Report, results) -> None:
     head = "## Approach 2 vs Approach 3\n\n"
-    head += "".join(f"Not compared for `{g}`: {why}, so its D* power law is not an estimate of the "
-                    "optimum.\n\n" for g, why in report.approach2_skipped.items())
+    head += "".join(f"Not compared for `{g}`: {why}.\n\n" for g, why in report.approach2_skipped.items())
     if not report.approach2 or not results:
         report.add(head + "Skipped: needs both an isoFLOP power law for D* from clean budgets and a "
                           "parametric law fit.")

@@ -115,3 +115,14 @@ def test_supported():
     assert ok
     ok, why = isoflop_supported(isoflop_frame(budgets=(1e18,)))
     assert not ok and "need 2" in why
+
+
+def test_headline_says_when_looping_does_not_pay():
+    from analysis.approach2 import Options, approach2
+    from analysis.summary import headline
+    r = approach2(isoflop_frame(mu_star=lambda C: 0.5), "g", "mean_recurrence", Options(n_boot=0),
+                  np.random.default_rng(0))
+    assert r.law is None
+    line = headline([r], {}, [], {"used": 35, "excluded": {}})[0]
+    assert line.startswith("µ_rec* ∝ C^γ: not identified — 0 clean budget(s)")
+    assert "looping does not pay" in line and "paper: 0.40" in line
