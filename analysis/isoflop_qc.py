@@ -15,7 +15,9 @@ Per point (x = ln size, y = loss, one budget):
 Per budget:
 * ``too_few_points``: fewer than 3 distinct sizes.
 * ``edge_low`` / ``edge_high``: the lowest loss is at a grid end (the optimum may lie beyond it).
-* ``off_centre``: fewer than MIN_SIDE sampled sizes on one side of the optimum.
+* ``off_centre``: fewer than MIN_SIDE sampled sizes on one side of the optimum. On the µ_rec axis a
+  grid starting at µ_rec = 1 counts as complete below (nothing lies below 1), and leaving µ_rec = 1
+  out does not count as moving the minimum to the edge.
 * ``weak_curvature``: the parabola's curvature is not significantly positive: t = a / se(a) below the
   t distribution's 97.5 % quantile for its residual degrees of freedom (untestable with 0 dof).
 * ``single_point``: leaving one size out moves the minimum to the edge of the remaining grid, or takes
@@ -170,7 +172,7 @@ def _curvature_problem(fit: ParabolaFit, dof_for_threshold: int | None = None) -
 
 
 def _single_point(x: np.ndarray, y: np.ndarray, dof: int, curvature_ok: bool,
-                  check_edge: bool) -> Flag | None:
+                  check_edge: bool, keep_lowest: bool = False) -> Flag | None:
     """Leave each size out in turn. The curvature is held to the threshold the whole budget passed
     (its dof), not the stricter one of the smaller sample: losing a point always costs a dof, and the
     question is whether the evidence for a minimum vanishes without that point."""
@@ -180,7 +182,8 @@ def _single_point(x: np.ndarray, y: np.ndarray, dof: int, curvature_ok: bool,
         if ux.size < MIN_DISTINCT_X:
             continue
         best = int(np.argmin(uy))
-        if check_edge and best in (0, ux.size - 1):
+        dropped_bound = keep_lowest and xi == x.min()  # µ_rec = 1 is a bound, not a grid choice
+        if check_edge and best in (0, ux.size - 1) and not dropped_bound:
             return Flag(SINGLE_POINT, f"without the point(s) at {np.exp(xi):.4g} the lowest loss moves to the "
                                       f"grid edge ({np.exp(ux[best]):.4g}): the optimum rests on one point")
         if curvature_ok:
@@ -198,13 +201,17 @@ def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float,
     if ux.size < MIN_DISTINCT_X:
         return [Flag(TOO_FEW, f"{ux.size} distinct size(s); a minimum needs >= {MIN_DISTINCT_X}")]
     flags: list[Flag] = []
+    at_bound = axis == "mean_recurrence" and abs(np.exp(ux[0]) - 1) < 1e-9
     edge = _edge_flag(ux, uy, akima_x, axis)
     if edge:
         flags.append(edge)
     else:
-        side = min((ux < akima_x).sum(), (ux > akima_x).sum())
+        below, above = int((ux < akima_x).sum()), int((ux > akima_x).sum())
+        if at_bound:  # nothing can be sampled below µ_rec = 1: the lower side is as complete as it gets
+            below = max(below, MIN_SIDE)
+        side = min(below, above)
         if side < MIN_SIDE:
-            where = "lower" if (ux < akima_x).sum() < MIN_SIDE else "upper"
+            where = "lower" if below < MIN_SIDE else "upper"
             flags.append(Flag(OFF_CENTRE, f"only {side} sampled size(s) on the {where} side of the optimum "
                                           f"{np.exp(akima_x):.4g} (need {MIN_SIDE}); extend the grid there"))
     problem = _curvature_problem(fit)
@@ -213,7 +220,8 @@ def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float,
     if not edge:
         # An off-centre optimum already rests on one point on its short side: not reported twice.
         single = _single_point(x, y, fit.dof, curvature_ok=problem is None,
-                               check_edge=not any(f.code == OFF_CENTRE for f in flags))
+                               check_edge=not any(f.code == OFF_CENTRE for f in flags),
+                               keep_lowest=at_bound)
         if single:
             flags.append(single)
     if not edge and fit.coef is not None and fit.coef[0] > 0:

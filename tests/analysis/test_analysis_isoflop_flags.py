@@ -137,3 +137,11 @@ def test_optima_table_marks_flags():
     assert t.loc[0, "optimum"] == opt.opt and bool(t.loc[0, "ok"])
     lo, hi = opt.interval()
     assert lo <= opt.opt <= hi
+
+
+def test_mu_rec_one_is_a_bound_not_an_off_centre_grid():
+    """An optimum between µ_rec = 1 and 2 with the grid starting at 1 is not off-centre on that axis."""
+    x = np.log([1, 2, 3, 4, 6, 8])
+    y = 3 + 0.05 * (x - np.log(1.8)) ** 2 + orthogonal_noise(x, 0, 1e-4)
+    assert flags(x, y, "mean_recurrence")[0] == []
+    assert flags(x, y, "tokens")[0] == [qc.OFF_CENTRE]
