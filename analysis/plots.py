@@ -31,6 +31,7 @@ matplotlib.rcParams["axes.formatter.useoffset"] = False
 LOSS_LABEL = "validation loss (nats/token)"
 UNITS = {"tokens": "tokens", "train_flops": "FLOPs", "n_params": "parameters",
          "n_params_unrolled": "parameters", "flop_budget": "FLOPs"}
+AXIS_UNITS = {"training tokens D": "training tokens D (tokens)", "parameters N": "parameters N (parameters)"}
 OPTIMUM_UNITS = {"D*": "compute-optimal tokens D* (tokens)", "N*": "compute-optimal parameters N*",
                  "µ_rec*": "compute-optimal mean recurrence µ_rec*"}
 EXTRAPOLATE = 4.0  # the power law is drawn (dashed) to this multiple of the largest budget
@@ -65,10 +66,12 @@ def log_axis(ax, which: str = "x", values=None) -> None:
     fixed = None if values is None else np.unique(np.asarray(values, dtype=float))
     if fixed is not None and 2 <= fixed.size <= MAX_FIXED_TICKS:
         axis.set_major_locator(ticker.FixedLocator(fixed))
-    else:  # 1-2-5 steps; every integer mantissa when the data span less than a decade
+    else:  # every integer mantissa within a decade, 1-2-5 steps up to 2 decades, 1-3 up to 4, then powers
         lo, hi = (ax.get_xlim() if which == "x" else ax.get_ylim())
-        narrow = lo > 0 and hi / lo < 10
-        axis.set_major_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+        decades = np.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+        subs = (tuple(range(1, 10)) if decades < 1 else (1.0, 2.0, 5.0) if decades < 2
+                else (1.0, 3.0) if decades < 4 else (1.0,))
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
     axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -125,7 +128,7 @@ def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str) -> None:
                 ax.errorbar([o.opt], [o.y_opt], xerr=[[max(o.opt - lo, 0)], [max(hi - o.opt, 0)]],
                             color=c, capsize=3, lw=1.0, zorder=3)
     log_axis(ax, "x", values)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(AXIS_UNITS.get(xlabel, xlabel))
     ax.set_ylabel(LOSS_LABEL)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, title="★ optimum (hollow: flagged)", title_fontsize=7)
@@ -359,8 +362,10 @@ def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path) -> Path:
     right.set_ylabel("ln observed − ln predicted")
     right.set_title(f"residuals (RMS {np.sqrt(np.mean(resid ** 2)):.2g})")
     bar = fig.colorbar(points, ax=right, label="training tokens D (tokens)")
-    bar.formatter = ticker.FuncFormatter(lambda v, _: fmt_num(v))
-    bar.update_ticks()
+    if isinstance(norm, LogNorm):
+        bar.ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+        bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     return save_figure(fig, stem)

@@ -106,10 +106,11 @@ def test_chinchilla_summary_figure(axes, tmp_path):
 
 
 def test_testtime_figure_discrete_colours_shared_y(frame, tmp_path):
+    frame = frame[frame["flop_budget"].isin(BUDGETS[:3])]  # 3 panels are enough (and quicker to fit)
     fits = fit_testtime_runs(frame)
     fig = plots.testtime_figure(frame, fits)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == len(BUDGETS)
+    assert len(visible) == 3
     assert len({ax.get_ylim() for ax in visible}) == 1  # one y range across budgets
     leg = [t.get_text() for t in visible[0].get_legend().get_texts()]
     assert leg == [f"µ_rec = {m:g}" for m in MU_GRID]
