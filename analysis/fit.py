@@ -285,6 +285,10 @@ def fit_flags(fit: LawFit, bounds) -> list[str]:
 # resample's weights is not below the warm optimum (a grid point below it proves a better basin: that
 # resample is refitted cold, as before). A warm solve that does not converge is finished by L-BFGS-B.
 
+BOOTSTRAP_METHOD = ("each refitted from the full-data optimum by a bounded Levenberg–Marquardt solve of the same "
+                    "objective to the same tolerance (finished by L-BFGS-B where it stalls); a resample whose "
+                    "stride-2 start grid holds a lower point than that optimum, or every resample when the full "
+                    "fit has distinct minima, is refitted cold from the grid with 2 refined starts")
 LM_MAXITER = 200
 BOOT_FALLBACK_MAXITER = 1000
 LM_LAMBDA0 = 1e-3

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.allocation import allocation_samples, law_allocation
-from analysis.fit import (FitSettings, LawBootstrap, LawFit, bootstrap_law, fit_law,
+from analysis.fit import (BOOTSTRAP_METHOD, FitSettings, LawBootstrap, LawFit, bootstrap_law, fit_law,
                           identifiability_warnings)
 from analysis.laws import LAWS, Design, design_from_frame
 from analysis.markdown import figure_link, fmt, interval, table
@@ -115,7 +115,7 @@ def fit_sweep_laws(usable: pd.DataFrame, n_boot: int, seed: int,
         if design.n_clusters < MIN_RUNS:
             continue
         fit = fit_law(name, design)
-        boot = bootstrap_law(name, design, n_boot=n_boot, seed=seed) if n_boot > 0 else None
+        boot = bootstrap_law(name, design, n_boot=n_boot, seed=seed, fit=fit) if n_boot > 0 else None
         warns = (fit.flags + identifiability_warnings(fit, boot, design, LEVEL)
                  + outlier_sensitivity(fit, boot, design, LEVEL, labels))
         holds = []
@@ -162,8 +162,7 @@ def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
         "grid point of the exponents the linear coefficients (E, A, B[, Z]) are solved by "
         "non-negative least squares and the best grid points refined jointly. Uncertainty: "
         f"{n_boot} bootstrap resamples of the **runs** (all test-time points of a run move "
-        "together), each refitted cold from a stride-2 grid with 2 refined starts "
-        f"(2 worker processes); {100 * LEVEL:g} % percentile intervals. "
+        f"together), {BOOTSTRAP_METHOD}; {100 * LEVEL:g} % percentile intervals. "
         "Allocation exponents come from each law's own compute model (analysis/allocation.py): "
         "a_opt = β/(α+β), b_opt = α/(α+β) for the Chinchilla and Parcae laws (N_opt ∝ C^a_opt, "
         "D_opt ∝ C^b_opt under C ∝ N·D); for the recurrence law, at fixed N_once and N_rec and "

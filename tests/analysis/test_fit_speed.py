@@ -69,3 +69,24 @@ def test_default_sweep_sized_bootstrap_is_seconds(tmp_path):
     assert boot.n_boot == 300 and boot.success.mean() > 0.9
     lo, hi = boot.interval("beta", 0.95)
     assert lo < 0.3 < hi  # the store's true beta
+
+
+def test_progress_prints_plain_lines_off_a_terminal(monkeypatch):
+    """Under SLURM, nohup or a pipe each stage prints start, periodic done/total with ETA, and end."""
+    import io
+
+    from analysis import progress
+    stream = io.StringIO()
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress, "_enabled", True)
+    st = progress.Stage("bootstrap parcae", 4, "resamples", stream=stream)
+    st.update(2)
+    st.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "[analysis] bootstrap parcae: started (4 resamples)"
+    assert lines[1].startswith("[analysis] bootstrap parcae: 2/4 resamples") and "ETA" in lines[1]
+    assert lines[2].startswith("[analysis] bootstrap parcae: done in")
+    progress.enable(False)
+    quiet = io.StringIO()
+    progress.Stage("x", 1, stream=quiet).close()
+    assert quiet.getvalue() == ""
