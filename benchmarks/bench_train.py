@@ -4,9 +4,9 @@
         [--warmup 3] [--windows 7] [--window-steps 4] [--batch-size N] [--compile] [--autocast bf16]
         [--checkpoint-activations] [--logging-overhead] [--logging-pairs 3] [--peak-tflops X]
 
-Each step is the trainer's: a batch of the embedded corpus (experiments.data.corpus), the model's forward with a
-sampled depth plan, backward, experiments.training.trainer.clip_and_step (fused AdamW, no host sync) and the WSD
-schedule. After --warmup steps (compilation happens there), --windows windows of --window-steps steps
+Each step is the trainer's own step function (experiments.training.trainer.train_step) on a batch of the
+embedded corpus (experiments.data.corpus): the model's forward with a sampled depth plan, backward,
+clip_and_step (fused AdamW, no host sync) and the WSD schedule. After --warmup steps (compilation happens there), --windows windows of --window-steps steps
 are timed with the device synchronised at window edges only; the JSON gives the median window's tokens/s
 and step time, the peak memory (CUDA: max allocated; CPU: peak RSS of the process), and on a GPU the
 model FLOP utilisation: parcae.flops_per_token (the reference accounting) × tokens/s ÷ the device's dense
@@ -41,7 +41,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from experiments.config.schema import TrainSchema  # noqa: E402
 from experiments.data.corpus import PackedStream, build_corpus  # noqa: E402
 from experiments.training.trainer import (  # noqa: E402
-    LOG_EVERY, MetricSink, autocast, build_optimizer, clip_and_step, step_metrics, to_device, wsd_multiplier,
+    LOG_EVERY, MetricSink, build_optimizer, step_metrics, train_step, wsd_multiplier,
 )
 from parcae import build_model, flops_per_token, get_preset  # noqa: E402
 from parcae.model import LoopedLM  # noqa: E402
@@ -127,13 +127,8 @@ class Bench:
 
     def step(self) -> None:
         x, y = self.stream.batch(self.step_index, self.args.batch_size)
-        with autocast(self.device, self.args.autocast or "fp32"):
-            _, loss = self.model(to_device(x, self.device), to_device(y, self.device), generator=self.gen,
-                                 step=self.step_index)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm, _ = clip_and_step(self.model, self.optimizer, loss, self.train_cfg.grad_clip)
-        self.scheduler.step()
+        loss, grad_norm, _ = train_step(self.model, self.optimizer, self.scheduler, x, y, self.gen, self.step_index,
+                                        self.device, self.args.autocast or "fp32", self.train_cfg.grad_clip)
         self.step_index += 1
         self.last = (loss, grad_norm)
 

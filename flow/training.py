@@ -52,9 +52,12 @@ def score(lm: LanguageModel, data: list[Encoded], level: str = "sequence", batch
 
 @dataclass
 class FineTuneSpec:
-    steps: int = 300
+    """How to fine-tune; the one place of the fine-tuning defaults (experiments.config.finetune takes its
+    train.* defaults from here)."""
+
+    steps: int = 1000
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_fraction: float = 0.03  # then cosine to 0 (the reference recipe)
     grad_clip: float = 1.0

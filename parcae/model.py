@@ -288,18 +288,20 @@ class LoopedLM(_TiedEmbeddingLM):
         generator: torch.Generator | None = None,
         step: int | None = None,
         initial_state: torch.Tensor | None = None,
+        depth_plan: DepthPlan | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, S, V] and the mean loss if targets are given.
 
         num_steps fixes the depth (evaluation, or training without sampling); step is the training step for
-        the depth curriculum; initial_state ([B, S, d]) replaces the random h_0, e.g. to fix it per position.
+        the depth curriculum; initial_state ([B, S, d]) replaces the random h_0, e.g. to fix it per position;
+        depth_plan replaces the sampled depths (e.g. a data-parallel rank's rows of the global batch's draw).
         """
         cfg = self.config
         B, S = idx.shape
         ves = self._value_embeddings(idx)
         e = self._prelude(idx, ves, None)
 
-        plan = self.depth_plan(B, num_steps, generator, seq_len=S, step=step)
+        plan = depth_plan if depth_plan is not None else self.depth_plan(B, num_steps, generator, seq_len=S, step=step)
         if initial_state is None:
             h = initial_state_draw(cfg.state_init, (B, S, cfg.d_model), cfg.d_model, e.device, e.dtype, generator)
         elif initial_state.shape != e.shape:
@@ -406,6 +408,7 @@ class TransformerLM(_TiedEmbeddingLM):
         generator: torch.Generator | None = None,
         step: int | None = None,
         initial_state: torch.Tensor | None = None,
+        depth_plan: object | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ves = self._value_embeddings(idx)
         x = self._run_blocks("block", self.blocks, 0, self.wte(idx), ves, None)

@@ -22,7 +22,7 @@ from experiments.config.errors import ConfigError
 from experiments.config.plan import check_plain_name, check_uri_has_no_password
 from experiments.config.schema import PathsSchema, TrackingSchema
 from flow.objective import REDUCTIONS
-from flow.training import LEVELS
+from flow.training import LEVELS, FineTuneSpec
 from flow.weights import TauRule
 
 METHODS = ("standard", "l2", "wise", "lora", "flow", "flow_l2", "flow_wise", "flow_lora")
@@ -84,15 +84,18 @@ class LoraSchema:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "fc", "proj"])
 
 
+_SPEC = FineTuneSpec()  # the fine-tuning defaults, defined once (flow.training)
+
+
 @dataclass
 class FTTrainSchema:
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.03
-    grad_clip: float = 1.0
-    seed: int = 0
+    steps: int = _SPEC.steps
+    batch_size: int = _SPEC.batch_size
+    lr: float = _SPEC.lr
+    weight_decay: float = _SPEC.weight_decay
+    warmup_fraction: float = _SPEC.warmup_fraction
+    grad_clip: float = _SPEC.grad_clip
+    seed: int = _SPEC.seed
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     device: str = "cpu"
     save_model: bool = True  # keep the fine-tuned weights (.cache/finetuned) for WiSE-FT and re-evaluation

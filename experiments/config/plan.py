@@ -39,6 +39,12 @@ class Plan:
         return self.tokens * self.flops_per_token
 
 
+def default_loops(model: ModelConfig) -> int | None:
+    """The loop count a model is evaluated at unless told otherwise: µ_rec for Parcae (the mean recurrence
+    it was trained at, Parcae arXiv 2604.12946 §3), None for a Transformer (no loop)."""
+    return model.mean_recurrence if model.kind == "parcae" else None
+
+
 def resolve_model(model_cfg: Any) -> ModelConfig:
     m = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
     name = m.get("name")

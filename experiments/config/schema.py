@@ -56,7 +56,7 @@ class DataSchema:
     # BPE encoding: tiktoken (≈ 4× faster per core, the same ids) or tokenizers; training always uses tokenizers.
     encoder: str = "tiktoken"
     bpe_vocab_size: int = 32768
-    tokenizer_train_chars: int = 100_000_000  # characters the BPE is trained on (parcae.md D.3: 2e9)
+    tokenizer_train_chars: int = 100_000_000  # characters the BPE is trained on (Parcae arXiv 2604.12946 App. R: 2e9)
     tokenizer_doc_chars: int = 10_000  # each training document capped at this many characters
     shard_dir: Optional[str] = None  # null = <paths.cache>/shards/<hash of source + tokenizer>
     shard_docs: int = 4096  # at most this many documents per shard (one unit of parallel, resumable work)

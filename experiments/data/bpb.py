@@ -23,3 +23,8 @@ def tokens_per_byte(labels, token_bytes: np.ndarray) -> float:
 
 def bits_per_byte(loss_nats_per_token: float, tokens: float, n_bytes: float) -> float:
     return loss_nats_per_token * math.log2(math.e) * tokens / n_bytes
+
+
+def bpb_from_tokens_per_byte(loss_nats_per_token: float, tokens_per_byte: float) -> float:
+    """bits_per_byte with the ratio tokens ÷ bytes of the evaluated labels already taken."""
+    return bits_per_byte(loss_nats_per_token, tokens_per_byte, 1.0)

@@ -1,4 +1,4 @@
-"""Document packing (best fit, parcae.md D.3) into fixed rows, and the stream of rows a run trains on.
+"""Document packing (best fit, as Parcae arXiv 2604.12946 App. Q trains) into fixed rows, and the stream of rows a run trains on.
 
 Every document arrives as BOS + text + EOS. A row of `row_len` tokens is filled from a buffer of
 `buffer_docs` documents: the largest document that still fits goes in next; when none fits, the

@@ -1,6 +1,6 @@
 """Tokenizers for real corpora: bytes, or a byte-level BPE trained with Hugging Face `tokenizers`.
 
-The BPE follows parcae.md D.3: byte-level, no normaliser, a GPT-4-style split rule with digits grouped
+The BPE follows Parcae (arXiv 2604.12946 App. R): byte-level, no normaliser, a GPT-4-style split rule with digits grouped
 one or two at a time, specials <|bos|>, <|eos|>, <|pad|> (text that spells a special is encoded as plain
 text, never as the special). It encodes with `tokenizers`, or, with encoder="tiktoken" (optional package),
 with tiktoken built from the same vocabulary: about 4× faster per core, the same ids on the embedded
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-# GPT-4's pre-tokenisation split with digits in groups of 1–2 (not 1–3), as parcae.md D.3 says.
+# GPT-4's pre-tokenisation split with digits in groups of 1–2 (not 1–3), as Parcae App. R (arXiv 2604.12946) says.
 SPLIT_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"
                  r"|\s*[\r\n]|\s+(?!\S)|\s+")
 SPECIALS = ("<|bos|>", "<|eos|>", "<|pad|>")
@@ -132,7 +132,7 @@ def _new_bpe():
 
 def train_bpe(texts: Iterator[str], vocab_size: int, doc_cap_chars: int = 10_000) -> BPE:
     """Train a byte-level BPE of exactly `vocab_size` tokens (256 bytes + specials + merges) on `texts`,
-    each capped at doc_cap_chars characters (parcae.md D.3 caps at 10,000)."""
+    each capped at doc_cap_chars characters (Parcae arXiv 2604.12946 App. R caps at 10,000)."""
     from tokenizers import pre_tokenizers, trainers
 
     minimum = 256 + len(SPECIALS)

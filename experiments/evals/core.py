@@ -1,4 +1,4 @@
-"""CORE-style in-context evaluation (parcae.md, evaluation): accuracy centred on the random baseline.
+"""CORE-style in-context evaluation (Parcae arXiv 2604.12946 App. M): accuracy centred on the random baseline.
 
 A task is a local JSONL file, one example a line, of one of two kinds:
 

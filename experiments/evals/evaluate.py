@@ -13,7 +13,6 @@ Transformer has no loop count, and its metric names no _T suffix.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from experiments.evals import core as core_eval
 from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
 from experiments.config.errors import ConfigError, one_line
+from experiments.config.plan import default_loops
+from experiments.data.bpb import bpb_from_tokens_per_byte
 from experiments.training.run_dir import read_status
 from experiments.evals.scoring import LoadedRun, Scorer, load_run
 from experiments.training.trainer import evaluate as validation_loss
@@ -87,7 +88,7 @@ def run_evaluation(cfg) -> dict[str, float]:
     run: LoadedRun = load_run(Path(cfg.run_dir))
     parcae = run.model.config.kind == "parcae"
     batch_size = cfg.batch_size or run.cfg.train.batch_size
-    loop_counts = list(cfg.loops) if parcae and cfg.loops else [run.model.config.mean_recurrence if parcae else None]
+    loop_counts = list(cfg.loops) if parcae and cfg.loops else [default_loops(run.model.config)]
     metrics: dict[str, float] = {}
     results: list[dict] = []
     if "val" in tasks:
@@ -97,7 +98,7 @@ def run_evaluation(cfg) -> dict[str, float]:
         if "val" in tasks:
             loss = validation_loss(run.model, *data.val, T, batch_size, run.cfg.train.seed)
             metrics[f"eval/loss{sfx}"] = loss
-            metrics[f"eval/bpb{sfx}"] = loss * math.log2(math.e) * data.tokens_per_byte
+            metrics[f"eval/bpb{sfx}"] = bpb_from_tokens_per_byte(loss, data.tokens_per_byte)
         scorer = Scorer(run.model, run.tokenizer, T, batch_size, cfg.seed)
         task_results = [core_eval.evaluate_task(scorer, Path(t), cfg.num_fewshot, cfg.seed, cfg.max_examples)
                         for t in tasks if t != "val"]

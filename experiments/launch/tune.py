@@ -6,7 +6,7 @@ Every override that does not start with `tune` composes the base job exactly as 
 pretraining run: base config + the suggested values, `sweep_id` = the study name, so it has its own
 config hash, run dir and MLflow run, and `experiments.pretrain` with the same overrides reproduces it.
 
-Design (ecosystem.md §4; the Hydra Optuna sweeper is not used, §1.3):
+Design (Optuna used directly, not through the Hydra Optuna sweeper, so that N workers share one study):
 - the study lives in a journal file, `<paths.root>/<tune.dir>/<study>/journal.log`, shared by N
   identical workers (local processes started with `spawn`, or a submitit job array on SLURM), each
   running `study.optimize` with the sampler and the pruner rebuilt from config (neither is stored);

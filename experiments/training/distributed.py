@@ -30,7 +30,6 @@ import contextlib
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -128,33 +127,18 @@ def _shutdown() -> None:
         dist.destroy_process_group()
 
 
-@contextlib.contextmanager
-def rows_of_global_draws(model: torch.nn.Module, draws: "GlobalDraws | None", a: int, b: int,
-                         device: torch.device) -> Iterator[dict]:
+def rows_of_global_draws(draws: "GlobalDraws | None", a: int, b: int, device: torch.device) -> dict:
     """Forward kwargs that make the model use rows [a, b) of the global batch's draws.
 
-    The looped model draws its depths (`depth_plan`) and h_0 from the generator inside forward, for the
-    rows it is given. To give rows [a, b) of a batch exactly the draws the single-process run gives them,
-    the trainer draws for the whole global batch (same generator, same order as forward: depths, then
-    h_0) and hands each micro-batch its slice: h_0 through forward's `initial_state=`, the depths by
-    shadowing `depth_plan` on the instance for the duration of the call (forward has no plan argument).
+    The looped model draws its depths and h_0 from the generator inside forward, for the rows it is
+    given. To give rows [a, b) of a batch exactly the draws the single-process run gives them, the trainer
+    draws for the whole global batch (same generator, same order as forward: depths, then h_0) and hands
+    each micro-batch its slice through forward's `depth_plan=` and `initial_state=` arguments.
     """
     if draws is None:
-        yield {}
-        return
+        return {}
     sliced = DepthPlan(free=draws.plan.free[a:b], grad=draws.plan.grad[a:b])
-    n = b - a
-
-    def depth_plan(batch_size, num_steps, generator, **_):  # noqa: ANN001 - mirrors LoopedLM.depth_plan
-        if batch_size != n or num_steps is not None:
-            raise RuntimeError(f"expected a training forward of {n} rows, got {batch_size} (num_steps={num_steps})")
-        return sliced
-
-    model.depth_plan = depth_plan  # instance attribute shadows the method
-    try:
-        yield {"initial_state": draws.h0[a:b].to(device), "generator": None}
-    finally:
-        del model.depth_plan
+    return {"depth_plan": sliced, "initial_state": draws.h0[a:b].to(device), "generator": None}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
 from experiments.config.errors import ConfigError
 from experiments.config.schema import DataSchema
-from experiments.config.plan import resolve_model
+from experiments.config.plan import default_loops, resolve_model
 from experiments.config.schema import register as register_pretrain
 from experiments.data.corpus import build_corpus
 from experiments.config.finetune import Method, digest, identities, register, validate
@@ -86,7 +86,7 @@ def _parcae_base(cfg: DictConfig, root: Path) -> Base:
     ckpt = run_dir / checkpoint.CHECKPOINT_NAME
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     model_cfg = resolve_model(run_cfg.model)
-    loops = cfg.base.loops or (model_cfg.mean_recurrence if model_cfg.kind == "parcae" else None)
+    loops = cfg.base.loops or default_loops(model_cfg)
     state = checkpoint.load(ckpt)["model"]
 
     def load() -> flow.ParcaeLM:

@@ -26,6 +26,8 @@ from experiments.training import checkpoint
 from experiments.training import distributed
 from experiments.training import preemption
 from experiments.config.errors import ConfigError
+from experiments.config.plan import default_loops
+from experiments.data.bpb import bpb_from_tokens_per_byte
 from experiments.data.corpus import PackedStream
 from experiments.data.packing import check_data_position, data_position
 from parcae import ModelConfig, build_model
@@ -47,7 +49,7 @@ def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fract
 
 
 def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.Optimizer:
-    """AdamW with weight decay on the blocks' matrices only, or the reference's MuonAdamW (parcae.md D.1).
+    """AdamW with weight decay on the blocks' matrices only, or the reference's MuonAdamW (Parcae arXiv 2604.12946 App. Q).
 
     Both use parcae.optim's split: embeddings, norms, 1-D, injection parameters and C never decay.
     """
@@ -77,6 +79,21 @@ def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss
     elif not bool(nonfinite):
         optimizer.step()
     return grad_norm, nonfinite
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, x: torch.Tensor,
+               y: torch.Tensor, generator: torch.Generator, step: int, device: torch.device, precision: str,
+               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step of one process without gradient accumulation: forward (drawing its depths and
+    h_0 from `generator`), backward, clip_and_step, schedule. The trainer's step, and what `make bench`
+    times (benchmarks/bench_train.py). Returns (loss, grad_norm, nonfinite), all on the device."""
+    with autocast(device, precision):
+        _, loss = model(to_device(x, device), to_device(y, device), generator=generator, step=step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm, nonfinite = clip_and_step(model, optimizer, loss, grad_clip)
+    scheduler.step()
+    return loss, grad_norm, nonfinite
 
 
 def step_metrics(raw_model: torch.nn.Module, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, done: int,
@@ -279,11 +296,11 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     val_x, val_y = val
 
     def bpb_of(losses: dict[str, float]) -> dict[str, float]:
-        """loss… keys become bpb… keys: loss · log2(e) · tokens ÷ bytes (experiments.data.bpb)."""
+        """loss… keys become bpb… keys (experiments.data.bpb)."""
         if not tokens_per_byte:
             return {}
-        return {k.replace("loss", "bpb"): v * math.log2(math.e) * tokens_per_byte for k, v in losses.items()}
-    mu = model_cfg.mean_recurrence if model_cfg.kind == "parcae" else None
+        return {k.replace("loss", "bpb"): bpb_from_tokens_per_byte(v, tokens_per_byte) for k, v in losses.items()}
+    mu = default_loops(model_cfg)
     eval_bs = t.batch_size
     tokens_per_step = t.batch_size * model_cfg.block_size
     model.train()
@@ -295,10 +312,9 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     for step in bar:
         x, y = stream.batch(step, t.batch_size)
         if simple:
-            with autocast(device, precision):
-                _, loss = model(to_device(x, device), to_device(y, device), generator=gen, step=step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, grad_norm, nonfinite = train_step(model, optimizer, scheduler, x, y, gen, step, device, precision,
+                                                    t.grad_clip)
+            preempt = preemption.requested()
         else:
             optimizer.zero_grad(set_to_none=True)
             # Draws for the whole global batch, as one forward over it would make them; each rank uses
@@ -308,28 +324,27 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
             for k in range(n_micro):
                 a = first_row + k * micro_bs
                 b = a + micro_bs
-                with ctx.no_sync(model, sync=k == n_micro - 1), \
-                        distributed.rows_of_global_draws(raw_model, draws, a, b, device) as kw:
-                    kw.setdefault("generator", gen)
+                kw = distributed.rows_of_global_draws(draws, a, b, device) or {"generator": gen}
+                with ctx.no_sync(model, sync=k == n_micro - 1):
                     with autocast(device, precision):
                         _, micro_loss = model(x[a:b].to(device), y[a:b].to(device), step=step, **kw)
                     # Each micro-batch's share of the global mean (DDP averages the W ranks' gradients).
                     (micro_loss * (micro_bs / local_bs)).backward()
                 loss = loss + micro_loss.detach() * (micro_bs / local_bs)
-        preempt = preemption.requested()
-        if ctx.enabled:
-            # One collective for the global loss and "did any rank get the preemption signal".
-            packed = ctx.all_reduce_sum(torch.stack([loss.detach().float(),
-                                                     torch.tensor(float(preempt), device=device)]))
-            loss, preempt = packed[0] / ctx.world_size, bool(packed[1] > 0)
-        grad_norm, nonfinite = clip_and_step(raw_model, optimizer, loss, t.grad_clip)
+            preempt = preemption.requested()
+            if ctx.enabled:
+                # One collective for the global loss and "did any rank get the preemption signal".
+                packed = ctx.all_reduce_sum(torch.stack([loss.detach().float(),
+                                                         torch.tensor(float(preempt), device=device)]))
+                loss, preempt = packed[0] / ctx.world_size, bool(packed[1] > 0)
+            grad_norm, nonfinite = clip_and_step(raw_model, optimizer, loss, t.grad_clip)
+            scheduler.step()
         if t.on_nonfinite == "skip":
             skipped_new = skipped_new + nonfinite  # on the device: read only when logged or saved
         elif bool(nonfinite):  # "stop" reads the flag every step
             emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
             flush()
             return TrainResult("diverged", step, skipped_steps=skipped)
-        scheduler.step()
 
         done = step + 1
         # Step 1 too: an unstable injection can blow the state up within the first few steps.
