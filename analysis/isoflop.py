@@ -27,7 +27,7 @@ from scipy.interpolate import Akima1DInterpolator
 from analysis import isoflop_qc as qc
 from analysis.profile_fits import (AKIMA_GRID, FLAG_CURVATURE, FLAG_EDGE_HIGH,  # noqa: F401 (re-exported)
                                    FLAG_EDGE_LOW, FLAG_NO_DOF, FLAG_TOO_FEW, FLAG_WEAK, MIN_DISTINCT_X,
-                                   ParabolaFit, akima_curve, akima_optimum, averaged, fit_parabola,
+                                   ParabolaFit, akima_curve, akima_optimum, fit_parabola,
                                    t_critical)
 
 Z95 = 1.959963984540054
