@@ -238,6 +238,9 @@ def _isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path, opts: 
     rng = np.random.default_rng(opts.seed)
     for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False):
         isoflop_group(report, " / ".join(str(n) for n in name), grp, out_dir, opts, SWEEP_AXES, rng)
+    # Model sizes varied at fixed budgets and one µ_rec (a Chinchilla-style size sweep): N* across models.
+    if usable["mean_recurrence"].nunique() <= 1 and isoflop.isoflop_supported(usable, "params")[0]:
+        isoflop_group(report, "all models", usable, out_dir, opts, ("params",), rng)
 
 
 def _stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, tracking_uri: str) -> None:
