@@ -71,6 +71,8 @@ def write_rows(rows: Iterable[np.ndarray], path: Path, dtype: np.dtype, row_len:
             for row in rows:
                 f.write(row.astype(dtype, copy=False).tobytes())
         tmp.replace(path)
+    if path.stat().st_size == 0:  # no row at all (the caller says which split is too small)
+        return np.zeros((0, row_len), dtype=dtype)
     flat = np.memmap(path, dtype=dtype, mode="r")
     return flat.reshape(-1, row_len)
 

@@ -88,10 +88,20 @@ def build_shard_set(data, cache: Path, progress: bool = True) -> tuple[shards.Sh
     if found is not None and found.manifest["tokenizer"] != tok.content_hash:
         raise ConfigError("data.shard_dir", str(out), "holds shards of another tokenizer",
                           "point data.shard_dir at an empty folder, or null for the cache")
-    built = found or shards.build_shards(sources.documents(data, cache / "hf"), tok, out, shard_docs=data.shard_docs,
-                                         shard_chars=data.shard_chars, workers=data.workers,
-                                         val_percent=data.val_percent, description=spec, progress=progress)
+    try:
+        built = found or _build(data, cache, tok, out, spec, progress)
+    except shards.EmptySource:
+        key = "data.hf_path" if data.source == "hf" else "data.paths"
+        raise ConfigError(key, data.hf_path if data.source == "hf" else list(data.paths),
+                          "the source holds no document with text (empty, whitespace only, or all filtered)",
+                          "point it at files with text (check data.text_field for jsonl/parquet)") from None
     return built, tok
+
+
+def _build(data, cache: Path, tok, out: Path, spec: dict, progress: bool) -> shards.ShardSet:
+    return shards.build_shards(sources.documents(data, cache / "hf"), tok, out, shard_docs=data.shard_docs,
+                               shard_chars=data.shard_chars, workers=data.workers,
+                               val_percent=data.val_percent, description=spec, progress=progress)
 
 
 def _packed(shard_set: shards.ShardSet, split: str, row_len: int, buffer_docs: int, bos_id: int):

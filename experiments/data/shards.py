@@ -91,6 +91,10 @@ def _worker_shard(out_dir: str, index: int, texts: list[str], val_percent: float
     return tokenize_shard(_worker_tokenizer, Path(out_dir), index, texts, val_percent)
 
 
+class EmptySource(ValueError):
+    """The source holds no document with text."""
+
+
 @dataclass(frozen=True)
 class ShardSet:
     """A finished set of shards: the directory, its manifest, and readers for each split."""
@@ -187,7 +191,7 @@ def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, wo
             pool.shutdown(cancel_futures=True)
         bar.close()
     if not markers:
-        raise ValueError(f"the source yielded no documents ({description})")
+        raise EmptySource(f"the source yielded no documents ({description})")
     shards = [markers[i] for i in sorted(markers)]
     digest = hashlib.sha256(tok.content_hash.encode())
     for s in shards:

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from experiments.config import schema
 from experiments.config.errors import one_line_errors
 from experiments.config.plan import plan
-from experiments.config.errors import TrackingError
+from experiments.config.errors import ConfigError, TrackingError
+from experiments.data import run_data
 from experiments.launch.preflight import preflight
 from experiments.tracking import store as tracking
 from helpers import REPO
@@ -111,3 +112,14 @@ def test_random_bad_values_for_every_schema_field_keep_the_one_line_contract(cap
                 pytest.fail(f"{override}: {type(err).__name__}: {err}")
             draws += 1
     assert rejected > draws // 2  # most bad values are caught before any work
+
+
+@pytest.mark.parametrize("content, key", [(b"   \n", "data.paths"), (bytes(range(256)) * 12, "data.val_percent")])
+def test_an_empty_or_binary_corpus_is_a_config_error(tmp_path, content, key):
+    (tmp_path / "corpus.txt").write_bytes(content)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*BASE, "data=text", f"data.paths=[{tmp_path}/corpus.txt]",
+                                                       "data.tokenizer=byte", "data.workers=0",
+                                                       f"paths.root={tmp_path}"])
+    with pytest.raises(ConfigError, match=key):
+        run_data.load(cfg, tmp_path, 64)
