@@ -10,9 +10,11 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments.config.errors import one_line_errors
+from experiments.config.errors import RunBusyError, one_line, one_line_errors
 from experiments.config.schema import register
 from experiments.launch.preflight import preflight
 from experiments.training.pretrain import run
@@ -23,7 +25,14 @@ register()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     with one_line_errors():
-        return run(cfg)
+        try:
+            return run(cfg)
+        except RunBusyError as err:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            # In a sweep, a point that another process is training is left to it: the others go on.
+            print(one_line("run busy", err), file=sys.stderr, flush=True)
+            return float("nan")
 
 
 if __name__ == "__main__":
