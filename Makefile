@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 sweep: $(STAMP)
-	$(PY) -m experiments.pretrain sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS)
+	$(PY) -m experiments.sweep sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS)
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID) --reuse
 
 sweep-detached: $(STAMP)

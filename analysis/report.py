@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,6 +445,21 @@ def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, opts: Option
     return digest.hexdigest()
 
 
+def _adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:
+    """The points the sweep driver added beyond edge optima (experiments.launch.adaptive), and why."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    parents = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
+                                 max_results=1) if exp else []
+    added = json.loads(parents[0].data.tags.get("sweep.adaptive", "[]")) if parents else []
+    if not added:
+        return None
+    rows = "\n".join(f"| {e['flop_budget']:.0e} | {e['mean_recurrence']} | {e['reason']} |" for e in added)
+    return ("## Points added by adaptive bracketing\n\nAfter the grid's pass the driver added these µ_rec values "
+            "beyond optima on the grid's edge (`sweep.adaptive`); each is an ordinary run of the sweep.\n\n"
+            "| C (FLOPs) | µ_rec | why |\n|---|---|---|\n" + rows)
+
+
 def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Path,
             log_to_mlflow: bool = True, n_boot: int = 1000, seed: int = 0, reuse: bool = False,
             opts: Options | None = None) -> Path:
@@ -471,6 +487,9 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
     report = Report()
     report.add(_header(raw, usable, excluded, experiment, sweep_id, tracking_uri))
     report.add(_excluded_section(excluded))
+    adaptive = _adaptive_section(tracking_uri, experiment, sweep_id)
+    if adaptive:
+        report.add(adaptive)
     if stability.stability_supported(raw):
         with stage("stability"):
             _stability_section(report, raw, out_dir, tracking_uri)

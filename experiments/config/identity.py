@@ -20,7 +20,7 @@ from experiments.config import schema
 from parcae import ModelConfig
 
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
-_NOT_IDENTITY = {"tracking", "paths", "sweep_id", "hydra", "launcher"}
+_NOT_IDENTITY = {"tracking", "paths", "sweep_id", "sweep", "hydra", "launcher"}
 _NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size", "precision", "compile",
                        "activation_checkpointing"}
 _NOT_IDENTITY_DATA = {"workers", "shard_dir", "streaming", "encoder"}  # how the data is built, not what it is

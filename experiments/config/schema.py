@@ -116,6 +116,14 @@ class PathsSchema:
 
 
 @dataclass
+class SweepSchema:
+    """How a sweep grows after its first pass (experiments.launch.adaptive); not part of any run's identity."""
+    adaptive: bool = False  # extend µ_rec beyond an isoFLOP optimum that sits on the grid's edge
+    max_extra_points: int = 8  # cap on the points added over all passes
+    ladder: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64])
+
+
+@dataclass
 class Config:
     model: Any = field(default_factory=ModelSchema)
     data: DataSchema = field(default_factory=DataSchema)
@@ -123,6 +131,7 @@ class Config:
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
     sweep_id: str = "adhoc"
+    sweep: SweepSchema = field(default_factory=SweepSchema)
 
 
 def register() -> None:
