@@ -45,6 +45,22 @@ def default_loops(model: ModelConfig) -> int | None:
     return model.mean_recurrence if model.kind == "parcae" else None
 
 
+def dense_test_loops(mean_recurrence: int) -> list[int]:
+    """Every loop count up to µ_rec, then a few beyond (1.5, 2 and 3·µ_rec, rounded up): the curve L(T) is
+    sampled densely where it falls and far enough past µ_rec to see where it saturates."""
+    beyond = {math.ceil(f * mean_recurrence) for f in (1.5, 2, 3)}
+    return sorted(set(range(1, mean_recurrence + 1)) | beyond)
+
+
+def eval_loops(train_cfg: Any, model: ModelConfig) -> list[int]:
+    """The loop counts a finished Parcae run is evaluated at: train.test_loops, plus the dense grid when
+    train.test_loops_dense is set."""
+    loops = set(train_cfg.test_loops)
+    if train_cfg.get("test_loops_dense", False):
+        loops |= set(dense_test_loops(model.mean_recurrence))
+    return sorted(loops)
+
+
 def resolve_model(model_cfg: Any) -> ModelConfig:
     m = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
     name = m.get("name")

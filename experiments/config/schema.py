@@ -88,6 +88,9 @@ class TrainSchema:
     eval_every: int = 50  # steps between validation losses at T = µ_rec
     checkpoint_every: int = 50  # steps between checkpoints (metrics are flushed with them)
     test_loops: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    # Also evaluate at every T up to µ_rec and at 1.5, 2 and 3·µ_rec (config.plan.dense_test_loops), so the
+    # test-time decay is identified when curves saturate early (Parcae arXiv 2604.12946 §5.3 evaluates to 2·µ_rec).
+    test_loops_dense: bool = False
     on_nonfinite: str = "skip"  # "skip" the step, or "stop" and mark the run diverged
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     device: str = "cpu"

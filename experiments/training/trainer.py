@@ -26,7 +26,7 @@ from experiments.training import checkpoint
 from experiments.training import distributed
 from experiments.training import preemption
 from experiments.config.errors import ConfigError
-from experiments.config.plan import default_loops
+from experiments.config.plan import default_loops, eval_loops
 from experiments.data.bpb import bpb_from_tokens_per_byte
 from experiments.data.corpus import PackedStream
 from experiments.data.packing import check_data_position, data_position
@@ -369,7 +369,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
 
     final = {"eval/loss": evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)}
     if model_cfg.kind == "parcae":
-        for T in sorted(set(t.test_loops)):
+        for T in eval_loops(t, model_cfg):
             final[f"eval/loss_T{T}"] = evaluate(raw_model, val_x, val_y, T, eval_bs, t.seed)
     final.update(bpb_of(final))
     if not all(math.isfinite(v) for v in final.values()):

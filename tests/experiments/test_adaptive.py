@@ -72,3 +72,10 @@ def test_driver_extends_edge_optimum_rerun_adds_nothing_interrupted_extension_re
     runs = client.search_runs([exp.experiment_id], "tags.sweep_id = 'adapt' and tags.run_kind = 'pretrain'")
     assert sorted(int(r.data.params["model.mean_recurrence"]) for r in runs) == sorted(
         [2, 3, *(e["mean_recurrence"] for e in record), 6])
+
+
+def test_dense_test_loops_cover_every_T_to_mu_and_beyond():
+    from experiments.config.plan import dense_test_loops
+    assert dense_test_loops(1) == [1, 2, 3]
+    assert dense_test_loops(4) == [1, 2, 3, 4, 6, 8, 12]
+    assert dense_test_loops(8)[:8] == list(range(1, 9)) and dense_test_loops(8)[-1] == 24
