@@ -140,10 +140,25 @@ def _runs_line(runs: dict) -> str:
     return f"runs: {runs['used']} used, {sum(excl.values())} excluded{why}"
 
 
+def _regime_line(isoflop: list[AxisResult]) -> str | None:
+    """When no budget of a looped sweep favours looping, say so first, and where the trend is measured."""
+    mu = [r for r in isoflop if r.axis == "mean_recurrence" and r.optima]
+    if not mu or any(r.law is not None for r in mu):
+        return None
+    at_one = [o for r in mu for o in r.optima if any("looping does not pay" in f.reason for f in o.flags)]
+    if len(at_one) < sum(len(r.optima) for r in mu):
+        return None
+    return ("regime: looping does not pay at any budget of this sweep (every isoFLOP optimum at µ_rec = 1), "
+            "so µ_rec* ∝ C^γ cannot be measured here; on 2 CPU cores the pilot (docs/pilot.md) found the gap "
+            "to µ_rec = 2 closing only near 130 tokens per parameter — larger budgets: "
+            "`make sweep SWEEP=isoflop-long`")
+
+
 def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
              runs: dict) -> list[str]:
     show_group = len({r.group for r in isoflop}) > 1
-    lines = [_exponent_line(r, show_group) for r in isoflop]
+    regime = _regime_line(isoflop)
+    lines = ([regime] if regime else []) + [_exponent_line(r, show_group) for r in isoflop]
     if not isoflop:
         lines.append("isoFLOP exponents: not identified — no FLOP budget has >= 3 distinct values of an "
                      "allocation variable")

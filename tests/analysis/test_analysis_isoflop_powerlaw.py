@@ -123,6 +123,8 @@ def test_headline_says_when_looping_does_not_pay():
     r = approach2(isoflop_frame(mu_star=lambda C: 0.5), "g", "mean_recurrence", Options(n_boot=0),
                   np.random.default_rng(0))
     assert r.law is None
-    line = headline([r], {}, [], {"used": 35, "excluded": {}})[0]
+    regime, line = headline([r], {}, [], {"used": 35, "excluded": {}})[:2]
+    # First the regime and which sweep measures the trend, then the exponent and why it is not identified.
+    assert regime.startswith("regime: looping does not pay at any budget") and "SWEEP=isoflop-long" in regime
     assert line.startswith("µ_rec* ∝ C^γ: not identified — 0 clean budget(s)")
     assert "looping does not pay" in line and "paper: 0.40" in line
