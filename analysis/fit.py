@@ -582,7 +582,7 @@ def _raw_samples(law: Law, thetas: np.ndarray, centres: dict[str, float]) -> dic
 
 def identifiability_warnings(fit: LawFit, boot: LawBootstrap | None, design: Design,
                              level: float = 0.9) -> list[str]:
-    """Checklist warnings (scaling-fits.md section 6)."""
+    """Identifiability and conditioning warnings (the checklist in docs/analysis.md)."""
     out: list[str] = []
     law = fit.law
     r = design.raw

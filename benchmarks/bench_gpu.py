@@ -1,4 +1,4 @@
-"""`make bench-gpu`: parcae-small (~140M parameters, parcae.md A.7) training on one CUDA GPU.
+"""`make bench-gpu`: parcae-small (~140M parameters, Parcae arXiv 2604.12946 Tables 18, 19, 21) training on one CUDA GPU.
 
     .venv/bin/python benchmarks/bench_gpu.py [any bench_train.py option, e.g. --batch-size 8 --windows 3]
 

@@ -6,7 +6,7 @@
 1. Writes a deterministic ~100 MB text corpus: the embedded corpus's documents (the standard library's
    sources), copied over and over, each copy perturbed (a header naming the copy, identifiers suffixed
    with the copy number) so that the text is not one block repeated.
-2. Trains a byte-level BPE (parcae.md D.3 split rule) on a 5 MB sample of it.
+2. Trains a byte-level BPE (Parcae arXiv 2604.12946 App. Q split rule) on a 5 MB sample of it.
 3. Reads the corpus through the text source and builds the shards from scratch --repeats times, each in
    a fresh folder, with --workers processes; prints JSON with the median MB/s (input text bytes per
    second of the whole build: reading, tokenising, writing shards and markers).

@@ -1,4 +1,4 @@
-"""FLOW: fine-tuning with pre-trained loss-oriented weighting (spec: shared/reference/flow.md), its
+"""FLOW: fine-tuning with pre-trained loss-oriented weighting (spec: shared/reference/FLOW arXiv 2502.02797), its
 baselines (ℓ2 to θ₀, WiSE-FT, LoRA), tasks and forgetting metrics. Knows nothing of Hydra or MLflow."""
 
 from .baselines import add_lora, anchor, l2_penalty, merge_lora, wise_interpolate

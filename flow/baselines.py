@@ -1,4 +1,4 @@
-"""The forgetting baselines FLOW is compared with (flow.md B): ℓ2 pull toward the pre-trained weights,
+"""The forgetting baselines FLOW is compared with (FLOW arXiv 2502.02797): ℓ2 pull toward the pre-trained weights,
 WiSE-FT weight averaging, and LoRA through `peft`. Each also combines with FLOW's weights."""
 
 from __future__ import annotations

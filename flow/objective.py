@@ -3,7 +3,7 @@
 - 'tokens' (the reference code's): Σ_i w_i Σ_t ℓ_it ÷ (supervised tokens in the batch). With w ≡ 1 it is
   the ordinary token-mean loss, so standard fine-tuning uses the same reduction.
 - 'samples' (the paper's Algorithm 1, per-sample mean): (1/B) Σ_i w_i · mean_t ℓ_it, which does not let
-  long responses weigh more (flow.md F.7).
+  long responses weigh more (FLOW arXiv 2502.02797).
 Weights may be per sample [B] (sequence-level FLOW) or per token [B, S] (token-level FLOW).
 """
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-# The Alpaca-style template the reference code formats MetaMathQA with (flow.md A.2), in our words.
+# The Alpaca-style template the reference code formats MetaMathQA with (FLOW arXiv 2502.02797), in our words.
 ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
                  "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
 

@@ -1,6 +1,6 @@
 """FLOW's sample weights: losses of the frozen pre-trained model, a temperature, w = exp(−loss/τ).
 
-The weights are static (flow.md A.1): computed once from θ*, never refreshed during fine-tuning, and not
+The weights are static (FLOW arXiv 2502.02797): computed once from θ*, never refreshed during fine-tuning, and not
 normalised. A sample whose loss is undefined (no supervised token, or a non-finite loss) gets weight 0.
 """
 

@@ -1,4 +1,4 @@
-"""Parcae: stable looped language models and their Transformer baselines (spec: shared/reference/parcae.md A–C)."""
+"""Parcae: stable looped language models and their Transformer baselines (spec: shared/reference/Parcae arXiv 2604.12946 A–C)."""
 
 from .config import ModelConfig
 from .flops import flops_per_token, param_counts, tokens_for_budget

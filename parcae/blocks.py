@@ -1,6 +1,6 @@
 """Pre-norm transformer block shared by the prelude, the recurrent core, the coda and the plain Transformer.
 
-Details follow parcae.md A.4: RMSNorm in fp32, separate q/k/v/o projections, gated value embeddings added
+Details follow Parcae arXiv 2604.12946 §3: RMSNorm in fp32, separate q/k/v/o projections, gated value embeddings added
 to v, interleaved-pair RoPE then parameter-free QK-norm, causal SDPA, and a 0.5·ReLU² MLP. No biases.
 Attention optionally reads and extends a KVCache, which is how generation avoids re-running the prefix.
 """

@@ -30,7 +30,7 @@ class ModelConfig:
     mean_backprop: int | None = None  # µ_bwd; None -> ceil(µ_rec / 2)
     injection: str = "diagonal"  # "diagonal" (Parcae) | "add" | "linear" (concat-then-project)
     state_init: str = "like-init"  # "like-init" | "zero" | "normal"
-    # Training depths (parcae.md B.1, B.3; formulas in parcae.sampling.draw_depths):
+    # Training depths (Parcae arXiv 2604.12946 §3, App. G–I; formulas in parcae.sampling.draw_depths):
     depth_sampling: str = "poisson-truncated"  # | "poisson-full" | "poisson-fill" | "fixed"
     depth_granularity: str = "per-sequence"  # | "per-batch" (one draw per micro-batch) | "per-token"
     depth_curriculum_steps: int = 0  # ramp µ_rec from 1 over this many training steps; 0 = off

@@ -1,4 +1,4 @@
-"""Analytic parameter counts and training FLOPs per token, following the reference accounting (parcae.md C).
+"""Analytic parameter counts and training FLOPs per token, following the reference accounting (Parcae arXiv 2604.12946 App. D).
 
 The reference counts 6 FLOPs per parameter for everything except the tied embedding/head matrix: value-
 embedding tables (pure lookups) are counted, the output head matmul is not. That is not the textbook count

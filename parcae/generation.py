@@ -1,4 +1,4 @@
-"""Autoregressive decoding with a KV cache per (layer, loop iteration) (parcae.md B.4).
+"""Autoregressive decoding with a KV cache per (layer, loop iteration) (Parcae arXiv 2604.12946 §3, App. G–I).
 
 In a looped model a token at iteration t of core layer j attends to the keys and values earlier tokens
 produced at that same layer and iteration, so the cache keeps one entry per prelude layer, per (core layer,

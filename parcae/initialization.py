@@ -1,4 +1,4 @@
-"""The "scaled-zero + orthogonal" initialisation of parcae.md A.5 and the like-init state draw of A.3."""
+"""The "scaled-zero + orthogonal" initialisation of Parcae arXiv 2604.12946 §3 and the like-init state draw of A.3."""
 
 from __future__ import annotations
 

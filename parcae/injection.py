@@ -3,7 +3,7 @@
 Every injection splits into input_term(e), which a forward computes once, and step(h, u), which each
 iteration runs: e is the same at every iteration, so its projection need not be recomputed.
 
-parcae.md A.2 / A.6. Viewing one loop step as a linear system h' = Ā h + B̄ e (plus the core's residual):
+Parcae arXiv 2604.12946 §3 / A.6. Viewing one loop step as a linear system h' = Ā h + B̄ e (plus the core's residual):
 * "diagonal" (Parcae): Ā = exp(-Δ ⊙ exp(A_log)) with Δ = softplus(dt_bias), so 0 < Ā < 1 for every
   parameter value and the loop cannot blow up through its linear part;
 * "add" (looped transformers): Ā = I, marginally stable;

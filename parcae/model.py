@@ -1,6 +1,6 @@
 """The looped language model (Parcae) and its parameter-matched Transformer baseline.
 
-LoopedLM, parcae.md A.1:
+LoopedLM, Parcae arXiv 2604.12946 §3:
 
     e   = PreludeNorm(Prelude(wte(ids)))
     h_0 ~ random state
@@ -9,7 +9,7 @@ LoopedLM, parcae.md A.1:
 
 During training T is drawn per sequence (truncated Poisson around µ_rec; other schemes and granularities in
 parcae.sampling) and only the last µ_bwd steps carry gradient; the update does not depend on the step
-index, so running short sequences' steps early or late is the same computation (parcae.md B.1).
+index, so running short sequences' steps early or late is the same computation (Parcae arXiv 2604.12946 §3, App. G–I).
 Both models also decode incrementally against a KV cache (parcae.generation).
 """
 
@@ -149,7 +149,7 @@ class LoopedLM(_TiedEmbeddingLM):
         # Recompute each backpropagated iteration's activations in the backward instead of keeping them:
         # memory per iteration drops to the state h, at the cost of one more forward of the core.
         self.checkpoint_iterations = False
-        # Monitors of the latest forward, read by injection_stats (parcae.md E).
+        # Monitors of the latest forward, read by injection_stats (Parcae arXiv 2604.12946 App. F).
         self._last_state_norm: torch.Tensor | None = None
         self._last_residual: torch.Tensor | None = None
         self._last_rel_residual: torch.Tensor | None = None
@@ -362,7 +362,7 @@ class LoopedLM(_TiedEmbeddingLM):
 
     @torch.no_grad()
     def injection_stats(self) -> dict[str, float]:
-        """Stability monitors (parcae.md E): the injection seen as a linear system h ← Ā h + B̄ e — ρ(Ā)
+        """Stability monitors (Parcae arXiv 2604.12946 App. F): the injection seen as a linear system h ← Ā h + B̄ e — ρ(Ā)
         (spectral radius), ‖B̄‖₂ — for every injection type, ‖C‖₂, and the last forward's state.
 
         Norms are spectral (largest singular value); the diagonal injection adds ‖B‖₂ (before Δ). From the most recent forward:

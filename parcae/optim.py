@@ -1,4 +1,4 @@
-"""MuonAdamW: Muon for the hidden 2-D matrices, AdamW for everything else (parcae.md D.1).
+"""MuonAdamW: Muon for the hidden 2-D matrices, AdamW for everything else (Parcae arXiv 2604.12946 App. Q).
 
 Parameter split (``param_groups``):
 
@@ -9,7 +9,7 @@ Parameter split (``param_groups``):
   projection.
 * **Muon**: every other 2-D matrix: attention q/k/v/o, MLP fc/proj and, by default, the value-embedding
   gates (``ve_gate``). The gates follow the reference code; the paper's Table 20 lists them under AdamW
-  (parcae.md H.10). ``ve_gates="adamw"`` selects the paper's variant.
+  (Parcae arXiv 2604.12946). ``ve_gates="adamw"`` selects the paper's variant.
 
 Muon step for a group of same-shape matrices (stacked and stepped together), at optimizer step t:
 
@@ -145,7 +145,7 @@ def orthogonalize(
 class MuonAdamW(torch.optim.Optimizer):
     """Muon (Polar Express, NorMuon, cautious weight decay) for hidden matrices + AdamW for the rest.
 
-    Args mirror parcae.md D.1; ``total_steps`` sets the weight-decay ramp λ·(1 - t/total_steps).
+    Args mirror Parcae arXiv 2604.12946 App. Q; ``total_steps`` sets the weight-decay ramp λ·(1 - t/total_steps).
     ``ns_dtype``: dtype of the orthogonalisation; None = bf16 for CUDA parameters, fp32 otherwise.
     ``normuon``: per-row/column second-moment normalisation of the orthogonalised update (β₂ = ``normuon_beta2``).
     """

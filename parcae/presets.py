@@ -10,7 +10,7 @@ import dataclasses
 
 from .config import ModelConfig
 
-# Published sizes (parcae.md A.7): name -> (d_model, stage depth P=R=C, transformer layers).
+# Published sizes (Parcae arXiv 2604.12946 Tables 18, 19, 21): name -> (d_model, stage depth P=R=C, transformer layers).
 _PUBLISHED = {
     "small": (768, 2, 6),
     "medium": (1024, 4, 12),

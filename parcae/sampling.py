@@ -43,7 +43,7 @@ def _draw(
     scheme: str, shape: tuple[int, ...], mean_recurrence: int, backprop_depth: int,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(free, grad) for one depth-sampling scheme, parcae.md B.1 / B.3 with µ = µ_rec, s = µ_bwd."""
+    """(free, grad) for one depth-sampling scheme, Parcae arXiv 2604.12946 §3, App. G–I / B.3 with µ = µ_rec, s = µ_bwd."""
     mu, s = mean_recurrence, backprop_depth
     if scheme == "poisson-truncated":
         # Sample the total, then split it: the realised depth stays centred on µ_rec (paper Alg. 4).
@@ -79,7 +79,7 @@ def draw_depths(
     * fixed:             T = µ_rec, grad = min(T, µ_bwd)
     Granularity: one draw per sequence ([B]), one shared by the micro-batch ([B], all equal) or one per
     token ([B, S]). Per-batch splits T exactly like per-sequence, so it runs T steps in total — the
-    reference's per-batch truncated scheme ran T free steps plus the grad steps (parcae.md B.3).
+    reference's per-batch truncated scheme ran T free steps plus the grad steps (Parcae arXiv 2604.12946 §3, App. G–I).
     """
     if granularity == "per-sequence":
         free, grad = _draw(scheme, (batch_size,), mean_recurrence, backprop_depth, generator)
@@ -99,7 +99,7 @@ def fixed_depths(batch_size: int, num_steps: int, backprop_depth: int) -> DepthP
 
 
 def curriculum_mean(mean_recurrence: int, step: int | None, ramp_steps: int, shape: str) -> int:
-    """The µ_rec that depth sampling uses at training step `step` (parcae.md B.3 curriculum).
+    """The µ_rec that depth sampling uses at training step `step` (Parcae arXiv 2604.12946 §3, App. G–I curriculum).
 
     Ramps from 1 to µ_rec over ramp_steps as ceil(progress · µ_rec), progress = step / L ("linear") or
     1 - sqrt(1 - step / L) ("sqrt"). step=None or ramp_steps=0 means no curriculum.

@@ -1,5 +1,5 @@
 """Parametric law fitting: exact recovery, gradients, the two negative tests of
-scaling-fits.md section 4.1 (mean-reduced objective, objective scale), bootstrap."""
+the mean-reduced objective and objective-scale checks of docs/analysis.md, bootstrap."""
 from __future__ import annotations
 
 import numpy as np

@@ -42,7 +42,7 @@ def test_bpe_has_the_requested_vocab_and_round_trips(bpe, tmp_path):
     assert bpe.decode(ids) == text
     # Bytes per token add up to the text's UTF-8 length: what bits per byte divides by.
     assert int(bpe.token_bytes()[ids].sum()) == len(text.encode("utf-8"))
-    # The split rule groups digits one or two at a time (parcae.md D.3).
+    # The split rule groups digits one or two at a time (Parcae arXiv 2604.12946 App. Q).
     assert all(len(tok) <= 2 for tok in (bpe.tok.id_to_token(i) for i in bpe.encode("1234567"))
                if tok.isdigit())
     again = tokenizers.load(tokenizers.save(bpe, tmp_path / "tokenizer.json"))

@@ -1,4 +1,4 @@
-"""MuonAdamW (parcae.md D.1): parameter split, Polar-Express orthogonalisation, schedules, cautious weight
+"""MuonAdamW (Parcae arXiv 2604.12946 App. Q): parameter split, Polar-Express orthogonalisation, schedules, cautious weight
 decay, learning on `tiny`, and exact checkpoint round-trips."""
 
 import copy

@@ -1,4 +1,4 @@
-"""Published parameter counts and FLOPs per token (parcae.md A.7 and C), checked on meta-device models."""
+"""Published parameter counts and FLOPs per token (Parcae arXiv 2604.12946 Tables 18, 19, 21 and App. D), checked on meta-device models."""
 
 import dataclasses
 
@@ -14,7 +14,7 @@ NON_CORE_PARAMS = {"small": 104_998_272, "medium": 304_108_544, "large": 616_731
 FLOPS_AT_8 = {"small": 1_359_902_976, "medium": 4_173_740_032, "large": 8_859_905_280, "xlarge": 15_833_634_816}
 TRANSFORMER_FLOPS = {"small": 821_098_368, "medium": 2_416_081_920, "large": 4_954_823_040, "xlarge": 8_607_191_040}
 
-# GFLOPs per token at µ_rec ∈ {1, 2, 4, 6, 8, 10, 12}, µ_bwd = ceil(µ/2), as printed in parcae.md C.
+# GFLOPs per token at µ_rec ∈ {1, 2, 4, 6, 8, 10, 12}, µ_bwd = ceil(µ/2), computed with the accounting of Parcae arXiv 2604.12946 App. D (as its released code counts).
 # The printed cells carry noise of up to 8e-5 GF: the table is not linear in µ although the
 # formula is (e.g. xlarge µ 1→2 prints +0.55366, the formula forces 2·N_core + R·attn = 0.553700352 GF) while
 # its µ=8 column equals the exact integers. So cells are compared to within 1e-4 GF and µ=8 exactly.
@@ -89,7 +89,7 @@ def test_flop_table(size):
 
 
 def test_isoflop_token_budgets():
-    # parcae.md C: 140M at 1e18 FLOPs -> 0.735 B tokens at µ=8, 1.151 B at µ=2, 1.207 B at µ=1.
+    # Parcae arXiv 2604.12946 App. D: 140M at 1e18 FLOPs -> 0.735 B tokens at µ=8, 1.151 B at µ=2, 1.207 B at µ=1.
     small = get_preset("small")
     assert tokens_for_budget(small, 1e18) == int(1e18 // 1_359_902_976)
     expected = {8: 0.735, 2: 1.151, 1: 1.207, 12: 0.593}
