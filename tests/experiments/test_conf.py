@@ -23,6 +23,6 @@ def test_every_grid_point_of_shipped_sweeps_is_valid(sweep):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
         grid = grid_overrides(cfg.hydra.sweeper.params, [f"sweep={sweep}"])
-        assert len(grid) >= 3
+        assert len(grid) >= 2  # a sweep compares at least two points (the pilot's controls are pairs)
         for overrides in grid:
             plan(compose(config_name="config", overrides=overrides))
