@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -60,7 +61,8 @@ def collect(root: Path, sweep_ids: list[str]) -> list[dict]:
             o = _overrides(job)
             train = cfg.get("train", {})
             rows.append({
-                "sweep": sweep_id, "hash": job["config_hash"], "state": status.get("status", "missing"),
+                "sweep": re.sub(r"-mu\d+$", "", sweep_id),  # one µ_rec per sweep id (run side by side): one family
+                "hash": job["config_hash"], "state": status.get("status", "missing"),
                 "C": float(o.get("train.flop_budget", train.get("flop_budget") or "nan")),
                 "mu": int(o.get("model.mean_recurrence", cfg.get("model", {}).get("mean_recurrence") or 0)),
                 "seed": int(o.get("train.seed", train.get("seed", 0))),
@@ -80,15 +82,19 @@ def write_table(rows: list[dict], n_params: dict[str, int], out: Path) -> None:
         loss = f"{r['loss']:.4f}" if r["loss"] is not None else "—"
         tokens = f"{r['tokens'] / 1e6:.2f} M" if r["tokens"] else "—"
         wall = f"{r['wall_min']:.1f}" if r["wall_min"] is not None else "—"
-        lines.append(f"| {r['sweep']} | {r['C']:.0e} | {r['mu']} | {r['seed']} | {r['lr']:g} | {tokens} | {tpp} "
+        lines.append(f"| {r['sweep']} | {r['C']:.2g} | {r['mu']} | {r['seed']} | {r['lr']:g} | {tokens} | {tpp} "
                      f"| {loss} | {wall} | {r['state']} |")
     (out / "pilot.md").write_text("\n".join(lines) + "\n")
 
 
 def plot(rows: list[dict], out: Path) -> None:
     sweeps = sorted({r["sweep"] for r in rows})
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3.2), squeeze=False)
-    for ax, sweep in zip(axes[0], sweeps):
+    ncols = min(4, len(sweeps))
+    nrows = -(-len(sweeps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(sweeps):]:
+        ax.set_visible(False)
+    for ax, sweep in zip(axes.flat, sweeps):
         groups = defaultdict(list)
         for r in rows:
             if r["sweep"] == sweep and r["loss"] is not None and math.isfinite(r["loss"]):
@@ -100,7 +106,7 @@ def plot(rows: list[dict], out: Path) -> None:
                 by_mu[p["mu"]].append(p["loss"])
             mus = sorted(by_mu)
             means = [sum(by_mu[m]) / len(by_mu[m]) for m in mus]
-            label = f"C = {C:.0e} FLOPs" + (f", lr {lr:g}" if len({k[1] for k in groups}) > 1 else "")
+            label = f"C = {C:.2g} FLOPs" + (f", lr {lr:g}" if len({k[1] for k in groups}) > 1 else "")
             ax.plot(mus, means, "-", color=cmap(i), label=label)
             ax.plot([p["mu"] for p in pts], [p["loss"] for p in pts], "o", color=cmap(i), ms=4)
             best = mus[means.index(min(means))]
@@ -109,11 +115,40 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_title(sweep, fontsize=9)
         ax.set_xlabel("µ_rec (training loops)")
-        ax.set_ylabel("validation loss at T = µ_rec (nats/token)")
+        ax.set_ylabel("val. loss at T = µ_rec (nats/token)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(out / f"pilot.{ext}", dpi=150)
+
+
+def plot_gap(rows: list[dict], n_params: dict[str, int], out: Path) -> None:
+    """Every family with a µ_rec = 1 point on one axis: loss(µ_rec) − loss(1), labelled by tokens per
+    parameter at µ_rec = 1, so the gap's closing with data per parameter is seen at a glance."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fams = defaultdict(dict)
+    for r in rows:
+        if r["loss"] is not None and r["seed"] == 0:
+            fams[(r["sweep"], r["C"])][r["mu"]] = r
+    fams = {k: v for k, v in fams.items() if 1 in v and len(v) > 1}
+    order = sorted(fams, key=lambda k: fams[k][1]["tokens"] / n_params.get(k[0], 1))
+    cmap = plt.get_cmap("viridis", max(len(order), 2))
+    for i, key in enumerate(order):
+        pts = fams[key]
+        mus = sorted(pts)
+        tpp = pts[1]["tokens"] / n_params[key[0]] if key[0] in n_params else float("nan")
+        ax.plot(mus, [pts[m]["loss"] - pts[1]["loss"] for m in mus], "o-", color=cmap(i),
+                label=f"{key[0]}, C = {key[1]:.2g}: {tpp:.0f} tokens/param")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("µ_rec (training loops)")
+    ax.set_ylabel("loss − loss at µ_rec = 1 (nats/token)")
+    ax.set_title("isoFLOP: cost of looping (below 0 = looping pays)", fontsize=9)
+    ax.legend(fontsize=6.5)
+    fig.tight_layout()
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"pilot_gap.{ext}", dpi=150)
 
 
 def main() -> None:
@@ -125,10 +160,11 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n_params = {k: int(v) for k, v in (kv.split("=") for kv in args.n_params.split(",") if kv)}
+    n_params = {k: int(v) for k, v in (kv.split("=") for kv in args.n_params.split(",") if kv)}  # by family
     rows = collect(Path(args.root), args.sweeps)
     write_table(rows, n_params, out)
     plot(rows, out)
+    plot_gap(rows, n_params, out)
     print((out / "pilot.md").read_text())
 
 
