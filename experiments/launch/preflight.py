@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import open_dict
 
 from experiments.config.errors import ConfigError, one_line_errors
@@ -49,7 +50,8 @@ def preflight(config_name: str, argv: list[str], check_plan: bool = True) -> Non
             points = grid_overrides(None, overrides)
             for point in points:
                 cfg = compose(config_name=config_name, overrides=point, return_hydra_config=True)
-                single = not multirun and cfg.hydra.mode != "MULTIRUN" and len(points) == 1
+                # hydra.mode composes to a RunMode enum (a sweep file's `mode: MULTIRUN` included)
+                single = not multirun and cfg.hydra.mode != RunMode.MULTIRUN and len(points) == 1
                 if check_plan and single:
                     with open_dict(cfg):
                         del cfg["hydra"]  # the job's view of its config

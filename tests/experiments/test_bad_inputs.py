@@ -123,3 +123,16 @@ def test_an_empty_or_binary_corpus_is_a_config_error(tmp_path, content, key):
                                                        f"paths.root={tmp_path}"])
     with pytest.raises(ConfigError, match=key):
         run_data.load(cfg, tmp_path, 64)
+
+
+def test_preflight_lets_a_sweep_file_grid_through():
+    """`make sweep` names only the sweep file: its grid (e.g. the budgets) comes from hydra.sweeper.params, so
+    the preflight must treat it as a multirun, not plan the file's defaults as one run."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    code = ("from experiments.config.schema import register; from experiments.launch.preflight import preflight; "
+            "register(); preflight('config', ['sweep=isoflop'])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
