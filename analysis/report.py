@@ -411,8 +411,7 @@ def _log_to_mlflow(tracking_uri: str, experiment: str, sweep_id: str, out_dir: P
     # The headline is the run's description in the UI (MLflow shows the mlflow.note.content tag).
     tags = {"run_kind": "analysis", "sweep_id": sweep_id, "analysis.n_runs_used": str(n_used),
             "mlflow.note.content": headline_markdown(headline)}
-    parents = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
-                                 max_results=1)
+    parents = _sweep_parents(client, exp.experiment_id, sweep_id)
     if parents:  # nested under the sweep's parent run in the UI, beside the jobs it analysed
         tags["mlflow.parentRunId"] = parents[0].info.run_id
     run = client.create_run(exp.experiment_id, run_name=f"analysis-{sweep_id}", tags=tags)
@@ -445,12 +444,17 @@ def _fingerprint(raw: pd.DataFrame, experiment: str, sweep_id: str, opts: Option
     return digest.hexdigest()
 
 
+def _sweep_parents(client: MlflowClient, experiment_id: str, sweep_id: str) -> list:
+    """The sweep's parent run as a one-element list (the analysis stays free of experiments/ and torch)."""
+    return client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
+                              max_results=1)
+
+
 def _adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:
     """The points the sweep driver added beyond edge optima (experiments.launch.adaptive), and why."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    parents = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.run_kind = 'sweep'",
-                                 max_results=1) if exp else []
+    parents = _sweep_parents(client, exp.experiment_id, sweep_id) if exp else []
     added = json.loads(parents[0].data.tags.get("sweep.adaptive", "[]")) if parents else []
     if not added:
         return None

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from experiments.config.schema import register
 from experiments.launch.sweep_status import sweep_status
-from experiments.tracking.store import default_uri
+from experiments.tracking.store import default_uri, find_sweep_parent
 
 MU_KEY, BUDGET_KEY = "model.mean_recurrence", "train.flop_budget"
 RECORD = "adaptive.json"
@@ -109,10 +109,9 @@ def _tag_parent(cfg, root: Path, record: list[Extension]) -> None:
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         return
-    parents = client.search_runs([exp.experiment_id],
-                                 f"tags.sweep_id = '{cfg.sweep_id}' and tags.run_kind = 'sweep'", max_results=1)
-    if parents:
-        client.set_tag(parents[0].info.run_id, "sweep.adaptive", json.dumps([asdict(e) for e in record]))
+    parent = find_sweep_parent(client, exp.experiment_id, cfg.sweep_id)
+    if parent:
+        client.set_tag(parent.info.run_id, "sweep.adaptive", json.dumps([asdict(e) for e in record]))
 
 
 def run(overrides: list[str]) -> int:

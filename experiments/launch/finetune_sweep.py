@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from experiments.config.errors import ConfigError
 from experiments.config.finetune import validate
-from experiments.launch.sweep import _hand_parent_to_jobs, grid_overrides, no_launch_on_error, prepare_tracking
+from experiments.launch.sweep import (_hand_parent_to_jobs, grid_overrides, no_launch_on_error, prepare_tracking,
+                                      stop_on_invalid_points)
 from experiments.tracking import store as tracking
 from experiments.training.finetune import finished_base_run
 
@@ -43,10 +44,7 @@ class PrepareFinetuneSweep(Callback):
                     bases_checked.add(key)
             except ConfigError as err:
                 errors.append(f"  {' '.join(overrides)} -> {err}")
-        if errors:
-            print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
-                  + "\n".join(errors), file=sys.stderr)
-            raise SystemExit(2)
+        stop_on_invalid_points(errors, len(grid))
         self._parent = prepare_tracking(config, len(grid))
         if self._parent:
             _hand_parent_to_jobs(config, self._parent[1])

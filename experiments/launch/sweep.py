@@ -79,11 +79,16 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
             jobs.append((overrides, identify(cfg, key[0], corpus_hashes[key], p).hash))
         except ConfigError as err:
             errors.append(f"  {' '.join(overrides)} -> {err}")
+    stop_on_invalid_points(errors, len(grid))
+    return jobs
+
+
+def stop_on_invalid_points(errors: list[str], n_points: int) -> None:
+    """Every invalid grid point in one message, then exit 2 before anything is launched (none: return)."""
     if errors:
-        print(f"config error: {len(errors)} of {len(grid)} grid points are invalid; nothing was launched:\n"
+        print(f"config error: {len(errors)} of {n_points} grid points are invalid; nothing was launched:\n"
               + "\n".join(errors), file=sys.stderr)
         raise SystemExit(2)
-    return jobs
 
 
 PARENT_OVERRIDE = "tracking.parent_run_id"

@@ -212,17 +212,23 @@ def sweep_parent_run(uri: str, experiment_id: str, sweep_id: str,
     Re-running a sweep reuses its parent (the oldest, should two drivers have raced), so all of a
     sweep's jobs, resumed or not, hang under one run. The parent is marked RUNNING again."""
     client = MlflowClient(uri)
-    found = client.search_runs([experiment_id], f"tags.sweep_id = '{_quote(sweep_id)}' and tags.run_kind = '{SWEEP_KIND}'",
-                               order_by=["attributes.start_time ASC"], max_results=1)
+    found = find_sweep_parent(client, experiment_id, sweep_id)
     extra = redact(dict(tags or {}))
     if found:
-        run_id = found[0].info.run_id
+        run_id = found.info.run_id
         client.update_run(run_id, status="RUNNING")
         if extra:
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in extra.items()])
         return run_id
     base = {"sweep_id": sweep_id, "run_kind": SWEEP_KIND}
     return client.create_run(experiment_id, tags={**extra, **base}, run_name=f"sweep-{sweep_id}").info.run_id
+
+
+def find_sweep_parent(client: MlflowClient, experiment_id: str, sweep_id: str):
+    """The sweep's parent run (the oldest, should two drivers have raced), or None."""
+    found = client.search_runs([experiment_id], f"tags.sweep_id = '{_quote(sweep_id)}' and tags.run_kind = '{SWEEP_KIND}'",
+                               order_by=["attributes.start_time ASC"], max_results=1)
+    return found[0] if found else None
 
 
 def _quote(value: str) -> str:
