@@ -13,18 +13,17 @@ import json
 import logging
 import os
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from experiments.training import checkpoint
 from experiments.training import distributed
 from experiments.training import preemption
+from experiments.training.progress import STATE_NAME, Progress
 from experiments.config.errors import ConfigError
 from experiments.config.plan import default_loops, eval_loops
 from experiments.data.bpb import bpb_from_tokens_per_byte
@@ -219,12 +218,14 @@ class MetricSink:
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
           run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None,
-          tokens_per_byte: float | None = None) -> TrainResult:
+          tokens_per_byte: float | None = None, label: str | None = None) -> TrainResult:
     """Train to `steps`, resuming from run_dir's checkpoint if there is one.
 
     on_eval(step, val_loss) is called after each periodic validation (e.g. to prune an Optuna trial by
     raising); a preemption signal (see experiments.training.preemption) checkpoints and hands over for requeue.
     tokens_per_byte (of the validation labels) adds bits per byte next to every validation loss.
+    label names the job in its progress (the grid point, e.g. `mu4-C2e12`; default: the model's name): a bar
+    on a terminal, plain lines elsewhere, and run_dir/progress.json for `make status` (training.progress).
     """
     t = train_cfg
     ctx = distributed.setup(t.device)
@@ -304,12 +305,12 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     eval_bs = t.batch_size
     tokens_per_step = t.batch_size * model_cfg.block_size
     model.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=model_cfg.name, mininterval=2.0,
-               disable=None if main else True, file=sys.stderr)
+    progress = Progress(label or model_cfg.name, steps, initial=start, unit="step", enabled=main,
+                        state_path=run_dir / STATE_NAME)
     t0 = time.time()
     simple = not ctx.enabled and n_micro == 1  # exactly the single-process step of before
     first_row = ctx.rank * local_bs
-    for step in bar:
+    for step in range(start, steps):
         x, y = stream.batch(step, t.batch_size)
         if simple:
             loss, grad_norm, nonfinite = train_step(model, optimizer, scheduler, x, y, gen, step, device, precision,
@@ -344,14 +345,18 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         elif bool(nonfinite):  # "stop" reads the flag every step
             emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
             flush()
+            progress.close()
             return TrainResult("diverged", step, skipped_steps=skipped)
 
         done = step + 1
         # Step 1 too: an unstable injection can blow the state up within the first few steps.
         if done % LOG_EVERY == 0 or done in (1, steps):
-            emit(step_metrics(raw_model, loss, grad_norm, scheduler.get_last_lr()[0], done, tokens_per_step,
-                              settle_skipped(), (done - start) * tokens_per_step / max(time.time() - t0, 1e-9)), done)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            metrics = step_metrics(raw_model, loss, grad_norm, scheduler.get_last_lr()[0], done, tokens_per_step,
+                                   settle_skipped(), (done - start) * tokens_per_step / max(time.time() - t0, 1e-9))
+            emit(metrics, done)
+            progress.update(done, loss=metrics["train/loss"], **{"tok/s": metrics["train/tokens_per_s"]})
+        else:
+            progress.update(done)
         if done % t.eval_every == 0 and done < steps:
             # Every rank evaluates the whole (small) validation set: same number everywhere, so an
             # on_eval hook that prunes stops all ranks alike.
@@ -364,8 +369,9 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         if done < steps and (done % t.checkpoint_every == 0 or preempt):
             save_checkpoint(done)
             if preempt:
+                progress.close()
                 preemption.hand_over()
-    bar.close()
+    progress.close()
 
     final = {"eval/loss": evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)}
     if model_cfg.kind == "parcae":
