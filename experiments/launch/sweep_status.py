@@ -6,6 +6,11 @@ run dir (`runs/<hash>/status.json`) and its MLflow run:
 
     python -m experiments.status <sweep_id> [--root .]            # table + counts
     python -m experiments.status <sweep_id> --resume              # run only what is not finished
+    python -m experiments.status <run dir or config hash>         # one run
+
+Step, last training loss and ETA come from the run dir: progress.json, which the trainer rewrites every
+PROGRESS_EVERY_S seconds (experiments.training.progress), else the last row of metrics.jsonl (runs
+trained before progress.json existed); a finished run shows its final step.
 
 A job recorded as running whose process is gone (same host, dead pid) is reported `interrupted`;
 SLURM jobs on other hosts stay `running` until their run dir says otherwise.
@@ -14,20 +19,27 @@ SLURM jobs on other hosts stay `running` until their run dir says otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from experiments.config.errors import RunDirError
+from experiments.config.naming import point_label
+from experiments.config.plan import resolve_model
 from experiments.tracking import store as tracking
+from experiments.training.job import CONFIG_NAME, METRICS_NAME, read_metrics
+from experiments.training.progress import fmt_seconds, read_state
 from experiments.training.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, process_alive, read_status
 
 MANIFEST = "manifest.json"
@@ -87,50 +99,114 @@ def job_state(run_dir: Path) -> str:
     return state
 
 
+def run_progress(run_dir: Path, status: dict[str, Any], state: str) -> dict[str, Any]:
+    """step, steps, loss (the last training loss logged) and eta_s (running runs only) of one run dir."""
+    out: dict[str, Any] = {"step": None, "steps": status.get("steps"), "loss": None, "eta_s": None}
+    report = read_state(run_dir)
+    if report is not None:
+        out.update(step=report.get("done"), steps=report.get("total") or out["steps"],
+                   loss=(report.get("fields") or {}).get("loss"))
+        if state == RUNNING and report.get("eta_s") is not None:
+            # The ETA as of the report, less the time since: a report is at most PROGRESS_EVERY_S old.
+            out["eta_s"] = max(0.0, report["eta_s"] - (time.time() - report.get("updated_at", time.time())))
+    else:
+        rows = [r for r in read_metrics(Path(run_dir) / METRICS_NAME) if "train/loss" in r]
+        if rows:
+            last = rows[-1]
+            out.update(step=last["step"], loss=last["train/loss"])
+            rate, tokens = last.get("train/tokens_per_s"), last.get("train/tokens")
+            if state == RUNNING and out["steps"] and rate and tokens and last["step"]:
+                since = time.time() - (Path(run_dir) / METRICS_NAME).stat().st_mtime
+                remaining = (out["steps"] - last["step"]) * (tokens / last["step"]) / rate
+                out["eta_s"] = max(0.0, remaining - since)
+    if state == FINISHED and out["steps"]:
+        out["step"] = out["steps"]
+    return out
+
+
+def run_row(run_dir: Path, client: MlflowClient | None = None) -> dict[str, Any]:
+    """One run dir's state, progress, MLflow status and final loss. A corrupt status.json is reported as
+    such (one line on stderr naming it), so that a table of many runs goes on."""
+    try:
+        status, state = read_status(run_dir), job_state(run_dir)
+    except RunDirError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        status, state = {}, CORRUPT
+    mlflow_status = "—"
+    if client is not None and status.get("mlflow_run_id"):
+        try:
+            mlflow_status = client.get_run(status["mlflow_run_id"]).info.status
+        except Exception:  # the run dir outlives a deleted or unreachable tracking store
+            mlflow_status = "unreachable"
+    return {"config_hash": Path(run_dir).name, "state": state, "mlflow": mlflow_status,
+            "eval_loss": (status.get("final") or {}).get("eval/loss"), **run_progress(run_dir, status, state)}
+
+
 def sweep_status(root: Path, sweep_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per grid point (of every invocation of the sweep): overrides, hash, state, the MLflow
-    run's status. A run dir whose status.json is corrupt is reported as such (one line on stderr naming
-    it) and the other points go on."""
+    """One row per grid point (of every invocation of the sweep): overrides, hash, state, step/steps, last
+    training loss, ETA, the MLflow run's status, eval/loss (run_row)."""
     path = manifest_path(root, sweep_id)
     if not path.exists():
         raise FileNotFoundError(f"no manifest for sweep {sweep_id!r} at {path}: was it launched with "
                                 f"paths.root={root}? Known sweeps: {', '.join(known_sweeps(root)) or 'none'}")
     manifest = read_manifest(root, sweep_id)
     client = MlflowClient(tracking_uri) if tracking_uri else None
-    rows = []
-    for job in manifest["jobs"]:
-        run_dir = Path(root) / "runs" / job["config_hash"]
-        try:
-            status, state = read_status(run_dir), job_state(run_dir)
-        except RunDirError as err:
-            print(f"warning: {err}", file=sys.stderr)
-            status, state = {}, CORRUPT
-        mlflow_status = "—"
-        if client is not None and status.get("mlflow_run_id"):
-            try:
-                mlflow_status = client.get_run(status["mlflow_run_id"]).info.status
-            except Exception:  # the run dir outlives a deleted or unreachable tracking store
-                mlflow_status = "unreachable"
-        rows.append({"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
-                     "config_hash": job["config_hash"], "state": state, "mlflow": mlflow_status,
-                     "eval_loss": (status.get("final") or {}).get("eval/loss")})
-    return rows
+    return [{"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
+             **run_row(Path(root) / "runs" / job["config_hash"], client)} for job in manifest["jobs"]]
+
+
+def find_run_dir(root: Path, target: str) -> Path | None:
+    """A run dir named by its path, its config hash under <root>/runs, or a unique prefix of that hash."""
+    path = Path(target)
+    if path.is_dir() and ((path / "status.json").exists() or (path / CONFIG_NAME).exists()):
+        return path.resolve()
+    runs = Path(root) / "runs"
+    if "/" not in target and (runs / target).is_dir():
+        return runs / target
+    matches = sorted(runs.glob(f"{target}*")) if len(target) >= 4 and "/" not in target else []
+    return matches[0] if len(matches) == 1 else None
+
+
+def run_label(run_dir: Path) -> str:
+    """The run's point label (e.g. mu4-C2e12, experiments.config.naming) from its config.yaml, else its hash."""
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_NAME), resolve=True)
+        cfg["model"] = dataclasses.asdict(resolve_model(cfg["model"]))  # config.yaml keeps the preset's nulls
+        return point_label(cfg) or Path(run_dir).name
+    except Exception:  # noqa: BLE001 — a name is for reading: a missing or odd config.yaml shows the hash
+        return Path(run_dir).name
 
 
 def known_sweeps(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (Path(root) / "sweeps").glob(f"*/{MANIFEST}"))
 
 
+def _cells(r: dict[str, Any]) -> list[str]:
+    """state, step/steps, loss, ETA, mlflow, eval/loss of a row: one word each (no spaces)."""
+    step = "—" if r.get("step") is None else f"{r['step']}/{r['steps'] or '?'}"
+    loss = "—" if r.get("loss") is None else f"{r['loss']:.3f}"
+    eval_loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "—"
+    return [f"{r['state']:<11}", f"{step:<13}", f"{loss:<7}", f"{fmt_seconds(r.get('eta_s')):<8}",
+            f"{r['mlflow']:<9}", eval_loss]
+
+
+HEADER = ["state      ", "step         ", "loss   ", "ETA     ", "mlflow   ", "eval/loss"]
+
+
 def format_table(sweep_id: str, rows: list[dict[str, Any]]) -> str:
     counts = Counter(r["state"] for r in rows)
     order = (FINISHED, RUNNING, INTERRUPTED, FAILED, DIVERGED, MISSING, CORRUPT)
     width = max((len(r["overrides"]) for r in rows), default=10)
-    lines = [f"{'grid point':<{width}}  {'hash':<16}  {'state':<11}  {'mlflow':<9}  eval/loss"]
-    for r in rows:
-        loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "—"
-        lines.append(f"{r['overrides']:<{width}}  {r['config_hash']:<16}  {r['state']:<11}  {r['mlflow']:<9}  {loss}")
+    lines = ["  ".join([f"{'grid point':<{width}}", f"{'hash':<16}", *HEADER])]
+    lines += ["  ".join([f"{r['overrides']:<{width}}", f"{r['config_hash']:<16}", *_cells(r)]) for r in rows]
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
     return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines])
+
+
+def format_run(run_dir: Path, row: dict[str, Any]) -> str:
+    """One run: its label, hash and dir, then the same columns as a sweep's table."""
+    return "\n".join([f"run {run_label(run_dir)} ({row['config_hash']}, {run_dir})",
+                      "  ".join(HEADER), "  ".join(_cells(row))])
 
 
 def resume_commands(root: Path, sweep_id: str, todo: set[str]) -> list[list[str]]:
@@ -148,7 +224,8 @@ def resume_commands(root: Path, sweep_id: str, todo: set[str]) -> list[list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.status", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_id", nargs="?", help="default: list the known sweeps")
+    parser.add_argument("sweep_id", nargs="?", metavar="sweep_id | run",
+                        help="a sweep id, or one run: its run dir or config hash (default: list the known sweeps)")
     parser.add_argument("--root", default=".", help="paths.root of the sweep (default: .)")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<root>/mlflow.db")
     parser.add_argument("--resume", action="store_true", help="run the grid points that are not finished")
@@ -158,11 +235,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(known_sweeps(root)) or f"no sweeps under {root}/sweeps")
         return 0
     uri = args.tracking_uri or tracking.default_uri(root)
+    uri = uri if (root / "mlflow.db").exists() or args.tracking_uri else None
     try:
-        rows = sweep_status(root, args.sweep_id, uri if (root / "mlflow.db").exists() or args.tracking_uri else None)
+        rows = sweep_status(root, args.sweep_id, uri)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        run_dir = find_run_dir(root, args.sweep_id)
+        if run_dir is None:
+            print(f"error: {err}; nor is it a run dir or config hash under {root / 'runs'}", file=sys.stderr)
+            return 2
+        if args.resume:
+            print(f"error: --resume takes a sweep id; to resume run {run_dir.name}, rerun its command "
+                  f"(its config: {run_dir / CONFIG_NAME})", file=sys.stderr)
+            return 2
+        print(format_run(run_dir, run_row(run_dir, MlflowClient(uri) if uri else None)))
+        return 0
     print(format_table(args.sweep_id, rows))
     if args.resume:
         todo = [r for r in rows if r["state"] in NOT_DONE]

@@ -21,7 +21,8 @@ def _status(root, *args):
 
 def _states(out: str) -> dict[str, str]:
     rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
-    return {next(t for t in r if t.startswith("model.mean_recurrence=")): r[-3] for r in rows}
+    # Columns after the grid point and hash: state, step, loss, ETA, mlflow, eval/loss (one word each).
+    return {next(t for t in r if t.startswith("model.mean_recurrence=")): r[-6] for r in rows}
 
 
 def test_status_reports_finished_failed_and_missing_then_resume_completes(tmp_path):
