@@ -12,13 +12,15 @@ EXPERIMENT ?= parcae
 TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: bench-fit setup sweep sweep-detached status resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
+.PHONY: bench-fit setup sweep sweep-detached status show-config resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
 
 help:
 	@echo "make setup                    create .venv and install the project (every target does it once)"
 	@echo "make sweep [SWEEP=isoflop|testtime|ladder|stability] [ARGS='hydra overrides']  train a sweep, then analyze it"
 	@echo "make sweep-detached [SWEEP=..] submit a sweep in the background (survives closing the terminal)"
-	@echo "make status SWEEP=<id>        per grid point: finished / running / interrupted / failed / diverged / missing"
+	@echo "make status SWEEP=<id>        per grid point: state (finished / running / interrupted / failed / diverged /"
+	@echo "                              missing), step/steps, loss, ETA; SWEEP=<run dir or config hash>: one run"
+	@echo "make show-config [ARGS='hydra overrides']  the config as it will run: model resolved, tokens, steps, FLOPs, hash"
 	@echo "make resume SWEEP=<id>        run only the grid points that are not finished"
 	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest); progress per stage"
 	@echo "make analyze CSV=FILE [ARGS=..] the same analysis of your own table (columns C, N, D, loss; docs/analysis.md)"
@@ -69,6 +71,11 @@ status: $(STAMP)
 resume: $(STAMP)
 	$(PY) -m experiments.status $(SWEEP_ID) --resume
 
+# The composed config with the model preset resolved (Hydra's --cfg job shows its fields as null) and what
+# it derives: tokens, steps, FLOPs, parameters, config hash; a grid gets one line per point.
+show-config: $(STAMP)
+	$(PY) -m experiments.show_config $(ARGS)
+
 # The sweep named on the command line (SWEEP= or SWEEP_ID=), else the latest one in the store.
 ANALYZE_ID = $(if $(filter command line environment,$(origin SWEEP) $(origin SWEEP_ID)),$(SWEEP_ID))
 # make analyze CSV=FILE [ARGS='--flops "Training FLOP" --params "Model Size"']: your own table
@@ -78,7 +85,7 @@ ifdef CSV
 	$(PY) -m analysis --csv $(CSV) --out reports/table-$(basename $(notdir $(CSV))) $(ARGS)
 else
 	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) \
-		$(if $(ANALYZE_ID),--sweep-id $(ANALYZE_ID)) --out reports/$(or $(ANALYZE_ID),latest)
+		$(if $(ANALYZE_ID),--sweep-id $(ANALYZE_ID) --out reports/$(ANALYZE_ID))  # else reports/<latest sweep>
 endif
 
 # Two or more sweeps on one figure, e.g. make compare SWEEPS=isoflop,isoflop-muon

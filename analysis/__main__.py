@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from analysis import progress
 from analysis.approach2 import Options
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     cols.add_argument("--loops", default=None, help="mean recurrence µ_rec column (looped models)")
     cols.add_argument("--budget-tolerance", type=float, default=DEFAULT_TOLERANCE,
                       help="FLOP values within this relative tolerance share a budget (default %(default)s)")
-    p.add_argument("--out", required=True, help="output directory for report.md, summary.json, figures")
+    p.add_argument("--out", default=None, help="output directory for report.md, summary.json, figures "
+                   "(default: reports/<sweep id>, or reports/table-<file name> with --csv)")
     p.add_argument("--min-budgets", type=int, default=MIN_BUDGETS,
                    help="fewest clean budgets a power law is fitted through (default %(default)s)")
     p.add_argument("--keep-flagged", action="store_true",
@@ -69,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             table = load_table(args.csv, {"flops": args.flops, "params": args.params,
                                           "tokens": args.tokens, "loss": args.loss, "loops": args.loops},
                                args.budget_tolerance)
-            path = analyze_table(table, args.out, opts)
+            path = analyze_table(table, args.out or f"reports/table-{Path(args.csv).stem}", opts)
         else:
             sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
-            path = analyze(args.tracking_uri, args.experiment, sweep, args.out,
+            # Named after the sweep, so the next analysis of another sweep never overwrites this one.
+            path = analyze(args.tracking_uri, args.experiment, sweep, args.out or f"reports/{sweep}",
                            log_to_mlflow=not args.no_mlflow_log, reuse=args.reuse, opts=opts)
     except (NoRunsError, LookupError, TableError) as err:
         print(f"error: {err}", file=sys.stderr)

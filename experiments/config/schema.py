@@ -109,6 +109,12 @@ class TrackingSchema:
     # The sweep's parent run. Set by the sweep driver (experiments.launch.sweep) as a task override
     # before any job starts, so it is frozen into every job's config (submitit pickles, requeue).
     parent_run_id: Optional[str] = None
+    # MLflow's own system-metrics monitor (CPU, memory, disk, network, GPU), sampled every this many seconds.
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 30.0
+    # The final checkpoint (weights, config, tokenizer) is logged as the run's `model/` artifacts when it is
+    # at most this large; 0 turns it off (the run dir keeps it either way).
+    log_model_max_mb: float = 256.0
 
 
 @dataclass
@@ -124,6 +130,8 @@ class SweepSchema:
     adaptive: bool = False  # extend µ_rec beyond an isoFLOP optimum that sits on the grid's edge
     max_extra_points: int = 8  # cap on the points added over all passes
     ladder: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64])
+    # The keys the sweep's grid varies; set by the sweep driver for every job (run names, progress labels).
+    varied: list[str] = field(default_factory=list)
 
 
 @dataclass

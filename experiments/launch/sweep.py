@@ -139,6 +139,17 @@ def _hand_parent_to_jobs(config: DictConfig, parent_run_id: str) -> None:
         task.append(f"{PARENT_OVERRIDE}={parent_run_id}")
 
 
+VARIED_OVERRIDE = "sweep.varied"
+
+
+def _hand_varied_to_jobs(config: DictConfig, keys: list[str]) -> None:
+    """Tell every job which keys the grid varies (experiments.config.naming names runs by their values)."""
+    task = config.hydra.overrides.task
+    if keys and not any(str(o).lstrip("+~").startswith(VARIED_OVERRIDE + "=") for o in task):
+        with read_write(config.hydra), open_dict(config.hydra):
+            task.append(f"{VARIED_OVERRIDE}=[{','.join(repr(k) for k in keys)}]")
+
+
 class PrepareSweep(Callback):
     def __init__(self) -> None:
         self._parent: tuple[str, str] | None = None
@@ -159,6 +170,7 @@ class PrepareSweep(Callback):
         self._parent = prepare_tracking(config, n)
         if self._parent:
             _hand_parent_to_jobs(config, self._parent[1])
+        _hand_varied_to_jobs(config, list(effective_grid(config.hydra.sweeper.get("params"), task_overrides)))
         parent = f"; parent run {self._parent[1]}" if self._parent else ""
         print(f"[sweep {config.sweep_id}] {n} grid points validated{parent}; launching", file=sys.stderr)
 

@@ -295,7 +295,8 @@ class RunTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
-        items = [Param(k, v[:_MAX_PARAM_LEN]) for k, v in redact(params).items() if k not in existing]
+        given = {k: v for k, v in params.items() if v is not None}  # None is "not set": noise in the UI
+        items = [Param(k, v[:_MAX_PARAM_LEN]) for k, v in redact(given).items() if k not in existing]
         for i in range(0, len(items), _MAX_PARAMS):
             self.client.log_batch(self.run_id, params=items[i:i + _MAX_PARAMS])
 
@@ -313,8 +314,11 @@ class RunTracker:
             chunk, self._buffer = self._buffer[:_MAX_METRICS], self._buffer[_MAX_METRICS:]
             self.client.log_batch(self.run_id, metrics=chunk)
 
-    def log_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_inputs(self, datasets: list) -> None:
+        self.client.log_inputs(self.run_id, datasets=datasets)
 
     def finish(self, status: str) -> None:
         """status: FINISHED, FAILED or KILLED. Always flushes first."""

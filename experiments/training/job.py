@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.config.identity import identity
 from experiments.config.plan import Plan, plan
 from experiments.data import run_data
+from experiments.tracking import describe
 from experiments.tracking import store as tracking
 from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, RunLock, clean_temp_files,
                                           read_status, write_status)
@@ -89,6 +90,7 @@ class Job:
         self.root = Path(cfg.paths.root).resolve()
         self.status: dict[str, Any] = {}
         self.tracker: tracking.RunTracker | None = None
+        self._system: describe.SystemMetrics | None = None
         self._lock = RunLock(self.run_dir)
 
     # --- lock, status -------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Job:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop_system_metrics()
         self._lock.release()
 
     @property
@@ -139,11 +142,14 @@ class Job:
     # --- MLflow ---------------------------------------------------------------------------------------
 
     def track(self, params: Mapping[str, Any], run_name: str, tags: Mapping[str, str],
-              artifacts: tuple[Path, ...] = ()) -> tracking.RunTracker | None:
+              artifacts: tuple[Path, ...] = (), search_metrics: Mapping[str, float] | None = None,
+              inputs: tuple[Any, ...] = ()) -> tracking.RunTracker | None:
         """The identity's one MLflow run (None when tracking is off or on other ranks), member of this sweep.
 
         A run the store lost (or never had) is created; metrics.jsonl is logged into it again, and a
-        finished run gets its final metrics and FINISHED status back."""
+        finished run gets its final metrics and FINISHED status back. `search_metrics` (a sweep's axes as
+        numbers, describe.search_fields) are logged at step 0 and `inputs` (MLflow dataset inputs) once,
+        when the run is created."""
         t = self.cfg.tracking
         if not (t.enabled and self.main):
             return None
@@ -153,7 +159,8 @@ class Job:
         client = tracking.MlflowClient(uri)
         known = self.status.get("mlflow_run_id")
         run_id = tracking.find_run(client, exp_id, known, self.ident.hash, self.kind)
-        all_tags = {**tags, "config_hash": self.ident.hash, "run_kind": self.kind, "run_dir": str(self.run_dir),
+        all_tags = {**describe.source_tags(f"experiments.{self.kind}"), **tags, "config_hash": self.ident.hash,
+                    "run_kind": self.kind, "run_dir": str(self.run_dir),
                     tracking.member_tag(self.cfg.sweep_id): "true"}
         if self.finished and run_id is not None:
             # Skipped: the run joins this sweep, and is otherwise left as it is (its sweep_id is the trainer's).
@@ -176,6 +183,11 @@ class Job:
         if self.status.get("mlflow_run_id") != tracker.run_id and self.status:
             self.record(mlflow_run_id=tracker.run_id)
         if created:
+            if search_metrics:
+                tracker.log_metrics(search_metrics, 0)
+            datasets = [d for d in inputs if d is not None]
+            if datasets:
+                tracker.log_inputs(datasets)
             for row in read_metrics(self.run_dir / METRICS_NAME):
                 step = int(row.pop("step", 0))
                 tracker.log_metrics(row, step)
@@ -183,8 +195,34 @@ class Job:
         if self.finished:
             final = self.status.get("final") or {}
             tracker.log_metrics(final, int(self.status.get("steps") or 0))
+            self._log_curve(final)
             tracker.finish("FINISHED")
         return tracker
+
+    def _log_curve(self, final: Mapping[str, float]) -> None:
+        """The test-time evaluation as one metric per quantity with step = T (describe.testtime_curve)."""
+        for T, values in describe.testtime_curve(final).items():
+            self.tracker.log_metrics(values, T)
+
+    def log_model(self, paths: tuple[Path, ...]) -> None:
+        """The final checkpoint (with its config and tokenizer) as the run's `model/` artifacts, when their
+        size is within tracking.log_model_max_mb; the run dir keeps them whatever the size."""
+        cap_mb = float(self.cfg.tracking.get("log_model_max_mb", 0) or 0)
+        present = [p for p in paths if p.exists()]
+        if not (self.tracker and present and cap_mb > 0):
+            return
+        size_mb = sum(p.stat().st_size for p in present) / 2**20
+        if size_mb > cap_mb:
+            log.info("model artifacts of %s not logged to MLflow: %.0f MB > tracking.log_model_max_mb=%g",
+                     self.run_dir.name, size_mb, cap_mb)
+            return
+        for path in present:
+            self.tracker.log_artifact(path, "model")
+
+    def _stop_system_metrics(self) -> None:
+        if self._system is not None:
+            self._system.stop()
+            self._system = None
 
     # --- the end ------------------------------------------------------------------------------------
 
@@ -194,11 +232,19 @@ class Job:
                     sweeps=sorted({*(self.status.get("sweeps") or []), self.cfg.sweep_id}),
                     mlflow_run_id=self.tracker.run_id if self.tracker else None,
                     host=socket.gethostname(), pid=os.getpid(), **fields)
+        t = self.cfg.tracking
+        if self.tracker and t.get("system_metrics", False):
+            uri = t.uri or tracking.default_uri(self.root)
+            # resume: a restarted job's samples continue after its last step instead of overwriting step 0
+            self._system = describe.SystemMetrics(uri, self.tracker.run_id, float(t.system_metrics_interval_s),
+                                                  resume=True)
 
     def finish(self, state: str, final: Mapping[str, float] | None = None, **fields: Any) -> None:
         """FINISHED or DIVERGED: status first (the run dir is the record), then the MLflow run."""
         self.record(status=state, final=dict(final or {}), **fields)
+        self._stop_system_metrics()
         if self.tracker:
+            self._log_curve(final or {})
             if state == DIVERGED:
                 self.tracker.set_tags({"diverged": "true"})
             self.tracker.finish("FINISHED" if state == FINISHED else "FAILED")
@@ -211,6 +257,7 @@ class Job:
         except Exception as write_err:  # e.g. a full disk: say so; the next start repairs the status
             log.error("run %s failed (%s), and its status could not be written (%s); the next start of the "
                       "same command resumes it", self.run_dir.name, message, write_err)
+        self._stop_system_metrics()
         if self.tracker:
             try:
                 self.tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")

@@ -17,9 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.training import distributed
 from experiments.training import preemption
 from experiments.data import run_data as real_data
+from experiments.config import naming
+from experiments.tracking import describe
 from experiments.tracking import store as tracking
 from experiments.data import tokenizer as tokenizers
 from experiments.config.plan import Plan, plan
+from experiments.training.checkpoint import CHECKPOINT_NAME
 from experiments.training.job import METRICS_NAME, Job, identify
 from experiments.training.run_dir import DIVERGED, FINISHED
 from experiments.training.trainer import MetricSink, TrainResult, train
@@ -55,18 +58,25 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
     run_dir, run_hash = ident.run_dir, ident.hash
     params = {**_run_params(cfg, p, data.content_hash), "data.tokenizer_hash": data.tokenizer.content_hash,
               "data.tokenizer_vocab": data.tokenizer.vocab_size}
-    tags = {"sweep_id": cfg.sweep_id, "code_version": tracking.code_version(), "model_kind": p.model.kind}
-    name = f"{p.model.name}-mu{p.model.mean_recurrence}-{p.tokens // 1000}k-{run_hash[:6]}"
+    search_metrics, search_tags = describe.search_fields(
+        p.model.mean_recurrence if p.model.kind == "parcae" else None, cfg.train.flop_budget, p.tokens, p.n_params)
+    tags = {"sweep_id": cfg.sweep_id, "code_version": tracking.code_version(), "model_kind": p.model.kind,
+            "model": p.model.name, **search_tags}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
+    corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
     with Job(cfg, ident, PRETRAIN_KIND, main=main) as job:
         if job.finished:
-            job.track(params, name, tags)  # joins this sweep; a run the store lost is logged again
+            # Joins this sweep; a run the store lost is logged again.
+            job.track(params, name, tags, search_metrics=search_metrics, inputs=(corpus,))
             log.info("[skip] %s already finished (eval/loss=%.4f)", run_hash, job.status["final"]["eval/loss"])
             return job.status["final"]["eval/loss"]
         try:
             if main:
                 job.save_config()
                 tokenizers.save(data.tokenizer, run_dir / "tokenizer.json")  # evaluation reads the run's own
-            tracker = job.track(params, name, tags, (run_dir / "config.yaml", run_dir / "tokenizer.json"))
+            tracker = job.track(params, name, tags, (run_dir / "config.yaml", run_dir / "tokenizer.json"),
+                                search_metrics=search_metrics, inputs=(corpus,))
             job.started()
             sink = MetricSink(run_dir / METRICS_NAME, tracker.log_metrics if tracker else None,
                               tracker.flush if tracker else None)
@@ -84,6 +94,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
             job.finish(DIVERGED, result.final, steps=result.steps)
             log.warning("[diverged] %s at step %d", run_hash, result.steps)
             return float("nan")
+        job.log_model((run_dir / CHECKPOINT_NAME, run_dir / "config.yaml", run_dir / "tokenizer.json"))
         job.finish(FINISHED, result.final, steps=p.steps, skipped_steps=result.skipped_steps)
     log.info("[done] %s eval/loss=%.4f run_dir=%s", run_hash, result.final["eval/loss"], run_dir)
     return result.final["eval/loss"]
