@@ -1,0 +1,119 @@
+"""Print a job's config as it will run: `python -m experiments.show_config [hydra overrides]`
+(`make show-config ARGS='...'`).
+
+Hydra's `--cfg job` prints every model field as null: a model is a preset plus explicit overrides, resolved
+in Python (experiments.config.plan). This prints the composed config with the model resolved, then what
+the plan derives from it: tokens, steps, FLOPs per token, training FLOPs, parameters, and the config hash
+that names the run dir. The hash needs the data's content hash: computed at once for data.source=stdlib;
+for other sources only with --hash, which builds the data into the cache (as prepare_data does) or finds
+it there. A grid (a sweep file, or comma-separated values) shows its first point and lists every point's
+derived numbers, one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config.errors import ConfigError, one_line_errors
+from experiments.config.identity import identity
+from experiments.config.naming import point_label
+from experiments.config.plan import Plan, plan
+from experiments.config.schema import register
+from experiments.data import run_data
+from experiments.launch.preflight import CONF, preflight
+from experiments.launch.sweep import effective_grid, grid_overrides
+from experiments.tracking import store as tracking
+
+CONFIG_NAME = "config"
+register()  # the schemas the config's defaults list names (as experiments.pretrain does)
+
+
+def compose_points(overrides: list[str]) -> tuple[list[str], list[tuple[list[str], DictConfig]]]:
+    """The grid's keys and, per grid point, its overrides and composed job config (one point without a grid)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    single = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]  # compose takes no sweep
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        params = compose(config_name=CONFIG_NAME, overrides=single, return_hydra_config=True).hydra.sweeper.params
+        sweeper_params = OmegaConf.to_container(params) if params else {}
+        keys = list(effective_grid(sweeper_params, overrides))
+        points = [(point, compose(config_name=CONFIG_NAME, overrides=point))
+                  for point in grid_overrides(sweeper_params, overrides)]
+    return keys, points
+
+
+def resolved(cfg: DictConfig, p: Plan) -> dict:
+    """The job config with the model as the plan resolved it (the preset's values, then the overrides)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["model"] = dataclasses.asdict(p.model)
+    return c
+
+
+def config_hash(cfg: DictConfig, p: Plan, build: bool) -> tuple[str | None, str | None]:
+    """(config hash, run dir), or (None, why not) when the data would have to be built first."""
+    if cfg.data.source != "stdlib" and not build:
+        return None, "pass --hash to build or find the data in the cache (as prepare_data does) and hash it"
+    root = Path(cfg.paths.root).resolve()
+    run_hash = identity(cfg, p.model, run_data.content_hash(cfg, root, p.model.block_size))
+    return run_hash, str(root / cfg.paths.runs / run_hash)
+
+
+def derived(cfg: DictConfig, p: Plan, build: bool, varied: list[str]) -> dict:
+    run_hash, run_dir = config_hash(cfg, p, build)
+    return {"label": point_label(resolved(cfg, p), varied), "tokens": p.tokens, "steps": p.steps,
+            "tokens_per_step": cfg.train.batch_size * p.model.block_size, "flops_per_token": p.flops_per_token,
+            "train_flops": p.train_flops, "n_params": p.n_params, "n_params_unrolled": p.n_params_unrolled,
+            "n_params_core": p.n_params_core, "tokens_per_param": round(p.tokens / p.n_params, 1),
+            "mean_backprop": p.model.backprop_depth(), "config_hash": run_hash, "run_dir": run_dir}
+
+
+def grid_line(d: dict) -> str:
+    return (f"{d['label']}: {d['tokens']:,} tokens, {d['steps']:,} steps, {d['train_flops']:.3g} FLOPs, "
+            f"{d['n_params']:,} params ({d['tokens_per_param']} tokens/param), hash {d['config_hash'] or '—'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.show_config", description=__doc__.split("\n\n")[1],
+                                     epilog="e.g. python -m experiments.show_config model=small "
+                                            "train.flop_budget=2e12 train.tokens=null model.mean_recurrence=4")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as python -m experiments.pretrain takes them")
+    parser.add_argument("--hash", action="store_true",
+                        help="compute the config hash also for data sources other than stdlib (builds the data)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args([a for a in argv if a not in ("-m", "--multirun")])  # a grid is shown either way
+    overrides = args.overrides
+    preflight(CONFIG_NAME, overrides, check_plan=False)  # unknown keys, wrong types: one line, exit 2
+    with one_line_errors():
+        keys, points = compose_points(overrides)
+        plans: list[Plan | ConfigError] = []
+        for _, cfg in points:
+            try:
+                plans.append(plan(cfg))
+            except ConfigError as err:  # in a grid, one bad point does not hide the others
+                plans.append(err)
+        valid = [i for i, p in enumerate(plans) if isinstance(p, Plan)]
+        if not valid:
+            raise plans[0]
+        shown = valid[0]
+        cfg, p = points[shown][1], plans[shown]
+        # Through the same secret filter as the run dir's config.yaml: this output lands in logs and issues.
+        print(OmegaConf.to_yaml(OmegaConf.create(tracking.redact_config(resolved(cfg, p)))), end="")
+        print("# derived (experiments.config.plan; the hash names runs/<hash>):")
+        print(OmegaConf.to_yaml(OmegaConf.create({"derived": derived(cfg, p, args.hash, keys)})), end="")
+        if len(points) > 1:
+            print(f"# a grid of {len(points)} points over {', '.join(keys)}; shown above: point {shown + 1} "
+                  f"({' '.join(o for o in points[shown][0] if o.partition('=')[0] in keys)})")
+            for (point, point_cfg), pp in zip(points, plans):
+                print("#   " + (grid_line(derived(point_cfg, pp, args.hash, keys)) if isinstance(pp, Plan)
+                                else f"{' '.join(point)}: invalid: {pp}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
