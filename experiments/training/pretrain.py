@@ -62,7 +62,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
         p.model.mean_recurrence if p.model.kind == "parcae" else None, cfg.train.flop_budget, p.tokens, p.n_params)
     tags = {"sweep_id": cfg.sweep_id, "code_version": tracking.code_version(), "model_kind": p.model.kind,
             "model": p.model.name, **search_tags}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = {**OmegaConf.to_container(cfg, resolve=True), "model": dataclasses.asdict(p.model)}  # presets resolved
     name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
     corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
     with Job(cfg, ident, PRETRAIN_KIND, main=main) as job:
@@ -82,7 +82,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
                               tracker.flush if tracker else None)
             preemption.install()
             result: TrainResult = train(p.model, cfg.train, p.steps, data.train, data.val, run_dir, sink, on_eval,
-                                        tokens_per_byte=data.tokens_per_byte)
+                                        tokens_per_byte=data.tokens_per_byte, label=naming.point_label(resolved))
         except SystemExit:
             # Preempted: the checkpoint is written and the job requeued; the run stays RUNNING so that
             # the requeued job resumes into it. Metrics up to the checkpoint are already flushed.
