@@ -1,5 +1,5 @@
-"""What each grid point of a sweep is doing: `python -m experiments.status <sweep_id> [--resume]`
-(experiments.launch.sweep_status)."""
+"""What each grid point of a sweep is doing, or one run: `python -m experiments.status <sweep_id> [--resume]`,
+`python -m experiments.status <run dir | config hash>` (experiments.launch.sweep_status)."""
 
 import sys
 

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.evals import core as core_eval
 from experiments.data import run_data as real_data
 from experiments.tracking import store as tracking
+from experiments.config.cli_help import print_help, wants_help
 from experiments.config.errors import ConfigError, one_line
 from experiments.config.plan import default_loops
 from experiments.data.bpb import bpb_from_tokens_per_byte
@@ -132,8 +133,12 @@ def _log(cfg, run: LoadedRun, metrics: dict[str, float], artifact: Path) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print_help("python -m experiments.evaluate run_dir=runs/<config hash> [key=value ...]", __doc__, EvalSchema)
+        return 0
     try:
-        cli = OmegaConf.from_cli(argv if argv is not None else sys.argv[1:])
+        cli = OmegaConf.from_cli(argv)
         cfg = OmegaConf.merge(OmegaConf.structured(EvalSchema), cli)
         if OmegaConf.is_missing(cfg, "run_dir"):
             raise ConfigError("run_dir", None, "no run to evaluate", "pass run_dir=runs/<config hash>")

@@ -54,6 +54,7 @@ from optuna.trial import TrialState
 
 from experiments.tracking import store as tracking
 from experiments.config.schema import Config, register
+from experiments.config.cli_help import print_help, wants_help
 from experiments.config.errors import ConfigError, one_line
 from experiments.config.plan import check_plain_name, plan
 from experiments.training.job import identify
@@ -459,6 +460,13 @@ def _compose(argv: list[str]) -> tuple[DictConfig, DictConfig, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print_help("python -m experiments.tune [pretrain overrides] [tune=<name>] [tune.<key>=value ...]",
+                   __doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1], TuneSchema,
+                   "tune.* keys (tune=<name> picks conf/tune/<name>.yaml; defaults shown)",
+                   f"searches: {', '.join(sorted(p.stem for p in (CONF / 'tune').glob('*.yaml')))}\n"
+                   "pretrain overrides: see python -m experiments.pretrain --help (or make show-config)")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     register_tune()
     try:
