@@ -24,9 +24,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from experiments.data import tokenizer as tokenizers
+from experiments.training.progress import Progress
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
@@ -162,12 +162,13 @@ def build_shards(docs: Iterable[str], tok, out_dir: Path, *, shard_docs: int, wo
                                    initargs=(tok.to_json(), getattr(tok, "encoder", "tokenizers")))
         pool.submit(os.getpid).result()  # every worker starts now, before any reader or progress thread
     markers: dict[int, dict] = {}
-    bar = tqdm(desc=f"tokenising → {out_dir.name}", unit="B", unit_scale=True, disable=not progress or None,
-               mininterval=1.0)
+    # A bar on a terminal, plain lines elsewhere (experiments.training.progress); the total is unknown
+    # until the source is read, so bytes, rate and elapsed time, no ETA.
+    bar = Progress(f"tokenising → {out_dir.name}", unit="B", scale=True, enabled=progress)
 
     def finished(marker: dict) -> None:
         markers[marker["index"]] = marker
-        bar.update(marker["train_bytes"] + marker["val_bytes"])
+        bar.advance(marker["train_bytes"] + marker["val_bytes"])
 
     pending: set[Future] = set()
     try:

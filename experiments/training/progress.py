@@ -129,6 +129,10 @@ class Progress:
             self.last = now
             self.report()
 
+    def advance(self, n: int, **fields: Any) -> None:
+        """Progress by `n` more (update takes the absolute count)."""
+        self.update(self.done + n, **fields)
+
     def report(self) -> None:
         """A plain line now (off a terminal) and the state file."""
         if not self.enabled:
