@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from experiments.launch.sweep import effective_grid, grid_overrides
 from experiments.tracking import store as tracking
 
 CONFIG_NAME = "config"
+_DATA_HASHES: dict[str, str] = {}  # data config → content hash, within one command
 register()  # the schemas the config's defaults list names (as experiments.pretrain does)
 
 
@@ -60,7 +62,12 @@ def config_hash(cfg: DictConfig, p: Plan, build: bool) -> tuple[str | None, str 
     if cfg.data.source != "stdlib" and not build:
         return None, "pass --hash to build or find the data in the cache (as prepare_data does) and hash it"
     root = Path(cfg.paths.root).resolve()
-    run_hash = identity(cfg, p.model, run_data.content_hash(cfg, root, p.model.block_size))
+    # A grid's points share their data: hash it once per data config (building the corpus takes a while).
+    key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), str(root / cfg.paths.cache),
+                      p.model.block_size], sort_keys=True, default=str)
+    if key not in _DATA_HASHES:
+        _DATA_HASHES[key] = run_data.content_hash(cfg, root, p.model.block_size)
+    run_hash = identity(cfg, p.model, _DATA_HASHES[key])
     return run_hash, str(root / cfg.paths.runs / run_hash)
 
 
