@@ -28,7 +28,9 @@ from experiments.config.plan import default_loops, resolve_model
 from experiments.config.schema import register as register_pretrain
 from experiments.data.corpus import build_corpus
 from experiments.config.finetune import Method, digest, identities, register, validate
+from experiments.config.naming import point_label
 from experiments.training.job import Identity, Job, identify
+from experiments.training.progress import Progress
 from experiments.training.run_dir import FINISHED, read_status
 from parcae import build_model
 
@@ -187,8 +189,14 @@ def _train(cfg: DictConfig, m: Method, lm, data: list, weights, log_metrics) -> 
                              reduction=cfg.flow.reduction if m.flow else "tokens",
                              l2_lambda=cfg.l2.lam if m.l2 else 0.0, l2_normalize=cfg.l2.normalize)
     theta0 = flow.anchor(lm.module) if m.l2 else None
-    flow.fine_tune(lm, data, spec, weights, theta0, pad_id=lm.tokenizer.pad_id,
-                   on_log=lambda step, metrics: log_metrics(metrics, step))
+    # Progress (a bar on a terminal, plain lines elsewhere: experiments.training.progress), named by the
+    # method, learning rate and seed (what FLOW's sweeps vary), e.g. flow-lr0.001-seed1.
+    varied = point_label(OmegaConf.to_container(cfg, resolve=True), ["train.lr", "train.seed"])
+    with Progress("-".join(p for p in (cfg.method, varied) if p), t.steps, unit="step") as progress:
+        def on_log(step: int, metrics: dict[str, float]) -> None:
+            log_metrics(metrics, step)
+            progress.update(step, loss=metrics["ft/loss"])
+        flow.fine_tune(lm, data, spec, weights, theta0, pad_id=lm.tokenizer.pad_id, on_log=on_log)
     if peft_model is not None:
         lm.module = flow.merge_lora(peft_model)
 
