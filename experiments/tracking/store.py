@@ -11,6 +11,7 @@ Nothing that looks like a secret reaches MLflow: params and tags pass through `r
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -18,6 +19,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -177,17 +180,39 @@ def check_sqlite(db: Path) -> None:
                             "at a writable sqlite file, or run with tracking.enabled=false")
 
 
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise first-time creation of a sqlite store across processes: MLflow creates its schema with
+    alembic migrations, and two processes migrating one new file at once both fail ("Online migration
+    expected to match one row"), e.g. two sweeps started together on a fresh clone. A server needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     """Create the store (schema migrations) and the experiment; returns its id.
 
-    Must run once in the driver before jobs start: parallel first-time creation of a sqlite store
-    races in alembic's migrations and fails. Against a server, the server owns the store and the
-    artifacts (its --artifacts-destination), so no local artifact location is set.
+    Safe to call from many processes at once (a file lock around a sqlite store's creation). Against a
+    server, the server owns the store and the artifacts (its --artifacts-destination), so no local
+    artifact location is set.
     """
     if is_http(uri):
         check_server(uri)
     elif uri.startswith("sqlite:///"):
         check_sqlite(Path(uri[len("sqlite:///"):]))
+    with _creation_lock(uri):
+        return _ensure_experiment(uri, name, artifact_root)
+
+
+def _ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:

@@ -264,3 +264,19 @@ def test_redact_survives_another_thread_changing_the_environment():
     finally:
         stop.set()
         t.join()
+
+
+# --- a fresh store created by several processes at once -------------------------------------------
+
+
+def test_processes_creating_a_fresh_store_at_once_all_get_the_experiment(tmp_path):
+    """Two sweeps started together on a fresh clone: without the creation lock, MLflow's schema migrations
+    collide and every process fails ("Online migration expected to match one row")."""
+    code = ("import sys; from pathlib import Path; from experiments.tracking.store import ensure_experiment; "
+            "r = Path(sys.argv[1]); print(ensure_experiment(f'sqlite:///{r}/mlflow.db', 'parcae', r / 'mlartifacts'))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
