@@ -49,9 +49,11 @@ def _wall_minutes(run_dir: Path) -> float | None:
     return (end.stat().st_mtime - start.stat().st_mtime) / 60
 
 
-def collect(root: Path, sweep_ids: list[str]) -> list[dict]:
+def collect(roots: list[Path], sweep_ids: list[str]) -> list[dict]:
+    """One row per grid point; each sweep is read from the first root that holds its manifest."""
     rows = []
     for sweep_id in sweep_ids:
+        root = next((r for r in roots if (r / "sweeps" / sweep_id / "manifest.json").exists()), roots[0])
         manifest = json.loads((root / "sweeps" / sweep_id / "manifest.json").read_text())
         for job in manifest["jobs"]:
             run_dir = root / "runs" / job["config_hash"]
@@ -122,10 +124,11 @@ def plot(rows: list[dict], out: Path) -> None:
         fig.savefig(out / f"pilot.{ext}", dpi=150)
 
 
-def plot_gap(rows: list[dict], n_params: dict[str, int], out: Path) -> None:
-    """Every family with a µ_rec = 1 point on one axis: loss(µ_rec) − loss(1), labelled by tokens per
-    parameter at µ_rec = 1, so the gap's closing with data per parameter is seen at a glance."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+def plot_gap(rows: list[dict], n_params: dict[str, int], out: Path, noise: float | None = None) -> None:
+    """Left: every family with a µ_rec = 1 point, loss(µ_rec) − loss(1) against µ_rec, labelled by tokens per
+    parameter at µ_rec = 1. Right: the same gaps against tokens per parameter, one marker per µ_rec, with the
+    seed noise as a band: where the points cross zero, looping starts to pay."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.4, 3.8))
     fams = defaultdict(dict)
     for r in rows:
         if r["loss"] is not None and r["seed"] == 0:
@@ -146,6 +149,32 @@ def plot_gap(rows: list[dict], n_params: dict[str, int], out: Path) -> None:
     ax.set_ylabel("loss − loss at µ_rec = 1 (nats/token)")
     ax.set_title("isoFLOP: cost of looping (below 0 = looping pays)", fontsize=9)
     ax.legend(fontsize=6.5)
+
+    markers = {2: "o", 3: "D", 4: "s", 6: "v", 8: "^", 12: "P", 16: "X"}
+    by_mu = defaultdict(list)
+    for key in order:
+        pts = fams[key]
+        if key[0] not in n_params:
+            continue
+        tpp = pts[1]["tokens"] / n_params[key[0]]
+        for m in sorted(pts):
+            if m > 1:
+                by_mu[m].append((tpp, pts[m]["loss"] - pts[1]["loss"]))
+    mu_cmap = plt.get_cmap("tab10")
+    for j, m in enumerate(sorted(by_mu)):
+        xs, ys = zip(*sorted(by_mu[m]))
+        ax2.plot(xs, ys, markers.get(m, "o"), color=mu_cmap(j), ms=6, label=f"µ_rec = {m}")
+    if noise:
+        ax2.axhspan(-noise, noise, color="0.85", zorder=0, label=f"± seed noise ({noise:g})")
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set_xscale("log")
+    ax2.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([10, 20, 50, 100, 200, 500, 1000, 2000]))
+    ax2.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax2.set_xlabel("tokens per parameter at µ_rec = 1")
+    ax2.set_ylabel("loss − loss at µ_rec = 1 (nats/token)")
+    ax2.set_title("cost of looping against data per parameter", fontsize=9)
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(out / f"pilot_gap.{ext}", dpi=150)
@@ -154,17 +183,19 @@ def plot_gap(rows: list[dict], n_params: dict[str, int], out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweeps", nargs="+")
-    ap.add_argument("--root", default=".")
+    ap.add_argument("--root", action="append", default=None,
+                    help="folder holding sweeps/ and runs/ (repeat for sweeps kept in different clones; default .)")
+    ap.add_argument("--noise", type=float, default=None, help="seed noise (nats/token), drawn as a band")
     ap.add_argument("--out", default="docs/pilot")
     ap.add_argument("--n-params", default="", help="sweep=params,... for the tokens-per-parameter column")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n_params = {k: int(v) for k, v in (kv.split("=") for kv in args.n_params.split(",") if kv)}  # by family
-    rows = collect(Path(args.root), args.sweeps)
+    rows = collect([Path(r) for r in (args.root or ["."])], args.sweeps)
     write_table(rows, n_params, out)
     plot(rows, out)
-    plot_gap(rows, n_params, out)
+    plot_gap(rows, n_params, out, args.noise)
     print((out / "pilot.md").read_text())
 
 
