@@ -20,6 +20,8 @@ from analysis.report import NoRunsError, analyze
 from analysis.runs import latest_sweep_id
 from analysis.table import DEFAULT_TOLERANCE, TableError, load_table
 from analysis.table_report import analyze_table
+from experiments.config.errors import TrackingError
+from experiments.tracking.store import check_server, is_http  # the one reachability rule (no torch import)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,11 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                                args.budget_tolerance)
             path = analyze_table(table, args.out or f"reports/table-{Path(args.csv).stem}", opts)
         else:
+            if is_http(args.tracking_uri):
+                check_server(args.tracking_uri)  # seconds, not MLflow's minutes of retries on a dead server
             sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
             # Named after the sweep, so the next analysis of another sweep never overwrites this one.
             path = analyze(args.tracking_uri, args.experiment, sweep, args.out or f"reports/{sweep}",
                            log_to_mlflow=not args.no_mlflow_log, reuse=args.reuse, opts=opts)
-    except (NoRunsError, LookupError, TableError) as err:
+    except (NoRunsError, LookupError, TableError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(path)

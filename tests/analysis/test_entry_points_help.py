@@ -13,3 +13,20 @@ def test_help(module, capsys):
         main(["--help"])
     assert exit_.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_a_dead_tracking_server_is_one_line_in_seconds(capsys):
+    """MLflow's client retries a dead server for minutes; the analysis says so at once and exits 2."""
+    import socket
+    import time
+
+    from analysis.__main__ import main
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    assert main(["--tracking-uri", f"http://127.0.0.1:{port}", "--sweep-id", "x", "--out", "/nonexistent"]) == 2
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no MLflow server answers" in err
