@@ -259,8 +259,10 @@ def test_sweep_through_a_tracking_server(tmp_path):
         (child,) = _runs(client, exp_id, "pretrain")
         assert child.data.tags[tracking.PARENT_TAG] == parent.info.run_id and child.info.status == "FINISHED"
         assert "eval/loss" in child.data.metrics and child.data.params["tracking.uri"] == url
-        assert sorted(a.path for a in client.list_artifacts(child.info.run_id)) == ["config.yaml", "tokenizer.json"]
-    assert list((tmp_path / "server" / "mlartifacts").rglob("config.yaml"))  # stored by the server
+        assert sorted(a.path for a in client.list_artifacts(child.info.run_id)) == ["config.yaml", "model",
+                                                                                    "tokenizer.json"]
+        assert "model/checkpoint.pt" in {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+    assert list((tmp_path / "server" / "mlartifacts").rglob("checkpoint.pt"))  # stored by the server
     assert not (tmp_path / "mlflow.db").exists()  # nothing written around the server
 
 
