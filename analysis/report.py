@@ -458,7 +458,7 @@ def _adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str 
     added = json.loads(parents[0].data.tags.get("sweep.adaptive", "[]")) if parents else []
     if not added:
         return None
-    rows = "\n".join(f"| {e['flop_budget']:.0e} | {e['mean_recurrence']} | {e['reason']} |" for e in added)
+    rows = "\n".join(f"| {e['flop_budget']:.3g} | {e['mean_recurrence']} | {e['reason']} |" for e in added)
     return ("## Points added by adaptive bracketing\n\nAfter the grid's pass the driver added these µ_rec values "
             "beyond optima on the grid's edge (`sweep.adaptive`); each is an ordinary run of the sweep.\n\n"
             "| C (FLOPs) | µ_rec | why |\n|---|---|---|\n" + rows)

@@ -30,6 +30,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.tracking import MlflowClient
 
+from experiments.config.naming import compact
 from experiments.config.schema import register
 from experiments.launch.sweep_status import sweep_status
 from experiments.tracking.store import default_uri, find_sweep_parent
@@ -139,11 +140,11 @@ def run(overrides: list[str]) -> int:
         if not new or room <= 0:
             if new:
                 print(f"[adaptive {cfg.sweep_id}] cap sweep.max_extra_points={cfg.sweep.max_extra_points} reached; "
-                      f"not added: " + ", ".join(f"µ_rec {e.mean_recurrence} at C = {e.flop_budget:.0e}"
+                      f"not added: " + ", ".join(f"µ_rec {e.mean_recurrence} at C = {compact(e.flop_budget)}"
                                                  for e in new), file=sys.stderr)
             break
         for e in new[:room]:
-            print(f"[adaptive {cfg.sweep_id}] adding µ_rec = {e.mean_recurrence} at C = {e.flop_budget:.0e} FLOPs: "
+            print(f"[adaptive {cfg.sweep_id}] adding µ_rec = {e.mean_recurrence} at C = {compact(e.flop_budget)} FLOPs: "
                   f"{e.reason}", file=sys.stderr)
         record += new[:room]
         _write_record(record_path, record)  # before launching: an interrupted pass resumes the same points
