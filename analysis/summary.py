@@ -149,9 +149,9 @@ def _regime_line(isoflop: list[AxisResult]) -> str | None:
     if len(at_one) < sum(len(r.optima) for r in mu):
         return None
     return ("regime: looping does not pay at any budget of this sweep (every isoFLOP optimum at µ_rec = 1), "
-            "so µ_rec* ∝ C^γ cannot be measured here; on 2 CPU cores the pilot (docs/pilot.md) found µ_rec = 1 "
-            "optimal up to 260 tokens per parameter, the cost of looping shrinking with data — the next "
-            "measurement: `make sweep SWEEP=isoflop-long`")
+            "so µ_rec* ∝ C^γ cannot be measured here; on 2 CPU cores looping pays only from a few hundred tokens "
+            "per parameter on, by about one seed-noise width, at one budget of three (docs/pilot.md; "
+            "`make sweep SWEEP=isoflop-long`)")
 
 
 def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
