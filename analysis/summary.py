@@ -76,9 +76,18 @@ def law_entry(res) -> dict:
 
 def testtime_entry(row: pd.Series, fit: SaturationFit) -> dict:
     return {"run": run_label(row), "config_hash": row.get("config_hash"),
-            "mu_rec": float(row["mean_recurrence"]), "n_T": int(fit.T.size),
+            "mu_rec": float(row["mean_recurrence"]), "C": _finite_or_none(row.get("flop_budget")),
+            "n_T": int(fit.T.size),
             "L_inf": fit.L_inf, "Z": fit.Z, "z": fit.z, "intervals": fit.intervals(),
             "identified": bool(fit.z_identified), "T_star": fit.T_star, "flags": list(fit.flags)}
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
 
 
 def testtime_entries(usable: pd.DataFrame, fits: dict[str, SaturationFit]) -> list[dict]:
@@ -112,7 +121,9 @@ def _testtime_line(entries: list[dict]) -> str | None:
         return (f"test-time saturation: not identified in any of {len(entries)} curve(s) "
                 "(see the test-time flags: evaluate a denser T grid)")
     shown = sorted(ident, key=lambda e: e["mu_rec"])[:MAX_TESTTIME_IN_HEADLINE]
-    pairs = ", ".join(f"µ_rec = {e['mu_rec']:g}: T* = {e['T_star']:.1f}" for e in shown)
+    budgets = len({e.get("C") for e in entries}) > 1  # name the budget when curves of one µ_rec differ in it
+    pairs = ", ".join(f"µ_rec = {e['mu_rec']:g}" + (f" at C = {e['C']:.2g}" if budgets and e.get("C") else "")
+                      + f": T* = {e['T_star']:.1f}" for e in shown)
     more = f", … ({len(ident) - len(shown)} more)" if len(ident) > len(shown) else ""
     return (f"test-time saturation (T* where the fitted decay is within {100 * SATURATION_REL:g} % of "
             f"L_inf): {pairs}{more}; identified in {len(ident)} of {len(entries)} curve(s); paper: "
@@ -160,8 +171,8 @@ def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[di
     regime = _regime_line(isoflop)
     lines = ([regime] if regime else []) + [_exponent_line(r, show_group) for r in isoflop]
     if not isoflop:
-        lines.append("isoFLOP exponents: not identified — no FLOP budget has >= 3 distinct values of an "
-                     "allocation variable")
+        lines.append("isoFLOP exponents: not identified — fewer than 2 FLOP budgets have >= 3 distinct values of "
+                     "an allocation variable (an optimum needs points on both sides; see the isoFLOP section)")
     lines += _law_lines(laws)
     tt = _testtime_line(testtime)
     if tt:
