@@ -114,11 +114,16 @@ def plot(rows: list[dict], out: Path) -> None:
             best = mus[means.index(min(means))]
             ax.plot([best], [min(means)], "*", color=cmap(i), ms=12, mec="k")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["mu"] for r in rows if r["sweep"] == sweep and r["loss"] is not None}))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(sweep, fontsize=9)
         ax.set_xlabel("µ_rec (training loops)")
         ax.set_ylabel("val. loss at T = µ_rec (nats/token)")
-        ax.legend(fontsize=7)
+        losses = [r["loss"] for r in rows if r["sweep"] == sweep and r["loss"] is not None]
+        lo, hi = min(losses), max(losses)
+        ax.set_ylim(lo - 0.08 * (hi - lo), hi + 0.1 * (hi - lo) + 0.06 * len(groups) * (hi - lo))  # legend room
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(out / f"pilot.{ext}", dpi=150)
