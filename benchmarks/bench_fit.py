@@ -99,7 +99,7 @@ def cpu_model() -> str:
 
 def analysis_benchmark(repeats: int, n_boot: int) -> int:
     """make analyze on a default-sweep-sized store, each repeat in a fresh process: one JSON line."""
-    from benchmarks.bench_fit_store import BUDGETS, MUS, TEST_LOOPS, default_sweep_store
+    from benchmarks.bench_fit_store import BUDGETS, MUS, TEST_LOOPS, default_sweep_store, eval_loops
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -118,7 +118,8 @@ def analysis_benchmark(repeats: int, n_boot: int) -> int:
     print(json.dumps({
         "benchmark": "analysis (python -m analysis, default-sweep-sized input)",
         "input": f"{len(MUS) * len(BUDGETS)} runs (mu_rec {list(MUS)} x C {list(BUDGETS)}), "
-                 f"test-time T {list(TEST_LOOPS)}",
+                 f"test-time T {list(TEST_LOOPS)} plus the dense grid "
+                 f"({sum(len(eval_loops(m)) for m in MUS) * len(BUDGETS)} (run, T) points)",
         "n_boot": n_boot, "repeats": repeats,
         "wall_s_median": round(statistics.median(walls), 2), "wall_s": [round(t, 2) for t in walls],
         "cpu_s_median": round(statistics.median(cpus), 2),

@@ -1,5 +1,6 @@
 """A synthetic MLflow store the size of the default sweep (conf/sweep/isoflop.yaml: µ_rec ∈ {1, 2, 4, 8} ×
-C ∈ {1, 2, 4}·10¹² FLOPs on the tiny preset, test-time evaluation at T ∈ {1, 2, 4, 8, 16}), following the
+C ∈ {1, 2, 4}·10¹² FLOPs on the tiny preset, test-time evaluation at T ∈ {1, 2, 4, 8, 16} plus the dense grid
+the sweep turns on: every T up to µ_rec and 1.5, 2, 3·µ_rec, 8 to 11 loop counts per run), following the
 training side's data contract (tags sweep_id / run_kind / config_hash, params model.* / train.* / derived.*,
 metrics eval/loss and eval/loss_T{T}). Used by benchmarks/bench_fit.py and tests/analysis.
 
@@ -20,6 +21,13 @@ BUDGETS = (1e12, 2e12, 4e12)
 TEST_LOOPS = (1, 2, 4, 8, 16)
 N_ONCE, N_REC = 52_000, 25_000  # tiny preset: embeddings + prelude + coda, recurrent core
 LAW = {"E": 3.0, "A": 16.2, "alpha": 0.3, "B": 40.0, "beta": 0.3}  # µ_rec* grows with C, interior
+
+
+def eval_loops(mu: int) -> list[int]:
+    """The loop counts a run of the default sweep is evaluated at (experiments.config.plan.eval_loops with
+    train.test_loops_dense=true, as conf/sweep/isoflop.yaml sets it)."""
+    from experiments.config.plan import dense_test_loops  # imports torch: only when a store is built
+    return sorted(set(TEST_LOOPS) | set(dense_test_loops(mu)))
 
 
 def unrolled_params(mu: int) -> int:
@@ -64,7 +72,7 @@ def default_sweep_store(root: str | Path, *, sweep_id: str = SWEEP_ID, experimen
             now = int(time.time() * 1000)
             metrics = [Metric("train/loss", loss + 1.0 / (s + 1), now, s) for s in range(3)]
             metrics.append(Metric("eval/loss", loss, now, 2))
-            for T in TEST_LOOPS:  # saturates at T ≈ µ_rec, a little below the loss at µ_rec
+            for T in eval_loops(mu):  # saturates at T ≈ µ_rec, a little below the loss at µ_rec
                 value = loss - 0.01 + 0.6 * np.exp(-0.7 * T / mu) * (1 + rng.normal(0, noise))
                 metrics.append(Metric(f"eval/loss_T{T}", float(value), now, 2))
             client.log_batch(run.info.run_id, metrics=metrics,
