@@ -60,7 +60,10 @@ SAME_MIN_PARAM = 0.02  # ... but with an exponent differing by more than this ar
 def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     a = np.abs(r)
     quad = a <= delta
-    h = np.where(quad, 0.5 * r * r, delta * (a - 0.5 * delta))
+    # A trial step far outside the data's range overflows here; the optimizer rejects its inf objective,
+    # so the warning would only be noise on the console.
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = np.where(quad, 0.5 * r * r, delta * (a - 0.5 * delta))
     return h, np.clip(r, -delta, delta)
 
 
@@ -472,7 +475,8 @@ class LawBootstrap:
         ok = np.isfinite(a) & np.isfinite(b)
         if ok.sum() < 10 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
             return float("nan")
-        return float(np.corrcoef(a[ok], b[ok])[0, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):  # near-constant samples: nan, which callers skip
+            return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def bootstrap_weights(design: Design, n_boot: int, rng: np.random.Generator) -> np.ndarray:
