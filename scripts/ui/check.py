@@ -84,6 +84,16 @@ def free_port(preferred: int) -> int:
             return s.getsockname()[1]
 
 
+def sweep_names(uri: str, experiment: str) -> list[str]:
+    """Up to 5 run names of the latest sweep (what the compare page must show)."""
+    from mlflow.tracking import MlflowClient
+    from serve import latest_sweep_runs
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    found = latest_sweep_runs(uri, exp.experiment_id) if exp else None
+    return [n for n in found[2] if n][:5] if found else []
+
+
 def wait_up(port: int, timeout: float = 90.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -134,11 +144,19 @@ def main(argv: list[str] | None = None) -> int:
             if not wait_up(port):
                 print(f"error: the MLflow UI did not come up on port {port}", file=sys.stderr)
                 return 1
-            url = subprocess.run([sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
-                                  "--experiment", a.experiment, "--port", str(port), "--print-url"],
-                                 check=True, capture_output=True, text=True).stdout.strip()
+            serve = [sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
+                     "--experiment", a.experiment, "--port", str(port)]
+            url = subprocess.run(serve + ["--print-url"], check=True, capture_output=True, text=True).stdout.strip()
             png = out / "runs.png"
             dom = browse(chromium, url, png)
+            # A sweep's runs sit collapsed under its parent in the table: their names are checked on the
+            # compare page `make ui` prints beside it (screenshot compare.png).
+            cmp_url = subprocess.run(serve + ["--print-compare-url"], check=True, capture_output=True,
+                                     text=True).stdout.strip()
+            cmp_dom, cmp_png = "", out / "compare.png"
+            if cmp_url:
+                cmp_dom = browse(chromium, cmp_url, cmp_png)
+                names = sweep_names(uri, a.experiment) or names
         finally:
             server.terminate()
             try:
@@ -146,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
     (out / "runs.html").write_text(dom, encoding="utf-8")
-    missing = [n for n in names if n not in dom]
+    shown = dom + cmp_dom
+    missing = [n for n in names if n not in shown]
     genai = [m for m in GENAI_MARKERS if m in dom]
-    print(f"{url}\nscreenshot: {png}\nrun names visible: {len(names) - len(missing)}/{len(names)}"
+    where = f"{png}" + (f", {cmp_png} (the latest sweep's runs, compared)" if cmp_dom else "")
+    print(f"{url}\nscreenshot: {where}\nrun names visible: {len(names) - len(missing)}/{len(names)}"
           + (f"; GenAI view markers: {genai}" if genai else ""))
     if missing or genai or RUNS_MARKER not in dom or not png.exists():
         print(f"error: the runs table is not what the UI shows (missing names: {missing}, GenAI markers: "

@@ -11,9 +11,11 @@ server runs in the foreground (``mlflow ui``; loopback unless --host says otherw
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+from urllib.parse import quote
 
 KIND_TAG = "mlflow.experimentKind"
 KIND = "custom_model_development"
@@ -39,6 +41,33 @@ def prepare(tracking_uri: str, experiment: str) -> str | None:
     return exp.experiment_id
 
 
+def latest_sweep_runs(tracking_uri: str, experiment_id: str) -> tuple[str, list[str], list[str]] | None:
+    """(sweep id, run ids, run names) of the training runs of the latest sweep, or None without a sweep.
+
+    The runs table nests a sweep's runs under its parent run, collapsed (MLflow keeps the expanded rows in
+    the browser, not in the address), so `make ui` also prints MLflow's compare page of those runs, where
+    every run's name, params and metrics stand side by side."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parents = client.search_runs([experiment_id], "tags.run_kind = 'sweep'", max_results=1,
+                                 order_by=["attributes.start_time DESC"])
+    if not parents:
+        return None
+    parent = parents[0]
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                  "and tags.run_kind = 'pretrain'", max_results=200)
+    if not children:
+        return None
+    return (parent.data.tags.get("sweep_id", parent.info.run_name), [r.info.run_id for r in children],
+            [r.info.run_name for r in children])
+
+
+def compare_url(host: str, port: int, experiment_id: str, run_ids: list[str]) -> str:
+    return (f"http://{host}:{port}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+            f"&experiments={quote(json.dumps([experiment_id]))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/ui/serve.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,17 +76,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--print-url", action="store_true", help="print the runs address and exit")
+    p.add_argument("--print-compare-url", action="store_true",
+                   help="print the compare page of the latest sweep's runs (nothing without a sweep) and exit")
     a = p.parse_args(argv)
     if not 0 < a.port < 65536:
         print(f"error: UI_PORT={a.port} is not a TCP port; use e.g. UI_PORT=5001", file=sys.stderr)
         return 2
     exp_id = prepare(a.tracking_uri, a.experiment)
-    url = runs_url("127.0.0.1" if a.host in ("0.0.0.0", "::") else a.host, a.port, exp_id)
+    host = "127.0.0.1" if a.host in ("0.0.0.0", "::") else a.host
+    url = runs_url(host, a.port, exp_id)
+    sweep = latest_sweep_runs(a.tracking_uri, exp_id) if exp_id else None
     if a.print_url:
         print(url)
         return 0
+    if a.print_compare_url:
+        if sweep:
+            print(compare_url(host, a.port, exp_id, sweep[1]))
+        return 0
     note = "" if exp_id else f" (experiment {a.experiment!r} not in the store yet: the list of experiments)"
     print(f"MLflow UI, training runs: {url}{note}", flush=True)
+    if sweep:
+        print(f"the {len(sweep[1])} runs of sweep {sweep[0]!r}, side by side: "
+              f"{compare_url(host, a.port, exp_id, sweep[1])}", flush=True)
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", a.tracking_uri, "--host", a.host,
                       "--port", str(a.port)])
