@@ -13,7 +13,6 @@ derived numbers, one line each.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -50,13 +49,6 @@ def compose_points(overrides: list[str]) -> tuple[list[str], list[tuple[list[str
     return keys, points
 
 
-def resolved(cfg: DictConfig, p: Plan) -> dict:
-    """The job config with the model as the plan resolved it (the preset's values, then the overrides)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["model"] = dataclasses.asdict(p.model)
-    return c
-
-
 def config_hash(cfg: DictConfig, p: Plan, build: bool) -> tuple[str | None, str | None]:
     """(config hash, run dir), or (None, why not) when the data would have to be built first."""
     if cfg.data.source != "stdlib" and not build:
@@ -73,7 +65,7 @@ def config_hash(cfg: DictConfig, p: Plan, build: bool) -> tuple[str | None, str 
 
 def derived(cfg: DictConfig, p: Plan, build: bool, varied: list[str]) -> dict:
     run_hash, run_dir = config_hash(cfg, p, build)
-    return {"label": point_label(resolved(cfg, p), varied), "tokens": p.tokens, "steps": p.steps,
+    return {"label": point_label(p.resolved_config(cfg), varied), "tokens": p.tokens, "steps": p.steps,
             "tokens_per_step": cfg.train.batch_size * p.model.block_size, "flops_per_token": p.flops_per_token,
             "train_flops": p.train_flops, "n_params": p.n_params, "n_params_unrolled": p.n_params_unrolled,
             "n_params_core": p.n_params_core, "tokens_per_param": round(p.tokens / p.n_params, 1),
@@ -110,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = valid[0]
         cfg, p = points[shown][1], plans[shown]
         # Through the same secret filter as the run dir's config.yaml: this output lands in logs and issues.
-        print(OmegaConf.to_yaml(OmegaConf.create(tracking.redact_config(resolved(cfg, p)))), end="")
+        print(OmegaConf.to_yaml(OmegaConf.create(tracking.redact_config(p.resolved_config(cfg)))), end="")
         print("# derived (experiments.config.plan; the hash names runs/<hash>):")
         print(OmegaConf.to_yaml(OmegaConf.create({"derived": derived(cfg, p, args.hash, keys)})), end="")
         if len(points) > 1:

@@ -38,6 +38,13 @@ class Plan:
     def train_flops(self) -> int:
         return self.tokens * self.flops_per_token
 
+    def resolved_config(self, cfg: DictConfig) -> dict:
+        """The job config as a plain dict with the model as resolved here (the preset's values, then the
+        overrides): what a run logs, is named by and `show_config` prints (`--cfg job` shows nulls)."""
+        c = OmegaConf.to_container(cfg, resolve=True)
+        c["model"] = dataclasses.asdict(self.model)
+        return c
+
 
 def default_loops(model: ModelConfig) -> int | None:
     """The loop count a model is evaluated at unless told otherwise: µ_rec for Parcae (the mean recurrence

@@ -6,13 +6,12 @@ train → final evaluation at T = µ_rec and at the test-time loop counts → ma
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.training import distributed
 from experiments.training import preemption
@@ -32,8 +31,7 @@ PRETRAIN_KIND = "pretrain"
 
 
 def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["model"] = dataclasses.asdict(p.model)
+    c = p.resolved_config(cfg)
     c["data"]["content_hash"] = corpus_hash
     c["derived"] = {
         "tokens": p.tokens, "steps": p.steps, "flops_per_token": p.flops_per_token,
@@ -62,7 +60,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
         p.model.mean_recurrence if p.model.kind == "parcae" else None, cfg.train.flop_budget, p.tokens, p.n_params)
     tags = {"sweep_id": cfg.sweep_id, "code_version": tracking.code_version(), "model_kind": p.model.kind,
             "model": p.model.name, **search_tags}
-    resolved = {**OmegaConf.to_container(cfg, resolve=True), "model": dataclasses.asdict(p.model)}  # presets resolved
+    resolved = p.resolved_config(cfg)
     name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
     corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
     with Job(cfg, ident, PRETRAIN_KIND, main=main) as job:
