@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from experiments.config.errors import ConfigError
 from experiments.config.finetune import validate
-from experiments.launch.sweep import (_hand_parent_to_jobs, grid_overrides, no_launch_on_error, prepare_tracking,
-                                      stop_on_invalid_points)
+from experiments.launch.sweep import (PARENT_OVERRIDE, _hand_to_jobs, grid_overrides, no_launch_on_error,
+                                      prepare_tracking, stop_on_invalid_points)
 from experiments.tracking import store as tracking
 from experiments.training.finetune import finished_base_run
 
@@ -47,7 +47,7 @@ class PrepareFinetuneSweep(Callback):
         stop_on_invalid_points(errors, len(grid))
         self._parent = prepare_tracking(config, len(grid))
         if self._parent:
-            _hand_parent_to_jobs(config, self._parent[1])
+            _hand_to_jobs(config, PARENT_OVERRIDE, self._parent[1])
         print(f"[finetune sweep {config.sweep_id}] {len(grid)} grid points validated; launching", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -129,25 +129,17 @@ def prepare_tracking(config: DictConfig, n_jobs: int | None = None) -> tuple[str
     return uri, tracking.sweep_parent_run(uri, exp_id, config.sweep_id, tags)
 
 
-def _hand_parent_to_jobs(config: DictConfig, parent_run_id: str) -> None:
-    """Append the parent id to the task overrides that Hydra composes every job from (read by
-    hydra.multirun right after this callback, hydra-core 1.3)."""
+VARIED_OVERRIDE = "sweep.varied"  # the keys the grid varies (experiments.config.naming names runs by them)
+
+
+def _hand_to_jobs(config: DictConfig, key: str, value: str) -> None:
+    """Append `key=value` to the task overrides that Hydra composes every job from (read by hydra.multirun
+    right after this callback, hydra-core 1.3), unless the command line already gives the key."""
     task = config.hydra.overrides.task
-    if any(str(o).lstrip("+~").startswith(PARENT_OVERRIDE + "=") for o in task):
+    if any(str(o).lstrip("+~").startswith(key + "=") for o in task):
         return  # given on the command line
     with read_write(config.hydra), open_dict(config.hydra):
-        task.append(f"{PARENT_OVERRIDE}={parent_run_id}")
-
-
-VARIED_OVERRIDE = "sweep.varied"
-
-
-def _hand_varied_to_jobs(config: DictConfig, keys: list[str]) -> None:
-    """Tell every job which keys the grid varies (experiments.config.naming names runs by their values)."""
-    task = config.hydra.overrides.task
-    if keys and not any(str(o).lstrip("+~").startswith(VARIED_OVERRIDE + "=") for o in task):
-        with read_write(config.hydra), open_dict(config.hydra):
-            task.append(f"{VARIED_OVERRIDE}=[{','.join(repr(k) for k in keys)}]")
+        task.append(f"{key}={value}")
 
 
 class PrepareSweep(Callback):
@@ -169,8 +161,10 @@ class PrepareSweep(Callback):
                        task_overrides, jobs)
         self._parent = prepare_tracking(config, n)
         if self._parent:
-            _hand_parent_to_jobs(config, self._parent[1])
-        _hand_varied_to_jobs(config, list(effective_grid(config.hydra.sweeper.get("params"), task_overrides)))
+            _hand_to_jobs(config, PARENT_OVERRIDE, self._parent[1])
+        varied = list(effective_grid(config.hydra.sweeper.get("params"), task_overrides))
+        if varied:
+            _hand_to_jobs(config, VARIED_OVERRIDE, f"[{','.join(repr(k) for k in varied)}]")
         parent = f"; parent run {self._parent[1]}" if self._parent else ""
         print(f"[sweep {config.sweep_id}] {n} grid points validated{parent}; launching", file=sys.stderr)
 
