@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import sys
 import sysconfig
 import warnings
@@ -27,12 +26,12 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils import mlflow_tags
 
 from experiments.config.naming import compact
+from experiments.tracking.store import git_output
 
 log = logging.getLogger("experiments.tracking.describe")
 
 CURVE_METRICS = {"eval/loss": "eval/loss_vs_T", "eval/bpb": "eval/bpb_vs_T"}
 _PER_T = re.compile(r"^(eval/(?:loss|bpb))_T(\d+)$")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def search_fields(mean_recurrence: int | None, flop_budget: float | None, tokens: int,
@@ -59,25 +58,17 @@ def testtime_curve(final: Mapping[str, float]) -> dict[int, dict[str, float]]:
     return dict(sorted(curve.items()))
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def source_tags(entry_point: str | None = None) -> dict[str, str]:
     """MLflow's standard source tags: the UI shows the commit (and links it when the remote is known)."""
     tags = {mlflow_tags.MLFLOW_SOURCE_TYPE: "JOB",
             mlflow_tags.MLFLOW_SOURCE_NAME: entry_point or Path(sys.argv[0]).name or "python"}
-    commit = _git("rev-parse", "HEAD")
+    commit = git_output("rev-parse", "HEAD")
     if commit:
         tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
-        branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+        branch = git_output("rev-parse", "--abbrev-ref", "HEAD")
         if branch and branch != "HEAD":
             tags[mlflow_tags.MLFLOW_GIT_BRANCH] = branch
-        remote = _git("config", "--get", "remote.origin.url")
+        remote = git_output("config", "--get", "remote.origin.url")
         if remote and "@" not in remote:  # never a URL with credentials in it
             tags[mlflow_tags.MLFLOW_GIT_REPO_URL] = remote
     return tags

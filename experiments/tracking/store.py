@@ -353,17 +353,25 @@ class RunTracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git_output(*args: str, repo: Path | None = None) -> str:
+    """`git <args>` in the repository (stripped stdout), or "" when git or the repository is missing."""
+    try:
+        return subprocess.run(["git", *args], cwd=repo or REPO, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def code_version(repo: Path | None = None) -> str:
     """The git commit of the code that runs (with '+dirty' for uncommitted changes), or 'unknown'.
 
     Not part of a run's identity (a refactor must not retrain every run), but recorded so that a
     result can be traced to the code that produced it."""
-    repo = repo or Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    sha = git_output("rev-parse", "HEAD", repo=repo)
+    if not sha:
         return "unknown"
+    dirty = git_output("status", "--porcelain", "--untracked-files=no", repo=repo)
     return f"{sha}+dirty" if dirty else sha
