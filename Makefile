@@ -94,8 +94,11 @@ compare: $(STAMP)
 	@test -n "$(SWEEPS)" || { echo "make compare needs SWEEPS=a,b (comma-separated sweep ids)"; exit 2; }
 	$(PY) -m analysis.compare --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweeps $(SWEEPS)
 
+# -n auto --dist loadfile: one pytest worker per core, each taking whole files (module fixtures such as
+# a trained sweep are built once); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slurm" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(ARGS)
 
 # A private single-node SLURM (Debian packages, own ports and state in .cache/slurm); stopped by pid.
 SLURM_DIR ?= .cache/slurm

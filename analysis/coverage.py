@@ -27,7 +27,7 @@ def _replicate(args) -> dict[str, tuple[float, float]]:
     rep_seed, n_points, n_boot, noise, level = args
     rng = np.random.default_rng(rep_seed)
     d = random_chinchilla_design(n_points, CHINCHILLA_TRUE, noise=noise, rng=rng)
-    boot = bootstrap_law("chinchilla", d, n_boot=n_boot, seed=rep_seed + 1, n_workers=1)
+    boot = bootstrap_law("chinchilla", d, n_boot=n_boot, seed=rep_seed + 1, inline=True)
     return {q: boot.interval(q, level) for q in QUANTITIES}
 
 

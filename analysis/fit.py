@@ -29,17 +29,14 @@ be exact here; it is used to make the start grid dense in the exponents
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize, nnls
 
 from analysis.laws import LAWS, LOG_TINY, Design, Law
+from analysis import workers
 from analysis.progress import Stage
 
 HUBER_DELTA = 1e-3
@@ -388,14 +385,14 @@ def _grid_scores(law: Law, X: dict, L: np.ndarray, W: np.ndarray, stride: int,
     return out
 
 
-def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSettings,
-                 on_step=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Warm Levenberg–Marquardt refits of every resample; returns (thetas, objectives, ok, needs_cold)."""
+def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray,
+                s: FitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warm Levenberg–Marquardt refits of the resamples W (rows) from theta0: (thetas, objectives, ok)."""
+    law = LAWS[law_name]
     X_all, L_all = design.X(), design.loss
-    n_boot = W.shape[0]
-    thetas = np.full((n_boot, law.n_params), np.nan)
-    objs = np.full(n_boot, np.nan)
-    ok = np.zeros(n_boot, dtype=bool)
+    thetas = np.full((W.shape[0], law.n_params), np.nan)
+    objs = np.full(W.shape[0], np.nan)
+    ok = np.zeros(W.shape[0], dtype=bool)
     for i, w in enumerate(W):
         keep = w > 0
         X = {k: v[keep] for k, v in X_all.items()}
@@ -406,7 +403,7 @@ def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSe
         lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
         hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
         gtol = s.gtol_rel * scale * s.delta**2
-        th, f, conv, _ = lm_refine(law, full.theta, X, lnL, wk, lo, hi, s.delta, scale, gtol)
+        th, f, conv, _ = lm_refine(law, theta0, X, lnL, wk, lo, hi, s.delta, scale, gtol)
         if not conv:  # finish with the reference optimiser from where LM stopped (a long valley,
             # typically E → 0 where the gradient fades exponentially: capped, and counted as not
             # converged when the cap is reached — the report warns about such refits)
@@ -416,9 +413,26 @@ def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSe
             pg = _projected_gradient(th, res.jac, bounds)
             conv = bool(res.success) or pg <= GTOL_ACCEPT_REL * max(f, scale * s.delta**2)
         thetas[i], objs[i], ok[i] = th, f / scale, conv
-        if on_step is not None:
-            on_step(1)
-    grid_best = _grid_scores(law, X_all, L_all, W, s.grid_stride, s.delta)
+    return thetas, objs, ok
+
+
+def _in_chunks(fn, law_name: str, design: Design, W: np.ndarray, extra: tuple, inline: bool,
+               tick) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fn(law_name, design, W[chunk], *extra) over chunks of resamples, on the shared worker pool
+    unless ``inline``; ``tick(n)`` as each chunk finishes. Same result whatever the pool's size."""
+    size = max(10, -(-W.shape[0] // (8 * workers.n_workers())))
+    parts = list(workers.chunks(W.shape[0], size))
+    jobs = [(law_name, design, W[sl], *extra) for sl in parts]
+    done = workers.run_all(fn, jobs, on_done=lambda i, _: tick(parts[i].stop - parts[i].start),
+                           inline=inline)
+    return tuple(np.concatenate([d[k] for d in done]) for k in range(3))
+
+
+def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSettings,
+                 on_step, inline: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Warm Levenberg–Marquardt refits of every resample; returns (thetas, objectives, ok, needs_cold)."""
+    thetas, objs, ok = _in_chunks(_warm_chunk, law.name, design, W, (full.theta, s), inline, on_step)
+    grid_best = _grid_scores(law, design.X(), design.loss, W, s.grid_stride, s.delta)
     # A grid point strictly below the warm optimum (beyond rounding) means another, lower basin.
     needs_cold = grid_best < objs * (1 - 1e-9) - 1e-300
     return thetas, objs, ok, needs_cold
@@ -488,7 +502,7 @@ def bootstrap_weights(design: Design, n_boot: int, rng: np.random.Generator) -> 
 
 
 def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int = 0,
-                  n_workers: int = 2, settings: FitSettings | None = None,
+                  inline: bool = False, settings: FitSettings | None = None,
                   predict_at: Design | None = None, fit: LawFit | None = None,
                   warm: bool = True, progress=None) -> LawBootstrap:
     """Nonparametric bootstrap over runs (clusters).
@@ -496,7 +510,8 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
     warm (default): every resample refitted from the full-data optimum ``fit`` (fitted here when None)
     by ``lm_refine``, with the basin checks described above; resamples that fail them, or all of them
     when the full fit has distinct minima, are refitted *cold* from the stride-2 variable-projection
-    grid with ``N_STARTS_BOOT`` refined starts (``n_workers`` processes when there are many).
+    grid with ``N_STARTS_BOOT`` refined starts. The refits run in chunks on the shared worker pool
+    (``analysis.workers``; the draws do not depend on it), or in this process when ``inline``.
     warm=False: every resample cold (the reference method). progress: a callable(n) told of each
     finished resample (default: a bar of its own, ``analysis.progress``)."""
     import time
@@ -517,24 +532,14 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
         full = fit or fit_law(law, design, settings=FitSettings(delta=s.delta, scale=s.scale))
         multimodal = any(f.startswith("distinct minima") for f in full.flags)
         if not multimodal:
-            thetas, objs, ok, cold = _warm_refits(law, design, W, full, s, tick)
+            thetas, objs, ok, cold = _warm_refits(law, design, W, full, s, tick, inline)
     if cold.any():
         idx = np.nonzero(cold)[0]
-        n_workers = max(1, min(n_workers, os.cpu_count() or 1))
-        if n_workers == 1 or idx.size < 20:
-            th_c, obj_c, ok_c = _boot_chunk(law.name, design, W[idx], s)
-        else:
-            chunks = np.array_split(W[idx], n_workers * 4)
-            with _single_threaded_blas(), ProcessPoolExecutor(
-                    max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-                parts = list(ex.map(_boot_chunk, [law.name] * len(chunks),
-                                    [design] * len(chunks), chunks, [s] * len(chunks)))
-            th_c = np.concatenate([p[0] for p in parts])
-            obj_c = np.concatenate([p[1] for p in parts])
-            ok_c = np.concatenate([p[2] for p in parts])
+        # the warm pass already counted these resamples on the bar
+        tick_cold = (lambda n: None) if warm and not multimodal else tick
+        th_c, obj_c, ok_c = _in_chunks(_boot_chunk, law.name, design, W[idx], (s,), inline, tick_cold)
         better = ~(objs[idx] <= obj_c)  # the cold refit wins unless the warm one is at least as low
         thetas[idx[better]], ok[idx[better]] = th_c[better], ok_c[better]
-        tick(0 if warm and not multimodal else idx.size)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -549,23 +554,6 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
                 preds[i] = law.predict(th, Xp)
     return LawBootstrap(law, dict(design.centres), samples, thetas, ok, preds,
                         design.n_clusters, s, seconds, int(cold.sum()))
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Workers inherit these at spawn: n processes × a multi-threaded BLAS on n cores spin against each
-    other (a 100-resample bootstrap went from ~4 s to over 200 s on 2 cores with forked workers)."""
-    keys = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _raw_samples(law: Law, thetas: np.ndarray, centres: dict[str, float]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import isoflop, isoflop_qc, plots, stability
+from analysis import isoflop, isoflop_qc, plots, stability, workers
 from analysis.approach2 import LABEL, XLABEL, AxisResult, Options, approach2
 from analysis.approaches import compare_approaches
 from analysis.lawreport import LawResult, fit_sweep_laws, law_section, law_supported
@@ -481,6 +481,7 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
     stamp = out_dir / FINGERPRINT
     if reuse and (out_dir / "report.md").exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return out_dir / "report.md"
+    workers.pool()  # the fits' worker processes start now and import while the isoFLOP stage runs
     usable, excluded = split_usable(raw)
     if usable.empty:
         reasons = ", ".join(excluded["reason"].value_counts().index) if len(excluded) else "none"

@@ -9,10 +9,15 @@ from __future__ import annotations
 import math
 import re
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:  # mlflow is imported where runs are loaded: the fitting modules import this one, and
+    # the analysis's worker processes (analysis/workers.py) should not pay mlflow's 1 s import
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 PRETRAIN_KIND = "pretrain"
 
@@ -123,6 +128,8 @@ def load_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame
     Selection of usable runs is left to :func:`split_usable` so that the
     report can say what was excluded and why.
     """
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp_id = _get_experiment_id(client, experiment)
     sweep = sweep_id.replace("'", "\\'")
@@ -145,6 +152,8 @@ def load_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame
 
 def latest_sweep_id(tracking_uri: str, experiment: str) -> str:
     """sweep_id of the most recently started pretrain run of the experiment."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp_id = _get_experiment_id(client, experiment)
     page = client.search_runs(

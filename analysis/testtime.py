@@ -4,8 +4,10 @@ Fitted, as in the Parcae paper (App. L), by least squares on log-loss:
 residual_i = ln(L_inf + Z e^{-z T_i}) - ln L_i, with bounds L_inf > 0, Z >= 0,
 z in [Z_MIN, Z_MAX].  The model is linear in (L_inf, Z) for fixed z, so the
 starts come from a grid over z with non-negative linear least squares for the
-other two; each start is then refined with a bounded trust-region solver with
-tight tolerances (loose ones stop early on these ~1e-4 residuals).
+other two; the starts are then refined with a bounded trust-region solver with
+tight tolerances (loose ones stop early on these ~1e-4 residuals) and the exact
+Jacobian, in two phases (``multistart``: a short probe of every start, the two
+lowest taken on to convergence).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares, nnls
 
+from analysis import workers
 from analysis.runs import testtime_long
 
 Z_MIN, Z_MAX = 1e-3, 20.0
@@ -25,6 +28,8 @@ FLAT_REL = 1e-3
 # Fraction of the decay still left at the largest T above which no plateau was seen.
 PLATEAU_LEFT = 0.3
 START_Z = np.geomspace(0.01, 10.0, 16)
+# Multi-start budget (see multistart): evaluations per start, starts taken on, evaluations for those.
+PROBE_NFEV, KEEP_STARTS, MAX_NFEV = 100, 2, 2000
 N_PARAMS = 3  # L_inf, Z, z: with this many values of T the curve passes through every point
 # Saturation point T*: the remaining decay Z·exp(−z·T) has fallen to this fraction of L_inf.
 SATURATION_REL = 1e-3
@@ -78,6 +83,14 @@ def _log_resid(p: np.ndarray, T: np.ndarray, lnL: np.ndarray) -> np.ndarray:
     return np.log(_model(p, T)) - lnL
 
 
+def _log_jac(p: np.ndarray, T: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    """d ln L_hat / d (L_inf, Z, z), exact: a finite-difference Jacobian costs 3 more model
+    evaluations per step and is what made these fits dominate the analysis time."""
+    e = np.exp(-p[2] * T)
+    f = p[0] + p[1] * e
+    return np.column_stack([1.0 / f, e / f, -p[1] * T * e / f])
+
+
 def _linear_start(z: float, T: np.ndarray, L: np.ndarray) -> np.ndarray:
     basis = np.column_stack([np.ones_like(T), np.exp(-z * T)])
     (l_inf, amp), _ = nnls(basis, L)
@@ -89,19 +102,40 @@ def huber_mean(r: np.ndarray, delta: float = HUBER_DELTA) -> float:
     return float(np.mean(np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))))
 
 
+def multistart(fun, jac, starts, bounds, args) -> "OptimizeResult":
+    """Bounded least squares from several starts, in two phases: every start gets PROBE_NFEV
+    evaluations, then the KEEP_STARTS lowest go on to convergence (MAX_NFEV) from where they stopped.
+    On a flat curve every start crawls along the valley where z is not identified and used to run to
+    the evaluation cap, so the probe phase is what keeps 16 starts cheap; a start that converges
+    within the probe is final as it is."""
+    kw = dict(jac=jac, bounds=bounds, args=args, method="trf", x_scale="jac",
+              ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    probes = []
+    for p0 in starts:
+        try:
+            probes.append(least_squares(fun, p0, max_nfev=PROBE_NFEV, **kw))
+        except ValueError:  # a start outside the form's domain
+            continue
+    if not probes:
+        return None
+    probes.sort(key=lambda r: r.cost)
+    best = None
+    for res in probes[:KEEP_STARTS]:
+        if res.status == 0:  # stopped by the probe's cap: continue from there
+            more = least_squares(fun, res.x, max_nfev=MAX_NFEV, **kw)
+            more.nfev += res.nfev
+            res = more if more.cost <= res.cost else res
+        if best is None or res.cost < best.cost:
+            best = res
+    return best
+
+
 def _best_fit(T: np.ndarray, L: np.ndarray):
     lnL = np.log(L)
     lower = [1e-9, 0.0, Z_MIN]
     upper = [np.inf, np.inf, Z_MAX]
-    best = None
-    for z0 in START_Z:
-        p0 = np.clip(_linear_start(z0, T, L), lower, [1e12, 1e12, Z_MAX])
-        res = least_squares(_log_resid, p0, bounds=(lower, upper), args=(T, lnL),
-                            method="trf", x_scale="jac", ftol=1e-15, xtol=1e-15,
-                            gtol=1e-15, max_nfev=2000)
-        if best is None or res.cost < best.cost:
-            best = res
-    return best
+    starts = [np.clip(_linear_start(z0, T, L), lower, [1e12, 1e12, Z_MAX]) for z0 in START_Z]
+    return multistart(_log_resid, _log_jac, starts, (lower, upper), (T, lnL))
 
 
 def _standard_errors(res, n: int) -> tuple[float, float]:
@@ -168,13 +202,12 @@ def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
 
 
 def fit_testtime_runs(df: pd.DataFrame) -> dict[str, SaturationFit]:
-    """Fit every run of ``df`` (usable runs from load_runs) that has >= 3 T values."""
+    """Fit every run of ``df`` (usable runs from load_runs) that has >= 3 T values (one job per run
+    on the analysis's worker pool, analysis/workers.py)."""
     long = testtime_long(df)
-    fits: dict[str, SaturationFit] = {}
-    for run_id, grp in long.groupby("run_id", sort=False):
-        if grp["T"].nunique() >= MIN_T:
-            fits[str(run_id)] = fit_testtime(grp["T"].to_numpy(), grp["loss"].to_numpy())
-    return fits
+    groups = [(str(rid), g) for rid, g in long.groupby("run_id", sort=False) if g["T"].nunique() >= MIN_T]
+    fits = workers.run_all(fit_testtime, [(g["T"].to_numpy(), g["loss"].to_numpy()) for _, g in groups])
+    return {rid: fit for (rid, _), fit in zip(groups, fits)}
 
 
 def tabulate_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> pd.DataFrame:

@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from analysis import workers  # noqa: E402
 from analysis.coverage import coverage_experiment  # noqa: E402
 from analysis.fit import bootstrap_law, fit_law  # noqa: E402
 from analysis.synth import CHINCHILLA_TRUE, random_chinchilla_design  # noqa: E402
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-coverage", action="store_true")
     p.add_argument("--law", action="store_true", help="the law-fitter benchmark and coverage instead")
     a = p.parse_args(argv)
+    os.environ[workers.ENV] = str(a.workers)  # the analysis's worker pool (analysis/workers.py)
     if not a.law:
         return analysis_benchmark(a.repeats, a.n_boot)
 
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     for _ in range(a.repeats):
         t0 = time.perf_counter()
         fit = fit_law("chinchilla", d)
-        boot = bootstrap_law("chinchilla", d, n_boot=a.n_boot, seed=0, n_workers=a.workers)
+        boot = bootstrap_law("chinchilla", d, n_boot=a.n_boot, seed=0)
         times.append(time.perf_counter() - t0)
     print(f"fit + bootstrap: {a.n_points} points, {a.n_boot} resamples, {a.workers} workers, "
           f"os.cpu_count()={os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}")

@@ -130,8 +130,8 @@ def test_optimum_invariant_to_objective_scale():
         for k in ("alpha", "beta", "E", "a", "b"):
             assert f.params[k] == pytest.approx(ref[k], rel=1e-6, abs=1e-8), k
     # intervals too (same seed => same resamples), on a small cheap bootstrap
-    b1 = bootstrap_law(CHINCHILLA, d, n_boot=16, seed=0, n_workers=1)
-    b2 = bootstrap_law(CHINCHILLA, d, n_boot=16, seed=0, n_workers=1,
+    b1 = bootstrap_law(CHINCHILLA, d, n_boot=16, seed=0, inline=True)
+    b2 = bootstrap_law(CHINCHILLA, d, n_boot=16, seed=0, inline=True,
                        settings=FitSettings(scale=1e12, n_starts=2, grid_stride=2))
     np.testing.assert_allclose(b1.samples["alpha"], b2.samples["alpha"], rtol=1e-6)
 
@@ -139,7 +139,7 @@ def test_optimum_invariant_to_objective_scale():
 def test_bootstrap_intervals_and_identifiability_warnings():
     d = chinchilla_design(noise=0.01, rng=np.random.default_rng(7))
     fit = fit_law(CHINCHILLA, d)
-    boot = bootstrap_law(CHINCHILLA, d, n_boot=60, seed=1, n_workers=2, predict_at=d.subset(
+    boot = bootstrap_law(CHINCHILLA, d, n_boot=60, seed=1, predict_at=d.subset(
         np.arange(d.n) < 3))
     assert boot.n_boot == 60 and boot.success.mean() > 0.9
     lo, hi = boot.interval("alpha", 0.9)

@@ -10,11 +10,11 @@ def test_planted_outliers_are_named_and_a_clean_fit_is_quiet():
     d = random_chinchilla_design(80, CHINCHILLA_TRUE, noise=0.005, rng=np.random.default_rng(3))
     d.ids = [f"run{i}" for i in range(d.n)]
     fit = fit_law("chinchilla", d)
-    boot = bootstrap_law("chinchilla", d, n_boot=40, seed=0, n_workers=1)
+    boot = bootstrap_law("chinchilla", d, n_boot=40, seed=0, inline=True)
     assert outlier_sensitivity(fit, boot, d, 0.95) == []
     bad = np.argsort(d.raw["D"])[:n_dropped(d.n)]  # the smallest-D points carry B and β
     d.loss[bad] *= 1.25
     fit = fit_law("chinchilla", d)
-    boot = bootstrap_law("chinchilla", d, n_boot=40, seed=0, n_workers=1)
+    boot = bootstrap_law("chinchilla", d, n_boot=40, seed=0, inline=True)
     (warning,) = outlier_sensitivity(fit, boot, d, 0.95, {f"run{i}": f"name{i}" for i in range(d.n)})
     assert warning.startswith("outlier sensitivity") and all(f"name{i}" in warning for i in bad)

@@ -22,7 +22,7 @@ def test_warm_bootstrap_matches_cold_multistart():
     d = chinchilla_design(noise=0.01, rng=np.random.default_rng(7), n_per=6,
                           budgets=np.geomspace(1e18, 1e21, 4))
     warm = bootstrap_law(CHINCHILLA, d, n_boot=30, seed=3, progress=lambda n: None)
-    cold = bootstrap_law(CHINCHILLA, d, n_boot=30, seed=3, n_workers=1, warm=False,
+    cold = bootstrap_law(CHINCHILLA, d, n_boot=30, seed=3, inline=True, warm=False,
                          progress=lambda n: None)
     assert warm.n_cold == 0 and warm.success.all()
     for k in ("alpha", "beta", "E", "a_opt"):
