@@ -29,6 +29,7 @@ be exact here; it is used to make the start grid dense in the exponents
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field, replace
 
@@ -295,12 +296,15 @@ LM_LAMBDA0 = 1e-3
 IRLS_FLOOR = 1e-2
 
 
-def _lm_eval(law: Law, th: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray, delta: float,
-             scale: float):
+def _lm_eval(law: Law, th: np.ndarray, X: dict, lnL: np.ndarray, W: np.ndarray, delta: float,
+             scale: np.ndarray):
+    """Per resample (rows of th (B, p) and W (B, n)): scaled objective (B,), gradient (B, p), log
+    residuals (B, n) and Jacobian (B, n, p). Points of weight 0 are left out of the sums."""
     lp, J = law.log_predict_and_grad(th, X)
     r = lp - lnL
     h, psi = huber(r, delta)
-    return scale * float(w @ h), scale * (J.T @ (w * psi)), r, J
+    f = scale * np.where(W > 0, W * h, 0.0).sum(axis=1)
+    return f, scale[:, None] * np.einsum("bnp,bn->bp", J, W * psi), r, J
 
 
 def _projected(th: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -309,52 +313,92 @@ def _projected(th: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) ->
     return np.where(blocked, 0.0, g)
 
 
+def lm_refine_batch(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, W: np.ndarray, lo: np.ndarray,
+                    hi: np.ndarray, delta: float, scale: np.ndarray,
+                    gtol: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bounded Levenberg–Marquardt on scale·Σ w Huber(log L_hat − log L) from th0, for every resample
+    (row of W; lo, hi (B, p), scale and gtol (B,)) at once.
+
+    Each resample follows its own iteration (its damping λ, its active bounds, its stopping rule);
+    they share only the array operations: a resample costs about what one Python-level LM step costs
+    for all of them. Returns (theta, scaled objective, converged, iterations), converged meaning the
+    projected gradient reached gtol (the L-BFGS-B criterion of ``_refine``) or, where no descent is
+    left, ``_accept``'s rule."""
+    B, p = W.shape[0], th0.shape[-1]
+    th = np.clip(np.broadcast_to(th0, (B, p)), lo, hi)
+    f, g, r, J = _lm_eval(law, th, X, lnL, W, delta, scale)
+    lam = np.full(B, LM_LAMBDA0)
+    it = np.zeros(B, dtype=int)
+    done = np.zeros(B, dtype=bool)
+    conv = np.zeros(B, dtype=bool)
+    eye = np.eye(p)
+
+    def stop(idx: np.ndarray) -> None:  # no descent left: converged by fit_law's acceptance rule
+        done[idx] = True
+        conv[idx] = _accept(th[idx], g[idx], lo[idx], hi[idx], f[idx], scale[idx] * delta**2)
+
+    while not done.all():
+        A = np.nonzero(~done)[0]
+        pg = _projected(th[A], g[A], lo[A], hi[A])
+        reached = np.max(np.abs(pg), axis=1) <= gtol[A]
+        capped = ~reached & (it[A] >= LM_MAXITER)
+        done[A[reached | capped]] = True
+        conv[A[reached]] = True
+        A, free = A[~(reached | capped)], pg[~(reached | capped)] != 0
+        if A.size == 0:
+            break
+        rA = np.abs(r[A])
+        irls = W[A] * np.where(rA <= delta, 1.0, IRLS_FLOOR * delta / np.maximum(rA, 1e-300))
+        H = scale[A, None, None] * np.einsum("bnp,bn,bnq->bpq", J[A], irls, J[A])
+        d = np.diagonal(H, axis1=1, axis2=2).copy()
+        d_max = np.max(np.where(free, d, -np.inf), axis=1)
+        d = np.where(d <= 0, 1e-12 * np.maximum(d_max, 1.0)[:, None], d)
+        # parameters held at a bound get the identity row and a zero right-hand side: step 0
+        M = (np.where(free[:, :, None] & free[:, None, :], H, 0.0)
+             + (np.where(free, lam[A, None] * d, 1.0))[:, :, None] * eye)
+        rhs = np.where(free, -g[A], 0.0)
+        step, solved = _solve_each(M, rhs)
+        cand = np.clip(th[A] + step, lo[A], hi[A])
+        fc, gc, rc, Jc = _lm_eval(law, cand, X, lnL, W[A], delta, scale[A])
+        acc = solved & np.isfinite(fc) & (fc <= f[A])
+        Ac = A[acc]
+        stalled = Ac[np.all(cand[acc] == th[Ac], axis=1)]
+        th[Ac], f[Ac], g[Ac], r[Ac], J[Ac] = cand[acc], fc[acc], gc[acc], rc[acc], Jc[acc]
+        lam[Ac] = np.maximum(lam[Ac] / 3.0, 1e-12)
+        it[Ac] += 1
+        stop(stalled)
+        Ar = A[~acc]
+        lam[Ar] *= 4.0
+        stop(Ar[lam[Ar] > 1e12])  # no descent left at machine precision
+    return th, f, conv, it
+
+
+def _solve_each(M: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve every system M[b] x = rhs[b]; a singular one gets a zero step and solved False."""
+    try:
+        x = np.linalg.solve(M, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # one singular system fails the whole batch: solve them one by one
+        x = np.zeros_like(rhs)
+        for b in range(M.shape[0]):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                x[b] = np.linalg.solve(M[b], rhs[b])
+    ok = np.all(np.isfinite(x), axis=1)
+    return np.where(ok[:, None], x, 0.0), ok
+
+
 def lm_refine(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray, lo: np.ndarray,
               hi: np.ndarray, delta: float, scale: float, gtol: float) -> tuple[np.ndarray, float, bool, int]:
-    """Bounded Levenberg–Marquardt on scale·Σ w Huber(log L_hat − log L) from th0.
-
-    Returns (theta, scaled objective, converged, iterations); converged means the projected gradient
-    reached gtol (the L-BFGS-B criterion of ``_refine``)."""
-    th = np.clip(th0, lo, hi)
-    f, g, r, J = _lm_eval(law, th, X, lnL, w, delta, scale)
-    lam = LM_LAMBDA0
-    for it in range(LM_MAXITER):
-        pg = _projected(th, g, lo, hi)
-        if np.max(np.abs(pg)) <= gtol:
-            return th, f, True, it
-        free = pg != 0
-        irls = w * np.where(np.abs(r) <= delta, 1.0, IRLS_FLOOR * delta / np.maximum(np.abs(r), 1e-300))
-        Jf = J[:, free]
-        H = scale * (Jf.T @ (irls[:, None] * Jf))
-        d = np.diag(H).copy()
-        d[d <= 0] = 1e-12 * max(float(d.max()), 1.0)
-        while True:
-            try:
-                step = np.linalg.solve(H + lam * np.diag(d), -g[free])
-            except np.linalg.LinAlgError:
-                step = None
-            if step is not None:
-                cand = th.copy()
-                cand[free] += step
-                cand = np.clip(cand, lo, hi)
-                fc, gc, rc, Jc = _lm_eval(law, cand, X, lnL, w, delta, scale)
-                if np.isfinite(fc) and fc <= f:
-                    stalled = np.array_equal(cand, th)
-                    th, f, g, r, J = cand, fc, gc, rc, Jc
-                    lam = max(lam / 3.0, 1e-12)
-                    break
-            lam *= 4.0
-            if lam > 1e12:  # no descent left at machine precision
-                return th, f, _accept(th, g, lo, hi, f, scale * delta**2), it
-        if stalled:
-            return th, f, _accept(th, g, lo, hi, f, scale * delta**2), it
-    return th, f, False, LM_MAXITER
+    """``lm_refine_batch`` for one resample: (theta, scaled objective, converged, iterations)."""
+    th, f, conv, it = lm_refine_batch(law, th0, X, lnL, w[None], lo[None], hi[None], delta,
+                                      np.array([scale]), np.array([gtol]))
+    return th[0], float(f[0]), bool(conv[0]), int(it[0])
 
 
-def _accept(th, g, lo, hi, f: float, floor: float) -> bool:
+def _accept(th, g, lo, hi, f, floor):
     """fit_law's rule for a run that stops without reaching gtol (the Huber kinks make the last digits
-    of the objective noisy): converged when the projected gradient is below GTOL_ACCEPT_REL·max(f, floor)."""
-    return bool(np.max(np.abs(_projected(th, g, lo, hi))) <= GTOL_ACCEPT_REL * max(f, floor))
+    of the objective noisy): converged when the projected gradient is below GTOL_ACCEPT_REL·max(f, floor).
+    Row-wise for (B, p) arrays."""
+    return np.max(np.abs(_projected(th, g, lo, hi)), axis=-1) <= GTOL_ACCEPT_REL * np.maximum(f, floor)
 
 
 def _grid_scores(law: Law, X: dict, L: np.ndarray, W: np.ndarray, stride: int,
@@ -387,40 +431,43 @@ def _grid_scores(law: Law, X: dict, L: np.ndarray, W: np.ndarray, stride: int,
 
 def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray,
                 s: FitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warm Levenberg–Marquardt refits of the resamples W (rows) from theta0: (thetas, objectives, ok)."""
+    """Warm refits of the resamples W (rows) from theta0, all at once by ``lm_refine_batch``, the ones
+    it leaves unconverged finished one by one by L-BFGS-B: (thetas, objectives, ok)."""
     law = LAWS[law_name]
     X_all, L_all = design.X(), design.loss
-    thetas = np.full((W.shape[0], law.n_params), np.nan)
-    objs = np.full(W.shape[0], np.nan)
-    ok = np.zeros(W.shape[0], dtype=bool)
-    for i, w in enumerate(W):
-        keep = w > 0
+    lnL_all = np.log(L_all)
+    B = W.shape[0]
+    lo, hi = np.empty((B, law.n_params)), np.empty((B, law.n_params))
+    for i, w in enumerate(W):  # E's upper bound is the lowest loss the resample contains
+        bounds = _bounds(law, lnL_all[w > 0])
+        lo[i] = [b[0] if b[0] is not None else -np.inf for b in bounds]
+        hi[i] = [b[1] if b[1] is not None else np.inf for b in bounds]
+    scale = np.array([s.effective_scale(float(w.sum())) for w in W])
+    thetas, f, ok, _ = lm_refine_batch(law, theta0, X_all, lnL_all, W, lo, hi, s.delta, scale,
+                                       s.gtol_rel * scale * s.delta**2)
+    for i in np.nonzero(~ok)[0]:
+        # finish with the reference optimiser from where LM stopped (a long valley, typically E → 0
+        # where the gradient fades exponentially: capped, and counted as not converged when the cap
+        # is reached — the report warns about such refits)
+        keep = W[i] > 0
         X = {k: v[keep] for k, v in X_all.items()}
-        L, wk = L_all[keep], w[keep]
-        lnL = np.log(L)
-        scale = s.effective_scale(float(wk.sum()))
+        lnL, wk = lnL_all[keep], W[i][keep]
         bounds = _bounds(law, lnL)
-        lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
-        hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
-        gtol = s.gtol_rel * scale * s.delta**2
-        th, f, conv, _ = lm_refine(law, theta0, X, lnL, wk, lo, hi, s.delta, scale, gtol)
-        if not conv:  # finish with the reference optimiser from where LM stopped (a long valley,
-            # typically E → 0 where the gradient fades exponentially: capped, and counted as not
-            # converged when the cap is reached — the report warns about such refits)
-            res = _refine(law, th, X, lnL, wk, replace(s, maxiter=BOOT_FALLBACK_MAXITER), bounds, scale)
-            if res.fun <= f:
-                th, f = res.x, float(res.fun)
-            pg = _projected_gradient(th, res.jac, bounds)
-            conv = bool(res.success) or pg <= GTOL_ACCEPT_REL * max(f, scale * s.delta**2)
-        thetas[i], objs[i], ok[i] = th, f / scale, conv
-    return thetas, objs, ok
+        res = _refine(law, thetas[i], X, lnL, wk, replace(s, maxiter=BOOT_FALLBACK_MAXITER), bounds, scale[i])
+        if res.fun <= f[i]:
+            thetas[i], f[i] = res.x, float(res.fun)
+        pg = _projected_gradient(thetas[i], res.jac, bounds)
+        ok[i] = bool(res.success) or pg <= GTOL_ACCEPT_REL * max(f[i], scale[i] * s.delta**2)
+    return thetas, f / scale, ok
 
 
 def _in_chunks(fn, law_name: str, design: Design, W: np.ndarray, extra: tuple, inline: bool,
                tick) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fn(law_name, design, W[chunk], *extra) over chunks of resamples, on the shared worker pool
     unless ``inline``; ``tick(n)`` as each chunk finishes. Same result whatever the pool's size."""
-    size = max(10, -(-W.shape[0] // (8 * workers.n_workers())))
+    # a few chunks per worker: balance, a progress tick now and then, and batches big enough for
+    # lm_refine_batch's array operations to pay
+    size = max(10, -(-W.shape[0] // (4 * workers.n_workers())))
     parts = list(workers.chunks(W.shape[0], size))
     jobs = [(law_name, design, W[sl], *extra) for sl in parts]
     done = workers.run_all(fn, jobs, on_done=lambda i, _: tick(parts[i].stop - parts[i].start),

@@ -48,8 +48,9 @@ LOG_TINY = -40.0  # log-coefficient used for a linear coefficient of exactly 0
 class Law:
     """A log-sum-exp loss law.
 
-    ``terms(theta, X)`` returns (T, dT): T (n, K) the LSE terms and dT (n, K, p)
-    their derivatives with respect to theta; everything else is derived from it.
+    ``terms(theta, X)`` returns (T, dT): T (..., n, K) the LSE terms and dT (..., n, K, p)
+    their derivatives with respect to theta (..., p); everything else is derived from it. The
+    leading axes are a batch of parameter vectors (the bootstrap refits every resample at once).
     ``features(nl, X)`` returns the (n, K) linear features f_k for the
     nonlinear parameters ``nl`` (ordered as ``nonlinear``), so that
     L_hat = features @ exp(theta[linear]).
@@ -77,20 +78,20 @@ class Law:
 
     def log_predict(self, theta: np.ndarray, X: dict) -> np.ndarray:
         T, _ = self.terms(theta, X)
-        m = T.max(axis=1)
-        return m + np.log(np.exp(T - m[:, None]).sum(axis=1))
+        m = T.max(axis=-1)
+        return m + np.log(np.exp(T - m[..., None]).sum(axis=-1))
 
     def predict(self, theta: np.ndarray, X: dict) -> np.ndarray:
         return np.exp(self.log_predict(theta, X))
 
     def log_predict_and_grad(self, theta: np.ndarray, X: dict) -> tuple[np.ndarray, np.ndarray]:
-        """log L_hat (n,) and its exact gradient d log L_hat / d theta (n, p)."""
+        """log L_hat (..., n) and its exact gradient d log L_hat / d theta (..., n, p)."""
         T, dT = self.terms(theta, X)
-        m = T.max(axis=1)
-        w = np.exp(T - m[:, None])
-        s = w.sum(axis=1)
-        w /= s[:, None]
-        return m + np.log(s), np.einsum("nk,nkp->np", w, dT)
+        m = T.max(axis=-1)
+        w = np.exp(T - m[..., None])
+        s = w.sum(axis=-1)
+        w /= s[..., None]
+        return m + np.log(s), np.einsum("...nk,...nkp->...np", w, dT)
 
     def grad(self, theta: np.ndarray, X: dict) -> np.ndarray:
         return self.log_predict_and_grad(theta, X)[1]
@@ -180,20 +181,27 @@ def make_design(loss, *, N=None, D=None, N_once=None, N_rec=None, r=None, tau=No
 
 # --- the laws ---------------------------------------------------------------------------------
 
+def _unpack(theta) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    """The parameters of theta (..., p), each shaped (..., 1) to broadcast against the n points, and
+    the batch shape."""
+    th = np.asarray(theta, dtype=float)
+    return [th[..., i, None] for i in range(th.shape[-1])], th.shape[:-1]
+
+
 def _chin_terms(theta, X):
-    e, a, al, b, be = theta[:5]
+    (e, a, al, b, be), batch = _unpack(theta)
     x, y = X["x"], X["y"]
     n = x.size
-    T = np.empty((n, 3))
-    T[:, 0] = e
-    T[:, 1] = a - al * x
-    T[:, 2] = b - be * y
-    dT = np.zeros((n, 3, 5))
-    dT[:, 0, 0] = 1.0
-    dT[:, 1, 1] = 1.0
-    dT[:, 1, 2] = -x
-    dT[:, 2, 3] = 1.0
-    dT[:, 2, 4] = -y
+    T = np.empty(batch + (n, 3))
+    T[..., 0] = e
+    T[..., 1] = a - al * x
+    T[..., 2] = b - be * y
+    dT = np.zeros(batch + (n, 3, 5))
+    dT[..., 0, 0] = 1.0
+    dT[..., 1, 1] = 1.0
+    dT[..., 1, 2] = -x
+    dT[..., 2, 3] = 1.0
+    dT[..., 2, 4] = -y
     return T, dT
 
 
@@ -212,21 +220,21 @@ def _rec_size(phi, X):
 
 
 def _rec_terms(theta, X):
-    e, a, al, b, be, phi = theta
+    (e, a, al, b, be, phi), batch = _unpack(theta)
     u, s = _rec_size(phi, X)
     y = X["y"]
     n = y.size
-    T = np.empty((n, 3))
-    T[:, 0] = e
-    T[:, 1] = a - al * u
-    T[:, 2] = b - be * y
-    dT = np.zeros((n, 3, 6))
-    dT[:, 0, 0] = 1.0
-    dT[:, 1, 1] = 1.0
-    dT[:, 1, 2] = -u
-    dT[:, 1, 5] = -al * s * X["l_r"]
-    dT[:, 2, 3] = 1.0
-    dT[:, 2, 4] = -y
+    T = np.empty(batch + (n, 3))
+    T[..., 0] = e
+    T[..., 1] = a - al * u
+    T[..., 2] = b - be * y
+    dT = np.zeros(batch + (n, 3, 6))
+    dT[..., 0, 0] = 1.0
+    dT[..., 1, 1] = 1.0
+    dT[..., 1, 2] = -u
+    dT[..., 1, 5] = -al * s * X["l_r"]
+    dT[..., 2, 3] = 1.0
+    dT[..., 2, 4] = -y
     return T, dT
 
 
@@ -237,22 +245,22 @@ def _rec_features(nl, X):
 
 
 def _uni_terms(theta, X):
-    e, a, al, b, be, zl, z = theta
+    (e, a, al, b, be, zl, z), batch = _unpack(theta)
     x, y, tau = X["x"], X["y"], X["tau"]
     n = x.size
-    T = np.empty((n, 4))
-    T[:, 0] = e
-    T[:, 1] = a - al * x
-    T[:, 2] = b - be * y
-    T[:, 3] = zl - z * tau
-    dT = np.zeros((n, 4, 7))
-    dT[:, 0, 0] = 1.0
-    dT[:, 1, 1] = 1.0
-    dT[:, 1, 2] = -x
-    dT[:, 2, 3] = 1.0
-    dT[:, 2, 4] = -y
-    dT[:, 3, 5] = 1.0
-    dT[:, 3, 6] = -tau
+    T = np.empty(batch + (n, 4))
+    T[..., 0] = e
+    T[..., 1] = a - al * x
+    T[..., 2] = b - be * y
+    T[..., 3] = zl - z * tau
+    dT = np.zeros(batch + (n, 4, 7))
+    dT[..., 0, 0] = 1.0
+    dT[..., 1, 1] = 1.0
+    dT[..., 1, 2] = -x
+    dT[..., 2, 3] = 1.0
+    dT[..., 2, 4] = -y
+    dT[..., 3, 5] = 1.0
+    dT[..., 3, 6] = -tau
     return T, dT
 
 

@@ -75,24 +75,29 @@ class SaturationFit:
         return self.L_inf + self.Z * np.exp(-self.z * np.asarray(T, dtype=float))
 
 
-def _model(p: np.ndarray, T: np.ndarray) -> np.ndarray:
-    return p[0] + p[1] * np.exp(-p[2] * T)
+# The solver works with the decay normalised at the smallest T: L = L_inf + Z0·exp(−z·(T − T0)), so
+# Z0 = Z·exp(−z·T0) is the decay still left at T0. Same family, same optimum, but a curve that saturates
+# before its second T has its optimum at z → ∞ with Z0 finite (rather than Z growing like e^z), which
+# the solver reaches instead of walking that valley to its evaluation cap. SEs of L_inf and z, the
+# coordinates both parameterisations share, are the same in either.
+def _model(p: np.ndarray, dT: np.ndarray) -> np.ndarray:
+    return p[0] + p[1] * np.exp(-p[2] * dT)
 
 
-def _log_resid(p: np.ndarray, T: np.ndarray, lnL: np.ndarray) -> np.ndarray:
-    return np.log(_model(p, T)) - lnL
+def _log_resid(p: np.ndarray, dT: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    return np.log(_model(p, dT)) - lnL
 
 
-def _log_jac(p: np.ndarray, T: np.ndarray, lnL: np.ndarray) -> np.ndarray:
-    """d ln L_hat / d (L_inf, Z, z), exact: a finite-difference Jacobian costs 3 more model
+def _log_jac(p: np.ndarray, dT: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    """d ln L_hat / d (L_inf, Z0, z), exact: a finite-difference Jacobian costs 3 more model
     evaluations per step and is what made these fits dominate the analysis time."""
-    e = np.exp(-p[2] * T)
+    e = np.exp(-p[2] * dT)
     f = p[0] + p[1] * e
-    return np.column_stack([1.0 / f, e / f, -p[1] * T * e / f])
+    return np.column_stack([1.0 / f, e / f, -p[1] * dT * e / f])
 
 
-def _linear_start(z: float, T: np.ndarray, L: np.ndarray) -> np.ndarray:
-    basis = np.column_stack([np.ones_like(T), np.exp(-z * T)])
+def _linear_start(z: float, dT: np.ndarray, L: np.ndarray) -> np.ndarray:
+    basis = np.column_stack([np.ones_like(dT), np.exp(-z * dT)])
     (l_inf, amp), _ = nnls(basis, L)
     return np.array([max(l_inf, 1e-3 * L.min()), amp, z])
 
@@ -134,8 +139,9 @@ def _best_fit(T: np.ndarray, L: np.ndarray):
     lnL = np.log(L)
     lower = [1e-9, 0.0, Z_MIN]
     upper = [np.inf, np.inf, Z_MAX]
-    starts = [np.clip(_linear_start(z0, T, L), lower, [1e12, 1e12, Z_MAX]) for z0 in START_Z]
-    return multistart(_log_resid, _log_jac, starts, (lower, upper), (T, lnL))
+    dT = T - T.min()
+    starts = [np.clip(_linear_start(z0, dT, L), lower, [1e12, 1e12, Z_MAX]) for z0 in START_Z]
+    return multistart(_log_resid, _log_jac, starts, (lower, upper), (dT, lnL))
 
 
 def _standard_errors(res, n: int) -> tuple[float, float]:
@@ -164,7 +170,9 @@ def _identification_flags(fit: SaturationFit) -> list[str]:
     left_at_t2 = fit.Z * np.exp(-fit.z * t2)
     if not flags and left_at_t2 < max(rmse, 1e-5 * fit.L_inf):
         flags.append(f"saturates before T={t2:g}: z only bounded from below")
-    if fit.z <= Z_MIN * 1.01 or fit.z >= Z_MAX * 0.99:
+    # a curve that saturates before T2 has its optimum at z → ∞, i.e. at the upper bound: said above
+    saturated = any(f.startswith("saturates") for f in flags)
+    if fit.z <= Z_MIN * 1.01 or (fit.z >= Z_MAX * 0.99 and not saturated):
         flags.append("z at its bound")
     if not flags and np.exp(-fit.z * (T.max() - T.min())) > PLATEAU_LEFT:
         flags.append("no plateau within the measured T: L_inf is an extrapolation "
@@ -185,7 +193,8 @@ def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
         fit.flags.append(f"fewer than {MIN_T} T values: not fitted")
         return fit
     res = _best_fit(T, L)
-    fit.L_inf, fit.Z, fit.z = (float(v) for v in res.x)
+    fit.L_inf, z0_amp, fit.z = (float(v) for v in res.x)
+    fit.Z = z0_amp * float(np.exp(fit.z * T.min()))  # back to L_inf + Z·exp(−z·T)
     fit.se_L_inf, fit.se_z = _standard_errors(res, T.size)
     pred = fit.predict(T)
     ss_tot = float(np.sum((L - L.mean()) ** 2))

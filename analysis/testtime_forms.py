@@ -18,72 +18,74 @@ from analysis import workers
 from analysis.runs import testtime_long
 from analysis.testtime import HUBER_DELTA, huber_mean, multistart
 
-# The three saturating forms are L∞ + Z·g(T; z); per form the decay g and ln of its base
-# (dg/dz = −ln(base)·g), which gives the exact Jacobian of ln L̂.
-_DECAYS = {
-    "exp": (lambda T, z: np.exp(-z * T), lambda T: T),
-    "shifted power": (lambda T, z: (1 + T) ** (-z), lambda T: np.log1p(T)),
-    "power with floor": (lambda T, z: T ** (-z), lambda T: np.log(T)),
+# Every form decays as exp(−z·(b(T) − b(T0))) with its own log-base b: T (exp), ln(1+T) (shifted
+# power) or ln T (the two power laws), normalised at T0, the smallest T fitted, so that Z is the decay
+# still left at T0. Normalising changes neither the family nor its optimum, but it keeps the optimum of a
+# curve that saturates before its second T at finite Z (z → ∞ with Z fixed, instead of Z growing like
+# e^z): the solver reaches it instead of walking that valley to its evaluation cap.
+_LOG_BASE = {
+    "exp": lambda T: T,
+    "shifted power": np.log1p,
+    "power with floor": np.log,
+    "power no floor": np.log,
 }
+N_PARAMS = {"exp": 3, "shifted power": 3, "power with floor": 3, "power no floor": 2}
+FORMS = tuple(N_PARAMS)
 
 
-def _saturating(g):
-    return lambda p, T: p[0] + p[1] * g(T, p[2])
+def _predict(form: str, p: np.ndarray, T: np.ndarray, T0: float) -> np.ndarray:
+    b = _LOG_BASE[form]
+    decay = np.exp(-p[-1] * (b(T) - b(T0)))
+    return p[0] * decay if N_PARAMS[form] == 2 else p[0] + p[1] * decay
 
 
-def _no_floor(p, T):
-    return p[0] * T ** (-p[1])
+def _log_resid(p, form, T, T0, lnL):
+    return np.log(np.maximum(_predict(form, p, T, T0), 1e-300)) - lnL
 
 
-FORMS = {name: (_saturating(g), 3) for name, (g, _) in _DECAYS.items()}
-FORMS["power no floor"] = (_no_floor, 2)
-
-
-def _log_resid(p, f, T, lnL):
-    return np.log(np.maximum(f(p, T), 1e-300)) - lnL
-
-
-def _log_jac(form: str):
-    if form == "power no floor":  # ln L̂ = ln Z − z ln T
-        return lambda p, f, T, lnL: np.column_stack([np.full_like(T, 1.0 / p[0]), -np.log(T)])
-    g, log_base = _DECAYS[form]
-
-    def jac(p, f, T, lnL):
-        d = g(T, p[2])
-        fv = np.maximum(p[0] + p[1] * d, 1e-300)
-        return np.column_stack([1.0 / fv, d / fv, -p[1] * log_base(T) * d / fv])
-    return jac
+def _log_jac(p, form, T, T0, lnL):
+    """Exact d ln L̂ / d p."""
+    b = _LOG_BASE[form](T) - _LOG_BASE[form](T0)
+    decay = np.exp(-p[-1] * b)
+    if N_PARAMS[form] == 2:  # ln L̂ = ln Z − z·b
+        return np.column_stack([np.full_like(T, 1.0 / p[0]), -b])
+    f = np.maximum(p[0] + p[1] * decay, 1e-300)
+    return np.column_stack([1.0 / f, decay / f, -p[1] * b * decay / f])
 
 
 Z_STARTS = np.geomspace(0.01, 10.0, 6)
 
 
-def fit_form(form: str, T: np.ndarray, L: np.ndarray) -> np.ndarray | None:
-    f, k = FORMS[form]
+def fit_form(form: str, T: np.ndarray, L: np.ndarray):
+    """The fitted curve of ``form`` as a function of T (None when no start could be fitted)."""
+    k = N_PARAMS[form]
     lnL = np.log(L)
+    T0 = float(T.min())
     if k == 3:
         lower, upper = [1e-9, 0.0, 1e-4], [np.inf, np.inf, 50.0]
     else:
         lower, upper = [1e-9, 0.0], [np.inf, 50.0]
     starts = [[0.9 * L.min(), max(L.max() - 0.9 * L.min(), 1e-6), z] if k == 3 else [L.max(), z / 10]
               for z in Z_STARTS]
-    best = multistart(_log_resid, _log_jac(form), starts, (lower, upper), (f, T, lnL))
-    return None if best is None else best.x
+    best = multistart(_log_resid, _log_jac, starts, (lower, upper), (form, T, T0, lnL))
+    if best is None:
+        return None
+    return lambda t: _predict(form, best.x, t, T0)
 
 
 def run_scores(T: np.ndarray, L: np.ndarray, mu: float) -> dict[str, tuple[float | None, float | None]]:
     """Per form, one run's mean Huber of log residuals: (in distribution, extrapolated T > mu);
     None where the form could not be fitted or the run has too few T <= mu."""
     out = {}
-    for form, (f, _) in FORMS.items():
-        p = fit_form(form, T, L)
-        s_in = None if p is None else huber_mean(np.log(f(p, T)) - np.log(L))
+    for form in FORMS:
+        curve = fit_form(form, T, L)
+        s_in = None if curve is None else huber_mean(np.log(curve(T)) - np.log(L))
         s_ext = None
         inside = T <= mu
         if np.isfinite(mu) and np.unique(T[inside]).size >= 3 and (~inside).any():
-            p = fit_form(form, T[inside], L[inside])
-            if p is not None:
-                s_ext = huber_mean(np.log(f(p, T[~inside])) - np.log(L[~inside]))
+            curve = fit_form(form, T[inside], L[inside])
+            if curve is not None:
+                s_ext = huber_mean(np.log(curve(T[~inside])) - np.log(L[~inside]))
         out[form] = (s_in, s_ext)
     return out
 

@@ -44,14 +44,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--n-points", type=int, default=1000)
     p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="the analysis's worker processes (ANALYSIS_WORKERS; default: one per core)")
     p.add_argument("--coverage-reps", type=int, default=100)
     p.add_argument("--coverage-points", type=int, default=100)
     p.add_argument("--coverage-boot", type=int, default=200)
     p.add_argument("--skip-coverage", action="store_true")
     p.add_argument("--law", action="store_true", help="the law-fitter benchmark and coverage instead")
     a = p.parse_args(argv)
-    os.environ[workers.ENV] = str(a.workers)  # the analysis's worker pool (analysis/workers.py)
+    if a.workers:  # the analysis's worker pool (analysis/workers.py)
+        os.environ[workers.ENV] = str(a.workers)
     if not a.law:
         return analysis_benchmark(a.repeats, a.n_boot)
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         fit = fit_law("chinchilla", d)
         boot = bootstrap_law("chinchilla", d, n_boot=a.n_boot, seed=0)
         times.append(time.perf_counter() - t0)
-    print(f"fit + bootstrap: {a.n_points} points, {a.n_boot} resamples, {a.workers} workers, "
+    print(f"fit + bootstrap: {a.n_points} points, {a.n_boot} resamples, {workers.n_workers()} workers, "
           f"os.cpu_count()={os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}")
     print(f"  wall times (s): {', '.join(f'{t:.2f}' for t in times)}; "
           f"median {statistics.median(times):.2f} s (target <= 60 s)")
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         res = coverage_experiment(n_rep=a.coverage_reps, n_points=a.coverage_points,
                                   n_boot=a.coverage_boot, noise=0.02, level=0.9, seed=0,
-                                  n_workers=a.workers)
+                                  n_workers=workers.n_workers())
         dt = time.perf_counter() - t0
         print(f"coverage: {res['n_rep']} replicates × {res['n_points']} points, noise "
               f"{res['noise']} (log), {res['n_boot']} resamples each, nominal 90 % "
@@ -104,7 +106,8 @@ def analysis_benchmark(repeats: int, n_boot: int) -> int:
     from benchmarks.bench_fit_store import BUDGETS, MUS, TEST_LOOPS, default_sweep_store, eval_loops
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           workers.ENV: str(workers.n_workers())}
     walls, cpus = [], []
     with tempfile.TemporaryDirectory() as tmp:
         uri = default_sweep_store(tmp)
@@ -126,6 +129,7 @@ def analysis_benchmark(repeats: int, n_boot: int) -> int:
         "wall_s_median": round(statistics.median(walls), 2), "wall_s": [round(t, 2) for t in walls],
         "cpu_s_median": round(statistics.median(cpus), 2),
         "target_s": 60, "cpu": cpu_model(), "cores": os.cpu_count(),
+        "analysis_workers": workers.n_workers(),
         "load_avg_1min": round(os.getloadavg()[0], 2)}))
     return 0
 
