@@ -6,17 +6,17 @@ T <= mu_rec, score T > mu_rec).  Score: mean Huber(δ=1e-3) of log residuals
 Forms: exp L∞ + Z·e^(−zT); shifted power L∞ + Z·(1+T)^(−z); power with floor
 L∞ + Z·T^(−z); power without floor Z·T^(−z).  Each per-run fit is bounded least
 squares on log-loss from 6 starts over z with tight tolerances and exact Jacobians,
-by the two-phase multi-start of testtime.py.
+by the two-phase multi-start of testtime.py, with the decay normalised at the smallest T
+fitted (below).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 from analysis import workers
 from analysis.runs import testtime_long
-from analysis.testtime import HUBER_DELTA, huber_mean, multistart
+from analysis.testtime import huber_mean, multistart
 
 # Every form decays as exp(−z·(b(T) − b(T0))) with its own log-base b: T (exp), ln(1+T) (shifted
 # power) or ln T (the two power laws), normalised at T0, the smallest T fitted, so that Z is the decay
