@@ -1,16 +1,16 @@
 """Coverage of the bootstrap intervals on synthetic noisy replicates with known truth.
 
 Each replicate: ``n_points`` random (N, D) points on the Chinchilla surface with
-multiplicative log-normal noise; point fit + ``n_boot`` cold-start bootstrap
-refits; does the nominal ``level`` percentile interval contain the truth?
-Replicates run in parallel (one process per replicate chunk, each bootstrap serial).
+multiplicative log-normal noise; point fit + ``n_boot`` bootstrap refits (the
+report's method: warm, with its basin checks); does the nominal ``level`` percentile
+interval contain the truth? Replicates are the jobs of the analysis's worker pool
+(analysis/workers.py), each bootstrap inline in its worker.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 
+from analysis import workers
 from analysis.fit import bootstrap_law
 from analysis.synth import CHINCHILLA_TRUE, random_chinchilla_design
 
@@ -23,8 +23,8 @@ def _truth(p: dict[str, float]) -> dict[str, float]:
     return t
 
 
-def _replicate(args) -> dict[str, tuple[float, float]]:
-    rep_seed, n_points, n_boot, noise, level = args
+def _replicate(rep_seed: int, n_points: int, n_boot: int, noise: float,
+               level: float) -> dict[str, tuple[float, float]]:
     rng = np.random.default_rng(rep_seed)
     d = random_chinchilla_design(n_points, CHINCHILLA_TRUE, noise=noise, rng=rng)
     boot = bootstrap_law("chinchilla", d, n_boot=n_boot, seed=rep_seed + 1, inline=True)
@@ -32,16 +32,10 @@ def _replicate(args) -> dict[str, tuple[float, float]]:
 
 
 def coverage_experiment(n_rep: int = 100, n_points: int = 100, n_boot: int = 200,
-                        noise: float = 0.02, level: float = 0.9, seed: int = 0,
-                        n_workers: int = 2) -> dict:
+                        noise: float = 0.02, level: float = 0.9, seed: int = 0) -> dict:
     truth = _truth(CHINCHILLA_TRUE)
     seeds = np.random.default_rng(seed).integers(0, 2**31, n_rep)
-    args = [(int(s), n_points, n_boot, noise, level) for s in seeds]
-    if n_workers > 1:
-        with ProcessPoolExecutor(max_workers=n_workers) as ex:
-            results = list(ex.map(_replicate, args, chunksize=max(1, n_rep // (4 * n_workers))))
-    else:
-        results = [_replicate(a) for a in args]
+    results = workers.run_all(_replicate, [(int(s), n_points, n_boot, noise, level) for s in seeds])
     cov, width = {}, {}
     for q in QUANTITIES:
         iv = np.array([r[q] for r in results])

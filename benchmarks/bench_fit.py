@@ -80,8 +80,7 @@ def main(argv=None) -> int:
     if not a.skip_coverage:
         t0 = time.perf_counter()
         res = coverage_experiment(n_rep=a.coverage_reps, n_points=a.coverage_points,
-                                  n_boot=a.coverage_boot, noise=0.02, level=0.9, seed=0,
-                                  n_workers=workers.n_workers())
+                                  n_boot=a.coverage_boot, noise=0.02, level=0.9, seed=0)
         dt = time.perf_counter() - t0
         print(f"coverage: {res['n_rep']} replicates × {res['n_points']} points, noise "
               f"{res['noise']} (log), {res['n_boot']} resamples each, nominal 90 % "

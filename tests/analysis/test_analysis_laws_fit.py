@@ -210,8 +210,8 @@ def test_fit_predicts_truth_on_grid():
 @pytest.mark.slow
 def test_bootstrap_coverage_90():
     """Nominal 90 % percentile intervals cover the truth 85–95 % over 100 noisy
-    replicates (100 points each, 2 % log noise, 200 cold-start resamples; ~100 s on
-    2 cores; the same experiment as benchmarks/bench_fit.py)."""
+    replicates (100 points each, 2 % log noise, 200 warm resamples, as the report; ~50 s on
+    one core; the same experiment as benchmarks/bench_fit.py)."""
     from analysis.coverage import coverage_experiment
     res = coverage_experiment(n_rep=100, n_points=100, n_boot=200, noise=0.02, seed=0)
     for k in ("alpha", "beta", "E", "a_opt"):
