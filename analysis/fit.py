@@ -36,8 +36,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-from analysis.laws import LAWS, LOG_TINY, Design, Law
 from analysis import workers
+from analysis.laws import LAWS, LOG_TINY, Design, Law
 from analysis.progress import Stage
 
 HUBER_DELTA = 1e-3
@@ -190,11 +190,16 @@ def varpro_starts(law: Law, X: dict, L: np.ndarray, w: np.ndarray, k: int,
     return starts
 
 
-def _refine(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray,
-            s: FitSettings, bounds, scale: float):
+def _bound_arrays(bounds) -> tuple[np.ndarray, np.ndarray]:
+    """L-BFGS-B's (lo, hi) pairs, None for unbounded, as two arrays with ±inf."""
     lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
     hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
-    th0 = np.clip(th0, lo, hi)
+    return lo, hi
+
+
+def _refine(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray,
+            s: FitSettings, bounds, scale: float):
+    th0 = np.clip(th0, *_bound_arrays(bounds))
     if s.scipy_default_tol:
         options = {}
     else:
@@ -225,22 +230,12 @@ def fit_law(law: Law | str, design: Design, weights: np.ndarray | None = None,
     results = [_refine(law, th0, X, lnL, w, s, bounds, scale) for th0 in starts]
     best = min(results, key=lambda r: r.fun)
     minima = sorted(((float(r.fun) / scale, r.x) for r in results), key=lambda m: m[0])
-    pg = _projected_gradient(best.x, best.jac, bounds)
-    ok = bool(best.success) or pg <= GTOL_ACCEPT_REL * max(float(best.fun), scale * s.delta**2)
+    ok = bool(best.success) or bool(_accept(best.x, best.jac, *_bound_arrays(bounds), float(best.fun),
+                                            scale * s.delta**2))
     fit = LawFit(law, best.x, dict(design.centres), float(best.fun) / scale, design.n,
                  ok, int(best.nit), str(best.message), minima, [], s)
     fit.flags = fit_flags(fit, bounds)
     return fit
-
-
-def _projected_gradient(x: np.ndarray, g: np.ndarray, bounds) -> float:
-    g = np.array(g, dtype=float)
-    for i, (lo, hi) in enumerate(bounds):
-        if lo is not None and x[i] <= lo + 1e-12 and g[i] > 0:
-            g[i] = 0.0
-        if hi is not None and x[i] >= hi - 1e-12 and g[i] < 0:
-            g[i] = 0.0
-    return float(np.max(np.abs(g))) if g.size else 0.0
 
 
 def fit_flags(fit: LawFit, bounds) -> list[str]:
@@ -446,9 +441,7 @@ def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray
     B = W.shape[0]
     lo, hi = np.empty((B, law.n_params)), np.empty((B, law.n_params))
     for i, w in enumerate(W):  # E's upper bound is the lowest loss the resample contains
-        bounds = _bounds(law, lnL_all[w > 0])
-        lo[i] = [b[0] if b[0] is not None else -np.inf for b in bounds]
-        hi[i] = [b[1] if b[1] is not None else np.inf for b in bounds]
+        lo[i], hi[i] = _bound_arrays(_bounds(law, lnL_all[w > 0]))
     scale = np.array([s.effective_scale(float(w.sum())) for w in W])
     thetas, f, ok, _ = lm_refine_batch(law, theta0, X_all, lnL_all, W, lo, hi, s.delta, scale,
                                        s.gtol_rel * scale * s.delta**2)
@@ -463,8 +456,8 @@ def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray
         res = _refine(law, thetas[i], X, lnL, wk, replace(s, maxiter=BOOT_FALLBACK_MAXITER), bounds, scale[i])
         if res.fun <= f[i]:
             thetas[i], f[i] = res.x, float(res.fun)
-        pg = _projected_gradient(thetas[i], res.jac, bounds)
-        ok[i] = bool(res.success) or pg <= GTOL_ACCEPT_REL * max(f[i], scale[i] * s.delta**2)
+        ok[i] = bool(res.success) or bool(_accept(thetas[i], res.jac, lo[i], hi[i], f[i],
+                                                  scale[i] * s.delta**2))
     return thetas, f / scale, ok
 
 

@@ -80,20 +80,27 @@ class SaturationFit:
 # before its second T has its optimum at z → ∞ with Z0 finite (rather than Z growing like e^z), which
 # the solver reaches instead of walking that valley to its evaluation cap. SEs of L_inf and z, the
 # coordinates both parameterisations share, are the same in either.
-def _model(p: np.ndarray, dT: np.ndarray) -> np.ndarray:
-    return p[0] + p[1] * np.exp(-p[2] * dT)
+#
+# The three functions below serve every saturating form (testtime_forms.py, Parcae Table 12): the form
+# only sets the distance b = base(T) − base(T0) (base T for the exponential, ln(1+T) or ln T for the
+# power laws); p is (L_inf, Z0, z), or (Z0, z) for a form without a floor.
+def decay_predict(p: np.ndarray, b: np.ndarray) -> np.ndarray:
+    decay = np.exp(-p[-1] * b)
+    return p[0] * decay if len(p) == 2 else p[0] + p[1] * decay
 
 
-def _log_resid(p: np.ndarray, dT: np.ndarray, lnL: np.ndarray) -> np.ndarray:
-    return np.log(_model(p, dT)) - lnL
+def decay_log_resid(p: np.ndarray, b: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(decay_predict(p, b), 1e-300)) - lnL
 
 
-def _log_jac(p: np.ndarray, dT: np.ndarray, lnL: np.ndarray) -> np.ndarray:
-    """d ln L_hat / d (L_inf, Z0, z), exact: a finite-difference Jacobian costs 3 more model
-    evaluations per step and is what made these fits dominate the analysis time."""
-    e = np.exp(-p[2] * dT)
-    f = p[0] + p[1] * e
-    return np.column_stack([1.0 / f, e / f, -p[1] * dT * e / f])
+def decay_log_jac(p: np.ndarray, b: np.ndarray, lnL: np.ndarray) -> np.ndarray:
+    """d ln L_hat / d p, exact: a finite-difference Jacobian costs a model evaluation per parameter
+    and step, and is what made these fits dominate the analysis time."""
+    decay = np.exp(-p[-1] * b)
+    if len(p) == 2:  # ln L_hat = ln Z0 − z·b
+        return np.column_stack([np.full_like(b, 1.0 / p[0]), -b])
+    f = np.maximum(p[0] + p[1] * decay, 1e-300)
+    return np.column_stack([1.0 / f, decay / f, -p[1] * b * decay / f])
 
 
 def _linear_start(z: float, dT: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -141,7 +148,7 @@ def _best_fit(T: np.ndarray, L: np.ndarray):
     upper = [np.inf, np.inf, Z_MAX]
     dT = T - T.min()
     starts = [np.clip(_linear_start(z0, dT, L), lower, [1e12, 1e12, Z_MAX]) for z0 in START_Z]
-    return multistart(_log_resid, _log_jac, starts, (lower, upper), (dT, lnL))
+    return multistart(decay_log_resid, decay_log_jac, starts, (lower, upper), (dT, lnL))
 
 
 def _standard_errors(res, n: int) -> tuple[float, float]:

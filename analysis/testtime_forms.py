@@ -16,13 +16,11 @@ import pandas as pd
 
 from analysis import workers
 from analysis.runs import testtime_long
-from analysis.testtime import huber_mean, multistart
+from analysis.testtime import decay_log_jac, decay_log_resid, decay_predict, huber_mean, multistart
 
 # Every form decays as exp(−z·(b(T) − b(T0))) with its own log-base b: T (exp), ln(1+T) (shifted
 # power) or ln T (the two power laws), normalised at T0, the smallest T fitted, so that Z is the decay
-# still left at T0. Normalising changes neither the family nor its optimum, but it keeps the optimum of a
-# curve that saturates before its second T at finite Z (z → ∞ with Z fixed, instead of Z growing like
-# e^z): the solver reaches it instead of walking that valley to its evaluation cap.
+# still left at T0 (why: analysis/testtime.py, whose decay model every form uses).
 _LOG_BASE = {
     "exp": lambda T: T,
     "shifted power": np.log1p,
@@ -33,26 +31,6 @@ N_PARAMS = {"exp": 3, "shifted power": 3, "power with floor": 3, "power no floor
 FORMS = tuple(N_PARAMS)
 
 
-def _predict(form: str, p: np.ndarray, T: np.ndarray, T0: float) -> np.ndarray:
-    b = _LOG_BASE[form]
-    decay = np.exp(-p[-1] * (b(T) - b(T0)))
-    return p[0] * decay if N_PARAMS[form] == 2 else p[0] + p[1] * decay
-
-
-def _log_resid(p, form, T, T0, lnL):
-    return np.log(np.maximum(_predict(form, p, T, T0), 1e-300)) - lnL
-
-
-def _log_jac(p, form, T, T0, lnL):
-    """Exact d ln L̂ / d p."""
-    b = _LOG_BASE[form](T) - _LOG_BASE[form](T0)
-    decay = np.exp(-p[-1] * b)
-    if N_PARAMS[form] == 2:  # ln L̂ = ln Z − z·b
-        return np.column_stack([np.full_like(T, 1.0 / p[0]), -b])
-    f = np.maximum(p[0] + p[1] * decay, 1e-300)
-    return np.column_stack([1.0 / f, decay / f, -p[1] * b * decay / f])
-
-
 Z_STARTS = np.geomspace(0.01, 10.0, 6)
 
 
@@ -60,17 +38,18 @@ def fit_form(form: str, T: np.ndarray, L: np.ndarray):
     """The fitted curve of ``form`` as a function of T (None when no start could be fitted)."""
     k = N_PARAMS[form]
     lnL = np.log(L)
-    T0 = float(T.min())
+    base = _LOG_BASE[form]
+    b0 = base(float(T.min()))
     if k == 3:
         lower, upper = [1e-9, 0.0, 1e-4], [np.inf, np.inf, 50.0]
     else:
         lower, upper = [1e-9, 0.0], [np.inf, 50.0]
     starts = [[0.9 * L.min(), max(L.max() - 0.9 * L.min(), 1e-6), z] if k == 3 else [L.max(), z / 10]
               for z in Z_STARTS]
-    best = multistart(_log_resid, _log_jac, starts, (lower, upper), (form, T, T0, lnL))
+    best = multistart(decay_log_resid, decay_log_jac, starts, (lower, upper), (base(T) - b0, lnL))
     if best is None:
         return None
-    return lambda t: _predict(form, best.x, t, T0)
+    return lambda t: decay_predict(best.x, base(t) - b0)
 
 
 def run_scores(T: np.ndarray, L: np.ndarray, mu: float) -> dict[str, tuple[float | None, float | None]]:

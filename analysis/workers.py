@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterable, Sequence
 
 ENV = "ANALYSIS_WORKERS"
-_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
@@ -48,8 +48,8 @@ def n_workers() -> int:
 @contextlib.contextmanager
 def single_threaded_blas():
     """Pin the BLAS thread variables while workers spawn (they read them at import)."""
-    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
-    os.environ.update({k: "1" for k in _BLAS_THREADS})
+    saved = {k: os.environ.get(k) for k in BLAS_THREADS}
+    os.environ.update({k: "1" for k in BLAS_THREADS})
     try:
         yield
     finally:

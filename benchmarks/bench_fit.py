@@ -105,8 +105,7 @@ def analysis_benchmark(repeats: int, n_boot: int) -> int:
     from benchmarks.bench_fit_store import BUDGETS, MUS, TEST_LOOPS, default_sweep_store, eval_loops
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           workers.ENV: str(workers.n_workers())}
+    env = {**os.environ, **{k: "1" for k in workers.BLAS_THREADS}, workers.ENV: str(workers.n_workers())}
     walls, cpus = [], []
     with tempfile.TemporaryDirectory() as tmp:
         uri = default_sweep_store(tmp)
