@@ -6,9 +6,10 @@ browser (Debian's chromium).
 Without --tracking-uri (or when its store has no such experiment) a tiny store is made in a temporary
 folder with a couple of runs shaped like the training runs (run_kind=pretrain, named like a sweep's grid
 points). The UI is started through scripts/ui/serve.py on loopback, chromium loads the address it prints,
-the rendered page (--dump-dom) must show every run's name and must not be the GenAI overview, and the
-screenshot is kept at <out>/runs.png. Exit 0 when the runs are visible, 1 when not, 77 (skipped) when no
-chromium can be found or installed.
+the rendered runs table (--dump-dom) must show every run's name, flat (not collapsed under its sweep), and
+must not be the GenAI overview; the screenshot is kept at <out>/runs.png. The compare page `make ui`
+prints beside it is screenshotted too (<out>/compare.png) and must show the latest sweep's run names.
+Exit 0 when the runs are visible, 1 when not, 77 (skipped) when no chromium can be found or installed.
 """
 from __future__ import annotations
 
@@ -46,31 +47,39 @@ def find_chromium(install: bool) -> str | None:
 
 
 def tiny_store(root: Path, experiment: str) -> str:
-    """A store with two finished runs in the training runs' shape (tags, params, a metric history)."""
+    """A store shaped like a sweep's: a parent run (run_kind=sweep) and two finished training runs nested
+    under it (tags, params, a metric history), which the runs table would show collapsed under the parent
+    unless the address `make ui` prints flattens them."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment(experiment, artifact_location=str(root / "artifacts"))
+    parent = client.create_run(exp_id, run_name="sweep-isoflop", tags={"run_kind": "sweep", "sweep_id": "isoflop"})
     for name in RUN_NAMES:
         mu, budget = name.split("/")[1].split("-")
-        run = client.create_run(exp_id, run_name=name, tags={"run_kind": "pretrain", "sweep_id": "isoflop"})
+        run = client.create_run(exp_id, run_name=name, tags={"run_kind": "pretrain", "sweep_id": "isoflop",
+                                                             "mlflow.parentRunId": parent.info.run_id})
         client.log_param(run.info.run_id, "model.mean_recurrence", mu[2:])
         client.log_param(run.info.run_id, "train.flop_budget", budget[1:])
         for step in range(5):
             client.log_metric(run.info.run_id, "train/loss", 5.0 - 0.3 * step, step=step)
         client.set_terminated(run.info.run_id)
+    client.set_terminated(parent.info.run_id)
     return uri
 
 
 def run_names(uri: str, experiment: str) -> list[str]:
+    """Up to 5 names of the experiment's training runs (what the runs table must show)."""
     from mlflow.tracking import MlflowClient
+    from serve import training_kind
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    kind = training_kind(uri, exp.experiment_id) if exp else None
+    if kind is None:
         return []
-    runs = client.search_runs([exp.experiment_id], "tags.run_kind = 'pretrain'", max_results=5)
+    runs = client.search_runs([exp.experiment_id], f"tags.run_kind = '{kind}'", max_results=5)
     return [r.info.run_name for r in runs if r.info.run_name]
 
 
@@ -87,10 +96,11 @@ def free_port(preferred: int) -> int:
 def sweep_names(uri: str, experiment: str) -> list[str]:
     """Up to 5 run names of the latest sweep (what the compare page must show)."""
     from mlflow.tracking import MlflowClient
-    from serve import latest_sweep_runs
+    from serve import latest_sweep_runs, training_kind
 
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    found = latest_sweep_runs(uri, exp.experiment_id) if exp else None
+    kind = training_kind(uri, exp.experiment_id) if exp else None
+    found = latest_sweep_runs(uri, exp.experiment_id, kind) if kind else None
     return [n for n in found[2] if n][:5] if found else []
 
 
@@ -149,14 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             url = subprocess.run(serve + ["--print-url"], check=True, capture_output=True, text=True).stdout.strip()
             png = out / "runs.png"
             dom = browse(chromium, url, png)
-            # A sweep's runs sit collapsed under its parent in the table: their names are checked on the
-            # compare page `make ui` prints beside it (screenshot compare.png).
             cmp_url = subprocess.run(serve + ["--print-compare-url"], check=True, capture_output=True,
                                      text=True).stdout.strip()
-            cmp_dom, cmp_png = "", out / "compare.png"
+            cmp_dom, cmp_png, cmp_names = "", out / "compare.png", []
             if cmp_url:
                 cmp_dom = browse(chromium, cmp_url, cmp_png)
-                names = sweep_names(uri, a.experiment) or names
+                cmp_names = sweep_names(uri, a.experiment)
         finally:
             server.terminate()
             try:
@@ -164,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
     (out / "runs.html").write_text(dom, encoding="utf-8")
-    shown = dom + cmp_dom
-    missing = [n for n in names if n not in shown]
+    missing = [n for n in names if n not in dom]
+    if cmp_dom:
+        missing += [f"{n} (compare page)" for n in cmp_names if n not in cmp_dom]
     genai = [m for m in GENAI_MARKERS if m in dom]
     where = f"{png}" + (f", {cmp_png} (the latest sweep's runs, compared)" if cmp_dom else "")
-    print(f"{url}\nscreenshot: {where}\nrun names visible: {len(names) - len(missing)}/{len(names)}"
+    checked = len(names) + len(cmp_names)
+    print(f"{url}\nscreenshot: {where}\nrun names visible: {checked - len(missing)}/{checked}"
           + (f"; GenAI view markers: {genai}" if genai else ""))
     if missing or genai or RUNS_MARKER not in dom or not png.exists():
         print(f"error: the runs table is not what the UI shows (missing names: {missing}, GenAI markers: "

@@ -7,6 +7,13 @@ defaults to GenAI. So the address printed here carries ``workflowType=machine_le
 the experiment's runs table, and the experiment is tagged ``mlflow.experimentKind =
 custom_model_development`` (the kind MLflow's UI uses for classic training experiments). Then the
 server runs in the foreground (``mlflow ui``; loopback unless --host says otherwise).
+
+The table nests a sweep's runs under its parent run, collapsed, and MLflow keeps which rows are expanded
+in the browser, not in the address. It fetches and nests parents only while the table is sorted by date
+with no search filter; so the address also filters on the experiment's training runs
+(``tags.run_kind = 'pretrain'``, or 'finetune') and sorts them by name. They stand flat, one row each,
+and a sweep's runs sit together because their names start with the sweep id (isoflop/mu4-C2e12).
+Clearing the search box shows the sweeps and analyses again.
 """
 from __future__ import annotations
 
@@ -19,13 +26,31 @@ from urllib.parse import quote
 
 KIND_TAG = "mlflow.experimentKind"
 KIND = "custom_model_development"
+TRAINING_KINDS = ("pretrain", "finetune")  # the run_kind tags of training jobs (experiments.training.job)
+BY_NAME = "tags.`mlflow.runName`"          # the runs table's own sort key for its Run Name column
 
 
-def runs_url(host: str, port: int, experiment_id: str | None) -> str:
+def runs_url(host: str, port: int, experiment_id: str | None, kind: str | None = None) -> str:
+    """The experiment's runs table; with a training kind, only those runs, flat and sorted by name."""
     base = f"http://{host}:{port}/#"
     if experiment_id is None:
         return f"{base}/experiments?workflowType=machine_learning"
-    return f"{base}/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    url = f"{base}/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if kind is None:
+        return url
+    return (f"{url}&searchFilter={quote(f'tags.run_kind = {kind!r}')}"
+            f"&orderByKey={quote(BY_NAME)}&orderByAsc=true")
+
+
+def training_kind(tracking_uri: str, experiment_id: str) -> str | None:
+    """The first of TRAINING_KINDS the experiment has runs of (None for an empty experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for kind in TRAINING_KINDS:
+        if client.search_runs([experiment_id], f"tags.run_kind = '{kind}'", max_results=1):
+            return kind
+    return None
 
 
 def prepare(tracking_uri: str, experiment: str) -> str | None:
@@ -41,12 +66,10 @@ def prepare(tracking_uri: str, experiment: str) -> str | None:
     return exp.experiment_id
 
 
-def latest_sweep_runs(tracking_uri: str, experiment_id: str) -> tuple[str, list[str], list[str]] | None:
-    """(sweep id, run ids, run names) of the training runs of the latest sweep, or None without a sweep.
-
-    The runs table nests a sweep's runs under its parent run, collapsed (MLflow keeps the expanded rows in
-    the browser, not in the address), so `make ui` also prints MLflow's compare page of those runs, where
-    every run's name, params and metrics stand side by side."""
+def latest_sweep_runs(tracking_uri: str, experiment_id: str,
+                      kind: str = "pretrain") -> tuple[str, list[str], list[str]] | None:
+    """(sweep id, run ids, run names) of the training runs of the latest sweep, or None without a sweep:
+    `make ui` also prints MLflow's compare page of those runs, their params and metrics side by side."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -56,7 +79,7 @@ def latest_sweep_runs(tracking_uri: str, experiment_id: str) -> tuple[str, list[
         return None
     parent = parents[0]
     children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
-                                  "and tags.run_kind = 'pretrain'", max_results=200)
+                                  f"and tags.run_kind = '{kind}'", max_results=200)
     if not children:
         return None
     return (parent.data.tags.get("sweep_id", parent.info.run_name), [r.info.run_id for r in children],
@@ -84,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     exp_id = prepare(a.tracking_uri, a.experiment)
     host = "127.0.0.1" if a.host in ("0.0.0.0", "::") else a.host
-    url = runs_url(host, a.port, exp_id)
-    sweep = latest_sweep_runs(a.tracking_uri, exp_id) if exp_id else None
+    kind = training_kind(a.tracking_uri, exp_id) if exp_id else None
+    url = runs_url(host, a.port, exp_id, kind)
+    sweep = latest_sweep_runs(a.tracking_uri, exp_id, kind) if kind else None
     if a.print_url:
         print(url)
         return 0
@@ -94,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_url(host, a.port, exp_id, sweep[1]))
         return 0
     note = "" if exp_id else f" (experiment {a.experiment!r} not in the store yet: the list of experiments)"
-    print(f"MLflow UI, training runs: {url}{note}", flush=True)
+    shown = f" (search box: tags.run_kind = {kind!r}; clear it for the sweeps and analyses)" if kind else ""
+    print(f"MLflow UI, training runs: {url}{note}{shown}", flush=True)
     if sweep:
         print(f"the {len(sweep[1])} runs of sweep {sweep[0]!r}, side by side: "
               f"{compare_url(host, a.port, exp_id, sweep[1])}", flush=True)
