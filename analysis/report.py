@@ -308,8 +308,11 @@ def _testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> No
     cols = ["run", "model_name", "mean_recurrence", "n_T", "L_inf", "se_L_inf", "Z", "z",
             "se_z", "r2", "huber (×1e-7)", "loss_at_mu", "gap_pct", "z_identified", "T_star", "flags"]
     ident = t["z_identified"].astype(bool)
-    for _, r in t[~ident].iterrows():
-        report.warnings.append(f"test-time fit {r['run']}: {r['flags']}")
+    # one warning per set of flags, naming its runs: a sweep's curves mostly fail for the same reason,
+    # and one line per run buried the report's other warnings under a dozen near-identical ones
+    for flags, runs in t[~ident].groupby("flags", sort=False)["run"]:
+        report.warnings.append(f"test-time fit not identified for {len(runs)} of {len(t)} runs: {flags} — "
+                               + ", ".join(sorted(runs)))
     summary = "No curve has an identified decay rate."
     if ident.any():
         gaps = t.loc[ident, "gap_pct"].abs()

@@ -35,6 +35,7 @@ N_PARAMS = 3  # L_inf, Z, z: with this many values of T the curve passes through
 SATURATION_REL = 1e-3
 FLAG_EXACT = (f"exact fit: no more values of T than the law's {N_PARAMS} parameters, so nothing tests it "
               "and z is not identified (evaluate more T)")
+FLAG_NO_DECAY = "no decay"
 
 
 @dataclass
@@ -173,13 +174,20 @@ def _identification_flags(fit: SaturationFit) -> list[str]:
     rmse = float(np.sqrt(np.mean((fit.predict(T) - L) ** 2)))
     if (L.max() - L.min()) / L.mean() < FLAT_REL:
         flags.append(f"flat curve (range < {FLAT_REL:g} relative): Z and z not identified")
-    t2 = np.unique(T)[1]
-    left_at_t2 = fit.Z * np.exp(-fit.z * t2)
-    if not flags and left_at_t2 < max(rmse, 1e-5 * fit.L_inf):
+    t1, t2 = np.unique(T)[:2]
+    noise = max(rmse, 1e-5 * fit.L_inf)
+    if not flags and fit.Z * np.exp(-fit.z * t1) < noise:
+        # nothing left to decay even at the first T: the loss does not fall with T (a run trained at
+        # µ_rec = 1, or one whose extra loops do not help), so neither Z nor z means anything
+        flags.append(f"{FLAG_NO_DECAY}: the fitted drop below the loss at T={t1:g} is within the fit's "
+                     "noise (Z ≈ 0): Z and z not identified")
+    elif not flags and fit.Z * np.exp(-fit.z * t2) < noise:
         flags.append(f"saturates before T={t2:g}: z only bounded from below")
-    # a curve that saturates before T2 has its optimum at z → ∞, i.e. at the upper bound: said above
+    # a curve without decay has any z, and one that saturates before T2 has its optimum at z → ∞, i.e. at
+    # the upper bound: both said above
+    no_decay = any(f.startswith(FLAG_NO_DECAY) for f in flags)
     saturated = any(f.startswith("saturates") for f in flags)
-    if fit.z <= Z_MIN * 1.01 or (fit.z >= Z_MAX * 0.99 and not saturated):
+    if not no_decay and (fit.z <= Z_MIN * 1.01 or (fit.z >= Z_MAX * 0.99 and not saturated)):
         flags.append("z at its bound")
     if not flags and np.exp(-fit.z * (T.max() - T.min())) > PLATEAU_LEFT:
         flags.append("no plateau within the measured T: L_inf is an extrapolation "
@@ -212,7 +220,7 @@ def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
     if np.unique(T).size <= N_PARAMS:
         fit.flags.append(FLAG_EXACT)
     fit.flags += _identification_flags(fit)
-    blocking = ("flat", "saturates", "bound", "no plateau", "exact fit")
+    blocking = ("flat", FLAG_NO_DECAY, "saturates", "bound", "no plateau", "exact fit")
     fit.z_identified = not any(f.startswith(blocking) for f in fit.flags)
     return fit
 

@@ -77,3 +77,17 @@ def test_three_values_of_T_are_an_exact_fit_not_identified():
     fit = fit_testtime(dense, saturating(dense, 3.0, 0.5, 0.8))
     assert fit.z_identified and fit.T_star == pytest.approx(np.log(0.5 / 3e-3) / 0.8, rel=1e-3)
     assert set(fit.intervals()) == {"L_inf", "z"}
+
+
+def test_a_loss_that_only_rises_with_T_is_no_decay_not_saturation():
+    """A run trained at µ_rec = 1 gets worse with every extra loop: the fit has nothing to decay (Z ≈ 0),
+    which is not the same as saturating before T = 2, and z's lower bound means nothing there."""
+    from analysis.testtime import FLAG_NO_DECAY
+    T = np.array([1.0, 2, 3, 4, 8, 16])
+    L = 1.915 + 0.04 * (1 - np.exp(-0.5 * (T - 1)))
+    fit = fit_testtime(T, L)
+    assert fit.flags[0].startswith(FLAG_NO_DECAY) and not fit.z_identified
+    assert not any(f.startswith(("saturates", "z at its bound")) for f in fit.flags)
+    assert any(f.startswith("non-monotone") for f in fit.flags)
+    fit = fit_testtime(T_GRID, saturating(T_GRID, 3.0, 50.0, 8.0))  # a real early saturation stays one
+    assert any(f.startswith("saturates") for f in fit.flags)
