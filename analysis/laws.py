@@ -188,20 +188,28 @@ def _unpack(theta) -> tuple[list[np.ndarray], tuple[int, ...]]:
     return [th[..., i, None] for i in range(th.shape[-1])], th.shape[:-1]
 
 
-def _chin_terms(theta, X):
-    (e, a, al, b, be), batch = _unpack(theta)
-    x, y = X["x"], X["y"]
-    n = x.size
-    T = np.empty(batch + (n, 3))
+def _power_terms(theta, size, y, extra: int = 0):
+    """The Chinchilla core every law shares: terms E, A − α·size, B − β·y of the first five parameters
+    (e, a, alpha, b, beta; log-coefficients) and their derivatives, in arrays with room for ``extra`` more
+    terms and the law's further parameters, which the caller fills. Also returns the unpacked theta."""
+    params, batch = _unpack(theta)
+    e, a, al, b, be = params[:5]
+    n = y.size
+    T = np.empty(batch + (n, 3 + extra))
     T[..., 0] = e
-    T[..., 1] = a - al * x
+    T[..., 1] = a - al * size
     T[..., 2] = b - be * y
-    dT = np.zeros(batch + (n, 3, 5))
+    dT = np.zeros(batch + (n, 3 + extra, len(params)))
     dT[..., 0, 0] = 1.0
     dT[..., 1, 1] = 1.0
-    dT[..., 1, 2] = -x
+    dT[..., 1, 2] = -size
     dT[..., 2, 3] = 1.0
     dT[..., 2, 4] = -y
+    return T, dT, params
+
+
+def _chin_terms(theta, X):
+    T, dT, _ = _power_terms(theta, X["x"], X["y"])
     return T, dT
 
 
@@ -220,21 +228,9 @@ def _rec_size(phi, X):
 
 
 def _rec_terms(theta, X):
-    (e, a, al, b, be, phi), batch = _unpack(theta)
-    u, s = _rec_size(phi, X)
-    y = X["y"]
-    n = y.size
-    T = np.empty(batch + (n, 3))
-    T[..., 0] = e
-    T[..., 1] = a - al * u
-    T[..., 2] = b - be * y
-    dT = np.zeros(batch + (n, 3, 6))
-    dT[..., 0, 0] = 1.0
-    dT[..., 1, 1] = 1.0
-    dT[..., 1, 2] = -u
+    u, s = _rec_size(np.asarray(theta, dtype=float)[..., 5, None], X)  # the size term depends on phi
+    T, dT, (_, _, al, *_) = _power_terms(theta, u, X["y"])
     dT[..., 1, 5] = -al * s * X["l_r"]
-    dT[..., 2, 3] = 1.0
-    dT[..., 2, 4] = -y
     return T, dT
 
 
@@ -245,22 +241,10 @@ def _rec_features(nl, X):
 
 
 def _uni_terms(theta, X):
-    (e, a, al, b, be, zl, z), batch = _unpack(theta)
-    x, y, tau = X["x"], X["y"], X["tau"]
-    n = x.size
-    T = np.empty(batch + (n, 4))
-    T[..., 0] = e
-    T[..., 1] = a - al * x
-    T[..., 2] = b - be * y
-    T[..., 3] = zl - z * tau
-    dT = np.zeros(batch + (n, 4, 7))
-    dT[..., 0, 0] = 1.0
-    dT[..., 1, 1] = 1.0
-    dT[..., 1, 2] = -x
-    dT[..., 2, 3] = 1.0
-    dT[..., 2, 4] = -y
+    T, dT, (*_, zl, z) = _power_terms(theta, X["x"], X["y"], extra=1)
+    T[..., 3] = zl - z * X["tau"]
     dT[..., 3, 5] = 1.0
-    dT[..., 3, 6] = -tau
+    dT[..., 3, 6] = -X["tau"]
     return T, dT
 
 
