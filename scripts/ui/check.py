@@ -69,17 +69,24 @@ def tiny_store(root: Path, experiment: str) -> str:
     return uri
 
 
-def run_names(uri: str, experiment: str) -> list[str]:
-    """Up to 5 names of the experiment's training runs (what the runs table must show)."""
+def _training_runs_of(uri: str, experiment: str) -> tuple[str, str] | None:
+    """(experiment id, training run kind) of the experiment in the store, or None (none, or no runs)."""
     from mlflow.tracking import MlflowClient
     from serve import training_kind
 
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
     kind = training_kind(uri, exp.experiment_id) if exp else None
-    if kind is None:
+    return (exp.experiment_id, kind) if kind else None
+
+
+def run_names(uri: str, experiment: str) -> list[str]:
+    """Up to 5 names of the experiment's training runs (what the runs table must show)."""
+    from mlflow.tracking import MlflowClient
+
+    found = _training_runs_of(uri, experiment)
+    if found is None:
         return []
-    runs = client.search_runs([exp.experiment_id], f"tags.run_kind = '{kind}'", max_results=5)
+    runs = MlflowClient(tracking_uri=uri).search_runs([found[0]], f"tags.run_kind = '{found[1]}'", max_results=5)
     return [r.info.run_name for r in runs if r.info.run_name]
 
 
@@ -95,13 +102,11 @@ def free_port(preferred: int) -> int:
 
 def sweep_names(uri: str, experiment: str) -> list[str]:
     """Up to 5 run names of the latest sweep (what the compare page must show)."""
-    from mlflow.tracking import MlflowClient
-    from serve import latest_sweep_runs, training_kind
+    from serve import latest_sweep_runs
 
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    kind = training_kind(uri, exp.experiment_id) if exp else None
-    found = latest_sweep_runs(uri, exp.experiment_id, kind) if kind else None
-    return [n for n in found[2] if n][:5] if found else []
+    found = _training_runs_of(uri, experiment)
+    sweep = latest_sweep_runs(uri, *found) if found else None
+    return [n for n in sweep[2] if n][:5] if sweep else []
 
 
 def wait_up(port: int, timeout: float = 90.0) -> bool:
@@ -147,15 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             uri = tiny_store(Path(tmp), a.experiment)
             names = list(RUN_NAMES)
         port = free_port(a.port)
-        server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
-                                   "--experiment", a.experiment, "--port", str(port)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        serve = [sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
+                 "--experiment", a.experiment, "--port", str(port)]
+        server = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             if not wait_up(port):
                 print(f"error: the MLflow UI did not come up on port {port}", file=sys.stderr)
                 return 1
-            serve = [sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
-                     "--experiment", a.experiment, "--port", str(port)]
             url = subprocess.run(serve + ["--print-url"], check=True, capture_output=True, text=True).stdout.strip()
             png = out / "runs.png"
             dom = browse(chromium, url, png)

@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     host = "127.0.0.1" if a.host in ("0.0.0.0", "::") else a.host
     kind = training_kind(a.tracking_uri, exp_id) if exp_id else None
     url = runs_url(host, a.port, exp_id, kind)
-    sweep = latest_sweep_runs(a.tracking_uri, exp_id, kind) if kind else None
     if a.print_url:
         print(url)
         return 0
+    sweep = latest_sweep_runs(a.tracking_uri, exp_id, kind) if kind else None
     if a.print_compare_url:
         if sweep:
             print(compare_url(host, a.port, exp_id, sweep[1]))

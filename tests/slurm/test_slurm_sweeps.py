@@ -46,17 +46,17 @@ def test_sweep_runs_as_a_slurm_array(slurm_cluster, tmp_path):
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --signal=USR2@" in script
 
 
-def _running_job() -> str:
-    """The id of the one job running on the private cluster (an array task looks like 7_0)."""
-    (job,) = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
-                            check=True).stdout.split()
-    return job
-
-
-def _queued_jobs() -> set[str]:
-    """The ids of every job the private cluster still lists (pending, running or completing)."""
-    return set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+def _queued_jobs(*squeue_args: str) -> set[str]:
+    """The ids of the jobs the private cluster lists (all states: pending, running, completing, unless
+    squeue_args narrow them); an array task looks like 7_0."""
+    return set(subprocess.run(["squeue", "-h", "-o", "%i", *squeue_args], capture_output=True, text=True,
                               check=True).stdout.split())
+
+
+def _running_job() -> str:
+    """The id of the one job running on the private cluster."""
+    (job,) = _queued_jobs("-t", "RUNNING")
+    return job
 
 
 def test_scontrol_requeue_resumes_into_the_same_run(slurm_cluster, tmp_path):
