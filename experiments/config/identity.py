@@ -21,8 +21,8 @@ from parcae import ModelConfig
 
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
 _NOT_IDENTITY = {"tracking", "paths", "sweep_id", "sweep", "hydra", "launcher"}
-_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "micro_batch_size", "precision", "compile",
-                       "activation_checkpointing"}
+_NOT_IDENTITY_TRAIN = {"threads", "device", "checkpoint_every", "checkpoint_every_min", "eval_batch_size", "tf32",
+                       "micro_batch_size", "precision", "compile", "activation_checkpointing"}
 _NOT_IDENTITY_DATA = {"workers", "shard_dir", "streaming", "encoder"}  # how the data is built, not what it is
 
 # Every identity key of the schema of December 2026 (config groups model, data, train).

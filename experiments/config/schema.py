@@ -99,6 +99,13 @@ class TrainSchema:
     precision: str = "fp32"
     compile: bool = False
     activation_checkpointing: bool = False
+    tf32: bool = False  # TF32 matmuls on CUDA (Ampere and later): speed, not identity
+    # Validation sequences per forward on one process; null = micro_batch_size (or batch_size / world_size).
+    # Validation is split across ranks, so memory does not grow with the global batch.
+    eval_batch_size: Optional[int] = None
+    # Also checkpoint when this many minutes passed since the last one (null: by steps only). On a GPU a
+    # step-count cadence either writes multi-GB checkpoints every few seconds or loses hours to a crash.
+    checkpoint_every_min: Optional[float] = None
 
 
 @dataclass
@@ -132,6 +139,8 @@ class SweepSchema:
     ladder: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64])
     # The keys the sweep's grid varies; set by the sweep driver for every job (run names, progress labels).
     varied: list[str] = field(default_factory=list)
+    # Validate every point and print its tokens, steps, micro-batch, memory and estimated cost; submit nothing.
+    dry_run: bool = False
 
 
 @dataclass
