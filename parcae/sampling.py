@@ -118,6 +118,28 @@ def curriculum_mean(mean_recurrence: int, step: int | None, ramp_steps: int, sha
     return max(ramped, 1)
 
 
+def _row_seed(seed: int, row: int) -> int:
+    return (int(seed) % 2**31) * 2**32 + int(row)
+
+
+def row_initial_states(kind: str, rows: range, seq_len: int, d_model: int, device: torch.device,
+                       seed: int) -> torch.Tensor:
+    """h_0 for rows `rows` of a batch ([len(rows), seq_len, d_model], float32), row i drawn by its own generator
+    seeded from (seed, i) on `device`.
+
+    Any split of a batch (data-parallel ranks, micro-batches, evaluation batches) then gives every row the same
+    h_0, and each process draws only its own rows: a rank of an 8-GPU job no longer draws the whole global
+    batch's initial state (gigabytes at the published sizes) to use an eighth of it."""
+    device = torch.device(device)
+    if kind == "zero":
+        return torch.zeros((len(rows), seq_len, d_model), device=device)
+    out = []
+    for i in rows:
+        g = torch.Generator(device=device).manual_seed(_row_seed(seed, i))
+        out.append(initial_state(kind, (1, seq_len, d_model), d_model, device, torch.float32, g))
+    return torch.cat(out) if out else torch.zeros((0, seq_len, d_model), device=device)
+
+
 def initial_state(
     kind: str,
     shape: tuple[int, ...],

@@ -6,12 +6,16 @@ A leaf module (imports nothing of this repository), so every package can raise t
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
+
+from tracking_contract import TrackingError  # noqa: F401 (re-exported: the one definition)
 
 USER_ERROR_EXIT = 2
 
@@ -24,18 +28,16 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r}: {problem}. Fix: {fix}.")
 
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (e.g. no server at the URI); the message says what to do."""
-
-
 def one_line(kind: str, message: object) -> str:
     """`<kind> error: <message>` on one line (Hydra's and OmegaConf's messages span several)."""
     return f"{kind} error: {' '.join(str(message).split())}"
 
 
 def fail(kind: str, message: object) -> None:
-    """Print the one line on stderr and exit 2 (SystemExit: Hydra lets it through)."""
-    print(one_line(kind, message), file=sys.stderr, flush=True)
+    """Print the one line on stderr and exit 2 (SystemExit: Hydra lets it through). In a multi-process launch
+    every rank exits 2 with the same error (the job's decisions are shared), and rank 0 alone prints it."""
+    if int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0:
+        print(one_line(kind, message), file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)
 
 
@@ -54,6 +56,16 @@ def one_line_errors() -> Iterator[None]:
         fail("run dir", str(err))
     except (HydraException, OmegaConfBaseException) as err:  # an unknown key, a value of the wrong type
         fail("config", f"{type(err).__name__}: {err}")
+    except yaml.YAMLError as err:  # a config file that is not YAML (e.g. mis-indented): PyYAML's own traceback
+        fail("config", yaml_problem(err))
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """Where a config file stops being YAML and what to do, from PyYAML's marked error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{mark.name} line {mark.line + 1} column {mark.column + 1}" if mark else "a config file"
+    return (f"{where} is not valid YAML ({getattr(err, 'problem', None) or err}). Fix: correct that file; "
+            "keys of one mapping start in the same column, nested keys further right")
 
 
 class RunBusyError(RuntimeError):

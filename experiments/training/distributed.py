@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
 import inspect
 import logging
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from experiments.config.launch_env import detect, env_rank
-from parcae.sampling import DepthPlan, initial_state
+from parcae.sampling import DepthPlan, row_initial_states
 
 log = logging.getLogger("experiments.training.distributed")
 
@@ -72,6 +75,14 @@ class Context:
             else:
                 dist.barrier()
 
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a decision: skip, busy, failed); returned as is in one process."""
+        if not self.enabled:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -95,6 +106,19 @@ class Context:
         return contextlib.nullcontext()
 
 
+TIMEOUT_ENV = "PARCAE_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long any collective may wait for a rank before it fails (PARCAE_DIST_TIMEOUT_S, default 30 min).
+
+    Without a bound, a rank that died or went its own way holds every other GPU of the job until the wall-clock
+    limit. It must cover the longest time one rank may legitimately work alone: rank 0 building a corpus's
+    shards on first use, or copying a checkpoint to host memory."""
+    return datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S))
+
+
 def setup(device: str) -> Context:
     """Join (or reuse) the process group of this launch and pick this rank's device.
 
@@ -113,7 +137,10 @@ def setup(device: str) -> Context:
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, **kwargs)
+        # NCCL: a collective that times out aborts the communicator (and the process) instead of hanging.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size,
+                                timeout=collective_timeout(), **kwargs)
         atexit.register(_shutdown)
         if env.rank == 0:
             log.info("distributed: %d processes (%s, %s backend)", env.world_size, env.source, backend)
@@ -130,33 +157,35 @@ def _shutdown() -> None:
 def rows_of_global_draws(draws: "GlobalDraws | None", a: int, b: int, device: torch.device) -> dict:
     """Forward kwargs that make the model use rows [a, b) of the global batch's draws.
 
-    The looped model draws its depths and h_0 from the generator inside forward, for the rows it is
-    given. To give rows [a, b) of a batch exactly the draws the single-process run gives them, the trainer
-    draws for the whole global batch (same generator, same order as forward: depths, then h_0) and hands
-    each micro-batch its slice through forward's `depth_plan=` and `initial_state=` arguments.
+    The depths are drawn for the whole global batch (a few integers per row, same generator and order as
+    one forward over it would draw them); h_0 of row i comes from (the step's seed, i) alone
+    (parcae.sampling.row_initial_states), so each rank draws only its own rows and any split of the batch
+    over ranks and micro-batches trains row i alike.
     """
     if draws is None:
         return {}
     sliced = DepthPlan(free=draws.plan.free[a:b], grad=draws.plan.grad[a:b])
-    return {"depth_plan": sliced, "initial_state": draws.h0[a:b].to(device), "generator": None}
+    h0 = row_initial_states(draws.state_init, range(a, b), draws.seq_len, draws.d_model, device, draws.seed)
+    return {"depth_plan": sliced, "initial_state": h0, "generator": None}
 
 
 @dataclass
 class GlobalDraws:
     plan: "object"  # parcae.sampling.DepthPlan for the global batch
-    h0: torch.Tensor  # [B, S, d] float32 on the generator's device
+    seed: int  # this step's h_0 seed (one draw of the training generator)
+    state_init: str
+    seq_len: int
+    d_model: int
 
 
 def draw_global(model: torch.nn.Module, model_cfg, batch_size: int, seq_len: int,
                 generator: torch.Generator, step: int) -> GlobalDraws | None:
-    """The depth plan and h_0 that one forward over the whole global batch would draw, in its order.
+    """The global batch's depth plan and the step's h_0 seed, drawn in that order from the training generator.
 
     None for a model without a loop (the Transformer draws nothing).
     """
     if model_cfg.kind != "parcae":
         return None
     plan = model.depth_plan(batch_size, None, generator, seq_len=seq_len, step=step)
-    # Drawn where the forward would draw it (on a GPU model: on the GPU, see parcae.sampling.initial_state).
-    h0 = initial_state(model_cfg.state_init, (batch_size, seq_len, model_cfg.d_model), model_cfg.d_model,
-                       next(model.parameters()).device, torch.float32, generator)
-    return GlobalDraws(plan, h0)
+    seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+    return GlobalDraws(plan, seed, model_cfg.state_init, seq_len, model_cfg.d_model)

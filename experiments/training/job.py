@@ -1,8 +1,13 @@
 """One job's lifecycle, written once for pre-training, fine-tuning, tuning trials and the sweep driver.
 
 identity (plan → data hash → config hash → runs/<hash>) → lock the run dir → clean what a killed writer
-left → read status.json → join the sweep (membership) → skip if finished, else find or create the run's
-one MLflow run → train → record finished / diverged / failed.
+left → read status.json → join the sweep (membership) → skip if finished, else cut metrics.jsonl back to the
+checkpoint (the record) → find or create the run's one MLflow run and make it mirror the record → train →
+record finished / diverged / failed.
+
+With several processes (torchrun, SLURM tasks) rank 0 alone touches the run dir and MLflow, and every step
+where it decides something (skip, busy, a bad run dir, a store that cannot be used) ends in one broadcast: all
+ranks act on the same decision, with the same exception and exit code, within seconds (Job.agree).
 
 What this guarantees, whoever calls it:
 - one process per run: an exclusive lock on the run dir (experiments.training.run_dir.RunLock; a lock
@@ -13,7 +18,10 @@ What this guarantees, whoever calls it:
   identity tags the run `sweep.member.<sweep_id>` and lists itself in status.json "sweeps", also when
   the run is skipped as finished;
 - a failure path that cannot fail silently: when the status cannot be written (disk full), the error is
-  logged; the next start holds the lock, so a "running" status it finds is stale and simply resumed.
+  logged; the next start holds the lock, so a "running" status it finds is stale and simply resumed;
+- every (metric, step) exactly once, in metrics.jsonl and in MLflow, whatever kills the job when
+  (experiments.training.record); a run that reached "finished" in status.json is FINISHED in MLflow after the
+  next start, which never evaluates it again.
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.config.errors import ConfigError, RunBusyError, RunDirError, TrackingError
 from experiments.config.identity import identity
 from experiments.config.plan import Plan, plan
 from experiments.data import run_data
 from experiments.tracking import describe
 from experiments.tracking import store as tracking
+from experiments.training import checkpoint, record
+from experiments.training.distributed import Context
+from experiments.training.faults import fault_point
 from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, RunLock, clean_temp_files,
                                           read_status, write_status)
 
@@ -62,16 +74,19 @@ def identify(cfg: DictConfig, root: Path | None = None, content_hash: str | None
     return Identity(run_hash, root / cfg.paths.runs / run_hash, content_hash, p)
 
 
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """metrics.jsonl rows ({"step": n, name: value, ...}); a line cut by a kill is skipped."""
-    rows = []
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    return rows
+read_metrics = record.read_rows  # metrics.jsonl rows ({"step": n, name: value, ...}), cut or bad lines skipped
+
+# Errors rank 0 may meet while deciding; the other ranks raise the same type (same handling, same exit code).
+_SHARED_ERRORS = {c.__name__: c for c in (RunBusyError, RunDirError, TrackingError, ConfigError)}
+
+
+def _rebuild(name: str, message: str) -> BaseException:
+    cls = _SHARED_ERRORS.get(name)
+    if cls is None:
+        return RuntimeError(f"rank 0 failed: {message}")
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
 
 
 class Job:
@@ -84,32 +99,78 @@ class Job:
             ...
     """
 
-    def __init__(self, cfg: DictConfig, ident: Identity, kind: str, main: bool = True):
-        self.cfg, self.ident, self.kind, self.main = cfg, ident, kind, main
+    def __init__(self, cfg: DictConfig, ident: Identity, kind: str, ctx: Context | None = None):
+        self.cfg, self.ident, self.kind = cfg, ident, kind
+        self.ctx = ctx or Context()
+        self.main = self.ctx.is_main
         self.run_dir = ident.run_dir
         self.root = Path(cfg.paths.root).resolve()
         self.status: dict[str, Any] = {}
         self.tracker: tracking.RunTracker | None = None
         self._system: describe.SystemMetrics | None = None
         self._lock = RunLock(self.run_dir)
+        self._search_rows: list[dict] = []
+        # Pre-training keeps metrics.jsonl as its record and MLflow mirrors it; fine-tuning logs straight to MLflow.
+        self.mirrors_record = kind == "pretrain"
+        self._ckpt_final: dict[str, float] = {}
 
     # --- lock, status -------------------------------------------------------------------------------
 
+    def agree(self, fn, *args: Any, **kwargs: Any) -> Any:
+        """Run fn on rank 0 and give every rank its result, or raise its error on every rank.
+
+        The one way rank 0's decisions reach the other ranks: without it a skipped, busy or broken run returns on
+        rank 0 while the others wait in their first collective until the job's time limit."""
+        outcome: tuple
+        if self.main:
+            try:
+                outcome = ("ok", fn(*args, **kwargs))
+            except (RunBusyError, RunDirError, TrackingError, ConfigError) as err:
+                outcome = ("error", type(err).__name__, str(err))
+            except BaseException as err:
+                if not self.ctx.enabled:
+                    raise
+                outcome = ("error", type(err).__name__, f"{type(err).__name__}: {err}")
+                self.ctx.broadcast_object(outcome)
+                raise
+        else:
+            outcome = ("ok", None)
+        outcome = self.ctx.broadcast_object(outcome)
+        if outcome[0] == "error":
+            if self.main:
+                raise _rebuild(outcome[1], outcome[2]) if outcome[1] in _SHARED_ERRORS else RuntimeError(outcome[2])
+            raise _rebuild(outcome[1], outcome[2])
+        return outcome[1]
+
     def __enter__(self) -> "Job":
-        if not self.main:  # other ranks of a data-parallel launch: rank 0 owns the run dir
-            return self
-        self._lock.acquire()
+        # Rank 0 locks and reads the run dir; every rank learns the status (skip when finished) from it.
+        self.status = self.agree(self._open)
+        return self
+
+    def _open(self) -> dict[str, Any]:
+        try:
+            self._lock.acquire()
+        except OSError as err:  # a read-only or vanished runs/: a finished run can still be skipped
+            status = read_status(self.run_dir) if self.run_dir.exists() else {}
+            if _is_finished(status, self.kind):
+                log.warning("cannot lock %s (%s): skipping the finished run without recording this sweep in it",
+                            self.run_dir, err.strerror or err)
+                return status
+            raise RunDirError(f"cannot write the run dir {self.run_dir} ({err.strerror or err}); make "
+                              f"{self.run_dir.parent} writable (or set paths.root to a writable folder) and rerun"
+                              ) from None
         try:
             removed = clean_temp_files(self.run_dir)
             if removed:
                 log.info("removed %d temporary file(s) a killed writer left in %s", len(removed), self.run_dir)
             self.status = read_status(self.run_dir)
-            if self.status:
-                self._join_sweep()
+            if self.status.get("status") == FINISHED and not _is_finished(self.status, self.kind):
+                log.warning("%s says finished but holds no final metrics: resuming to repair it", self.run_dir.name)
+            self._join_sweep()
         except BaseException:
             self._lock.release()
             raise
-        return self
+        return self.status
 
     def __exit__(self, *exc: object) -> None:
         self._stop_system_metrics()
@@ -117,16 +178,37 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.status.get("status") == FINISHED
+        return _is_finished(self.status, self.kind)
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.status["final"]["eval/loss"])
 
     def record(self, **fields: Any) -> None:
         if self.main:
             self.status = write_status(self.run_dir, **fields)
 
     def _join_sweep(self) -> None:
+        """This sweep, and any sweep whose job found the run busy (it left a note: pending_sweeps), join it."""
         sweeps = list(self.status.get("sweeps") or [s for s in [self.status.get("sweep_id")] if s])
-        if self.cfg.sweep_id not in sweeps:
-            self.record(sweeps=[*sweeps, self.cfg.sweep_id])
+        wanted = [*sweeps, *(x for x in [*pending_sweeps(self.run_dir), self.cfg.sweep_id] if x not in sweeps)]
+        wanted = list(dict.fromkeys(wanted))
+        if wanted != sweeps and (self.status or len(wanted) > 1):
+            self.record(sweeps=wanted)
+        elif not self.status:
+            self.status = {"sweeps": wanted}
+
+    def restore_record(self) -> list[dict]:
+        """Cut metrics.jsonl back to what the checkpoint covers, adding the rows it carried (rank 0, before
+        tracking: MLflow then mirrors the record). The checkpoint is mapped, not read."""
+        if not self.main:
+            return []
+        state = checkpoint.load(self.run_dir / checkpoint.CHECKPOINT_NAME, mmap=True)
+        step = int(state["step"]) if state else 0
+        carried = list(state.get("metrics") or []) if state else []
+        self._ckpt_final = dict(state.get("final") or {}) if state else {}
+        rows = record.restore(self.run_dir / METRICS_NAME, step, carried)
+        return rows
 
     def save_config(self) -> Path:
         """config.yaml of the run dir (and artifact): the resolved config through the same secret filter
@@ -144,12 +226,11 @@ class Job:
     def track(self, params: Mapping[str, Any], run_name: str, tags: Mapping[str, str],
               artifacts: tuple[Path, ...] = (), search_metrics: Mapping[str, float] | None = None,
               inputs: tuple[Any, ...] = ()) -> tracking.RunTracker | None:
-        """The identity's one MLflow run (None when tracking is off or on other ranks), member of this sweep.
-
-        A run the store lost (or never had) is created; metrics.jsonl is logged into it again, and a
-        finished run gets its final metrics and FINISHED status back. `search_metrics` (a sweep's axes as
-        numbers, describe.search_fields) are logged at step 0 and `inputs` (MLflow dataset inputs) once,
-        when the run is created."""
+        """The identity's one MLflow run (None when tracking is off or on other ranks), member of this sweep,
+        holding exactly the record (record.sync): what it lacks is logged, a run holding more than the record is
+        replaced. A run the store lost (or never had) is created; a finished run is FINISHED after this.
+        `search_metrics` (a sweep's axes as numbers, describe.search_fields) are logged at step 0 and `inputs`
+        (MLflow dataset inputs) once, when the run is created."""
         t = self.cfg.tracking
         if not (t.enabled and self.main):
             return None
@@ -159,50 +240,59 @@ class Job:
         client = tracking.MlflowClient(uri)
         known = self.status.get("mlflow_run_id")
         run_id = tracking.find_run(client, exp_id, known, self.ident.hash, self.kind)
+        members = {tracking.member_tag(s): "true" for s in [*(self.status.get("sweeps") or []), self.cfg.sweep_id]}
         all_tags = {**describe.source_tags(f"experiments.{self.kind}"), **tags, "config_hash": self.ident.hash,
-                    "run_kind": self.kind, "run_dir": str(self.run_dir),
-                    tracking.member_tag(self.cfg.sweep_id): "true"}
-        if self.finished and run_id is not None:
-            # Skipped: the run joins this sweep, and is otherwise left as it is (its sweep_id is the trainer's).
-            tracker = tracking.RunTracker(uri, exp_id, run_id=run_id, resume=False)
-            tracker.set_tags({tracking.member_tag(self.cfg.sweep_id): "true"})
-            return tracker
-        created = run_id is None
-        if created and known:
+                    "run_kind": self.kind, "run_dir": str(self.run_dir), **members}
+        if run_id is None and known:
             log.warning("MLflow run %s of %s is not in the store %s: creating a new one and logging %s into it",
                         known, self.run_dir.name, tracking.redact_value(uri, {}) or tracking.REDACTED, METRICS_NAME)
-        elif run_id and run_id != known and known is None and self.status:
+        elif run_id and known is None and self.status.get("status"):
             log.warning("%s has no MLflow run id: found its run %s by config_hash", self.run_dir.name, run_id)
-        tracker = tracking.RunTracker(uri, exp_id, run_id=run_id, run_name=run_name, tags=all_tags,
-                                      parent_run_id=t.get("parent_run_id") if created else None)
+        self._search_rows = [{"step": 0, **search_metrics}] if search_metrics else []
+
+        def open_run(rid: str | None) -> tracking.RunTracker:
+            # A finished run that is only joined keeps its own tags (its sweep_id is the trainer's).
+            joined = self.finished and rid is not None
+            return tracking.RunTracker(uri, exp_id, run_id=rid, run_name=run_name,
+                                       tags=members if joined else all_tags, resume=not self.finished,
+                                       parent_run_id=t.get("parent_run_id") if rid is None else None)
+
+        tracker = open_run(run_id)
+        created = run_id is None
+        try:
+            self._sync(tracker)
+        except record.StaleRun as stale:
+            log.warning("MLflow run %s of %s holds %s: it is replaced by a new run that holds the run's record "
+                        "exactly once (the old one is deleted)", tracker.run_id, self.run_dir.name, stale)
+            client.delete_run(tracker.run_id)
+            tracker, created = open_run(None), True
+            self._sync(tracker)
         self.tracker = tracker
-        tracker.log_params(params)
-        for path in artifacts:
-            if path.exists():
-                tracker.log_artifact(path)
-        if self.status.get("mlflow_run_id") != tracker.run_id and self.status:
-            self.record(mlflow_run_id=tracker.run_id)
+        if created or not self.finished:
+            tracker.log_params(params)
+            for path in artifacts:
+                if path.exists():
+                    tracker.log_artifact(path)
         if created:
-            if search_metrics:
-                tracker.log_metrics(search_metrics, 0)
             datasets = [d for d in inputs if d is not None]
             if datasets:
                 tracker.log_inputs(datasets)
-            for row in read_metrics(self.run_dir / METRICS_NAME):
-                step = int(row.pop("step", 0))
-                tracker.log_metrics(row, step)
-            tracker.flush()
-        if self.finished:
-            final = self.status.get("final") or {}
-            tracker.log_metrics(final, int(self.status.get("steps") or 0))
-            self._log_curve(final)
+        if self.status.get("mlflow_run_id") != tracker.run_id and self.status.get("status"):
+            self.record(mlflow_run_id=tracker.run_id)
+        if self.finished and client.get_run(tracker.run_id).info.status != "FINISHED":
             tracker.finish("FINISHED")
         return tracker
 
-    def _log_curve(self, final: Mapping[str, float]) -> None:
-        """The test-time evaluation as one metric per quantity with step = T (describe.testtime_curve)."""
-        for T, values in describe.testtime_curve(final).items():
-            self.tracker.log_metrics(values, T)
+    def _sync(self, tracker: tracking.RunTracker, final: Mapping[str, float] | None = None) -> None:
+        """Make the MLflow run hold the record: metrics.jsonl, the search metrics and, once the run has ended,
+        its test-time curve (step = T)."""
+        if not self.mirrors_record:
+            return
+        final = final if final is not None else (self.status.get("final") if self.finished else None)
+        curve = record.curve_rows(describe.testtime_curve(final or self._ckpt_final or {}))
+        rows = [*record.read_rows(self.run_dir / METRICS_NAME), *self._search_rows,
+                *(curve if final else [])]
+        record.sync(tracker, rows, allowed=record.pairs(curve))
 
     def log_model(self, paths: tuple[Path, ...]) -> None:
         """The final checkpoint (with its config and tokenizer) as the run's `model/` artifacts, when their
@@ -240,11 +330,16 @@ class Job:
                                                   resume=True)
 
     def finish(self, state: str, final: Mapping[str, float] | None = None, **fields: Any) -> None:
-        """FINISHED or DIVERGED: status first (the run dir is the record), then the MLflow run."""
+        """FINISHED or DIVERGED: status first (the run dir is the record), then the MLflow run: its test-time curve
+        and what it lacks of the record (record.sync: nothing twice, whatever killed an earlier attempt)."""
+        if self.main:
+            self._join_sweep()  # sweeps that found the run busy while it trained
         self.record(status=state, final=dict(final or {}), **fields)
         self._stop_system_metrics()
         if self.tracker:
-            self._log_curve(final or {})
+            fault_point("finish.before_mlflow")
+            self.tracker.set_tags({tracking.member_tag(s): "true" for s in self.status.get("sweeps") or []})
+            self._sync(self.tracker, dict(final or {}))
             if state == DIVERGED:
                 self.tracker.set_tags({"diverged": "true"})
             self.tracker.finish("FINISHED" if state == FINISHED else "FAILED")
@@ -264,3 +359,27 @@ class Job:
             except Exception as track_err:
                 log.error("run %s failed (%s), and its MLflow run %s could not be marked failed (%s)",
                           self.run_dir.name, message, self.tracker.run_id, track_err)
+
+
+def _is_finished(status: Mapping[str, Any], kind: str) -> bool:
+    """Finished, with the final evaluation recorded (a status cut to {"status": "finished"} is repaired by
+    resuming: the final checkpoint holds the evaluation, nothing is evaluated twice)."""
+    final = status.get("final")
+    return (status.get("status") == FINISHED and isinstance(final, dict) and bool(final)
+            and (kind != "pretrain" or "eval/loss" in final))
+
+
+PENDING_DIR = "sweeps.d"
+
+
+def note_pending_sweep(run_dir: Path, sweep_id: str) -> None:
+    """A sweep whose job found the run busy leaves its id here (no lock needed: one empty file per sweep); the
+    process that holds the run adds it to the run's sweeps and MLflow tags (Job._join_sweep, at start and end)."""
+    d = Path(run_dir) / PENDING_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    (d / sweep_id.replace("/", "%2F")).touch()
+
+
+def pending_sweeps(run_dir: Path) -> list[str]:
+    d = Path(run_dir) / PENDING_DIR
+    return sorted(p.name.replace("%2F", "/") for p in d.iterdir()) if d.is_dir() else []

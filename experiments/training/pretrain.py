@@ -24,7 +24,9 @@ from experiments.config.plan import Plan, plan
 from experiments.training.checkpoint import CHECKPOINT_NAME
 from experiments.training.job import METRICS_NAME, Job, identify
 from experiments.training.run_dir import DIVERGED, FINISHED
+from experiments.training.faults import fault_point
 from experiments.training.trainer import MetricSink, TrainResult, train
+from parcae import executed_flops_per_token, param_counts
 
 log = logging.getLogger("experiments.pretrain")
 PRETRAIN_KIND = "pretrain"
@@ -37,6 +39,9 @@ def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
         "tokens": p.tokens, "steps": p.steps, "flops_per_token": p.flops_per_token,
         "train_flops": p.train_flops, "n_params": p.n_params, "n_params_unrolled": p.n_params_unrolled,
         "n_params_core": p.n_params_core, "mean_backprop": p.model.backprop_depth(),
+        # What a step executes (MFU), beside the reference accounting that set the budget; the tied embedding.
+        "executed_flops_per_token": executed_flops_per_token(p.model),
+        "n_params_embedding": param_counts(p.model)["embedding"],
     }
     c["model"]["mean_backprop"] = p.model.backprop_depth()
     return tracking.flatten(c)
@@ -45,11 +50,14 @@ def _run_params(cfg: DictConfig, p: Plan, corpus_hash: str) -> dict:
 def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) -> float:
     """Run (or skip, or resume) one job; returns its final validation loss at T = µ_rec.
 
-    on_eval(step, val_loss) is passed to the trainer (Optuna's pruning hook)."""
+    on_eval(step, val_loss) is passed to the trainer (Optuna's pruning hook). Under torchrun or SLURM every rank
+    calls this; rank 0 alone touches the run dir and MLflow, and the Job hands its decisions to all ranks."""
     p = plan(cfg)
-    main = distributed.is_main()  # rank 0 of a data-parallel launch (or the only process) owns side effects
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    # The process group first: every decision below reaches all ranks through it (Job.agree).
+    ctx = distributed.setup(cfg.train.device)
+    main = ctx.is_main
     root = Path(cfg.paths.root).resolve()
     data = real_data.load(cfg, root, p.model.block_size)
     ident = identify(cfg, root, data.content_hash, p)
@@ -63,21 +71,24 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
     resolved = p.resolved_config(cfg)
     name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
     corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
-    with Job(cfg, ident, PRETRAIN_KIND, main=main) as job:
+    with Job(cfg, ident, PRETRAIN_KIND, ctx) as job:
         if job.finished:
-            # Joins this sweep; a run the store lost is logged again.
-            job.track(params, name, tags, search_metrics=search_metrics, inputs=(corpus,))
-            log.info("[skip] %s already finished (eval/loss=%.4f)", run_hash, job.status["final"]["eval/loss"])
-            return job.status["final"]["eval/loss"]
+            # Joins this sweep; a run the store lost, or one killed before MLflow heard it finished, is repaired.
+            job.agree(job.track, params, name, tags, search_metrics=search_metrics, inputs=(corpus,))
+            log.info("[skip] %s already finished (eval/loss=%.4f)", run_hash, job.final_loss)
+            return job.final_loss
         try:
-            if main:
+            def prepare():
                 job.save_config()
                 tokenizers.save(data.tokenizer, run_dir / "tokenizer.json")  # evaluation reads the run's own
-            tracker = job.track(params, name, tags, (run_dir / "config.yaml", run_dir / "tokenizer.json"),
-                                search_metrics=search_metrics, inputs=(corpus,))
-            job.started()
-            sink = MetricSink(run_dir / METRICS_NAME, tracker.log_metrics if tracker else None,
-                              tracker.flush if tracker else None)
+                job.restore_record()  # metrics.jsonl cut back to the checkpoint: MLflow mirrors it
+                tracker = job.track(params, name, tags, (run_dir / "config.yaml", run_dir / "tokenizer.json"),
+                                    search_metrics=search_metrics, inputs=(corpus,))
+                job.started()
+                return tracker
+
+            job.agree(prepare)
+            sink = MetricSink(run_dir / METRICS_NAME, job.tracker)
             preemption.install()
             result: TrainResult = train(p.model, cfg.train, p.steps, data.train, data.val, run_dir, sink, on_eval,
                                         tokens_per_byte=data.tokens_per_byte, label=naming.point_label(resolved))
@@ -92,7 +103,9 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
             job.finish(DIVERGED, result.final, steps=result.steps)
             log.warning("[diverged] %s at step %d", run_hash, result.steps)
             return float("nan")
-        job.log_model((run_dir / CHECKPOINT_NAME, run_dir / "config.yaml", run_dir / "tokenizer.json"))
+        if main:
+            job.log_model((run_dir / CHECKPOINT_NAME, run_dir / "config.yaml", run_dir / "tokenizer.json"))
+        fault_point("artifacts.after_log")
         job.finish(FINISHED, result.final, steps=p.steps, skipped_steps=result.skipped_steps)
     log.info("[done] %s eval/loss=%.4f run_dir=%s", run_hash, result.final["eval/loss"], run_dir)
     return result.final["eval/loss"]

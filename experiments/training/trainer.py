@@ -23,6 +23,8 @@ import torch
 from experiments.training import checkpoint
 from experiments.training import distributed
 from experiments.training import preemption
+from experiments.training import record
+from experiments.training.faults import fault_point
 from experiments.training.progress import STATE_NAME, Progress
 from experiments.config.errors import ConfigError
 from experiments.config.plan import default_loops, eval_loops
@@ -31,6 +33,7 @@ from experiments.data.corpus import PackedStream
 from experiments.data.packing import check_data_position, data_position
 from parcae import ModelConfig, build_model
 from parcae.optim import MuonAdamW, param_groups
+from parcae.sampling import row_initial_states
 
 log = logging.getLogger("experiments.training.trainer")
 LOG_EVERY = 10  # steps between train/* metrics
@@ -82,12 +85,14 @@ def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, x: torch.Tensor,
                y: torch.Tensor, generator: torch.Generator, step: int, device: torch.device, precision: str,
-               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               grad_clip: float, forward_kw: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step of one process without gradient accumulation: forward (drawing its depths and
-    h_0 from `generator`), backward, clip_and_step, schedule. The trainer's step, and what `make bench`
-    times (benchmarks/bench_train.py). Returns (loss, grad_norm, nonfinite), all on the device."""
+    h_0 from `generator`, or using the draws in `forward_kw`), backward, clip_and_step, schedule. The trainer's
+    step, and what `make bench` times (benchmarks/bench_train.py). Returns (loss, grad_norm, nonfinite), all on
+    the device."""
+    kw = forward_kw if forward_kw is not None else {"generator": generator}
     with autocast(device, precision):
-        _, loss = model(to_device(x, device), to_device(y, device), generator=generator, step=step)
+        _, loss = model(to_device(x, device), to_device(y, device), step=step, **kw)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm, nonfinite = clip_and_step(model, optimizer, loss, grad_clip)
@@ -143,20 +148,33 @@ def batch_split(batch_size: int, micro_batch_size: int | None, world_size: int) 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_steps: int | None,
-             batch_size: int, seed: int) -> float:
-    """Mean validation loss (nats/token) at `num_steps` loops, with a fixed-seed initial state."""
+             batch_size: int, seed: int, ctx: "distributed.Context | None" = None,
+             precision: str = "fp32") -> float:
+    """Mean validation loss (nats/token) at `num_steps` loops, with a fixed-seed initial state per row.
+
+    Split across the ranks of a data-parallel launch (rank r takes every W-th batch) and summed with one
+    all-reduce, under the training precision's autocast, `batch_size` rows per forward. Row i's h_0 depends only
+    on (seed, i) (parcae.sampling.row_initial_states), so the number is the same on any number of processes."""
+    ctx = ctx or distributed.Context(device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        _, loss = model(xb, yb, num_steps=num_steps, generator=gen)
-        total += float(loss) * yb.numel()
-        count += yb.numel()
+    device = ctx.device
+    cfg = getattr(model, "config", None)
+    total = torch.zeros(2, dtype=torch.float64)
+    starts = list(range(0, len(x), batch_size))
+    for i in starts[ctx.rank::ctx.world_size]:
+        xb, yb = to_device(x[i:i + batch_size], device), to_device(y[i:i + batch_size], device)
+        kw = {}
+        if cfg is not None and getattr(cfg, "kind", None) == "parcae":
+            kw["initial_state"] = row_initial_states(cfg.state_init, range(i, i + len(xb)), xb.shape[1],
+                                                     cfg.d_model, device, seed)
+        with autocast(device, precision):
+            _, loss = model(xb, yb, num_steps=num_steps, **kw)
+        total += torch.tensor([float(loss) * yb.numel(), yb.numel()], dtype=torch.float64)
+    if ctx.enabled:
+        total = ctx.all_reduce_sum(total.to(device)).cpu()
     model.train(was_training)
-    return total / count
+    return float(total[0] / total[1])
 
 
 @dataclass
@@ -168,52 +186,32 @@ class TrainResult:
 
 
 class MetricSink:
-    """Buffers metrics; on flush appends them to metrics.jsonl and hands them to the tracker."""
+    """Buffers metric rows; `flush(upto)` appends the rows of steps <= upto to metrics.jsonl (the record, see
+    experiments.training.record), then hands the same rows to the tracker. The trainer flushes only once a
+    checkpoint covering those steps is on disk; nothing reaches MLflow before it is in the record."""
 
-    def __init__(self, path: Path, forward: Callable[[dict[str, float], int], None] | None,
-                 flush_forward: Callable[[], None] | None):
+    def __init__(self, path: Path, tracker=None):
         self.path = path
-        self.forward = forward
-        self.flush_forward = flush_forward
-        self._lines: list[str] = []
+        self.tracker = tracker
+        self._rows: list[dict] = []
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._lines.append(json.dumps({"step": step, **metrics}))
-        if self.forward:
-            self.forward(metrics, step)
+        self._rows.append({"step": step, **metrics})
 
-    def flush(self) -> None:
-        if self._lines:
-            with open(self.path, "a") as f:
-                f.write("\n".join(self._lines) + "\n")
-            self._lines = []
-        if self.flush_forward:
-            self.flush_forward()
+    def flush(self, upto: int | None = None) -> None:
+        rows = [r for r in self._rows if upto is None or r["step"] <= upto]
+        self._rows = [r for r in self._rows if not (upto is None or r["step"] <= upto)]
+        record.append_rows(self.path, rows)
+        if self.tracker and rows:
+            for r in rows:
+                self.tracker.log_metrics({k: v for k, v in r.items() if k != "step"}, r["step"])
+            fault_point("metrics.before_mlflow")
+            self.tracker.flush()
+            fault_point("metrics.after_mlflow")
 
-    def pending(self) -> list[str]:
-        """The lines not flushed yet: a checkpoint carries them, since it is written before they are flushed."""
-        return list(self._lines)
-
-    def restore(self, step: int, carried: list[str]) -> None:
-        """On resume from a checkpoint of `step`: metrics.jsonl keeps the lines the checkpoint covers, and
-        gets the lines the checkpoint carried if a kill came between writing it and flushing them. Nothing
-        is logged twice and nothing the checkpoint covers is lost."""
-        kept: list[str] = []
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= step:
-                        kept.append(line)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by the kill
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
-        missing = [line for line in carried if line not in set(kept)]
-        for line in missing:
-            row = json.loads(line)
-            self.log({k: v for k, v in row.items() if k != "step"}, row["step"])
-        self.flush()
+    def pending(self, upto: int | None = None) -> list[dict]:
+        """The rows not flushed yet: a checkpoint carries them, since it is written before they are flushed."""
+        return [dict(r) for r in self._rows if upto is None or r["step"] <= upto]
 
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
@@ -221,18 +219,25 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
           tokens_per_byte: float | None = None, label: str | None = None) -> TrainResult:
     """Train to `steps`, resuming from run_dir's checkpoint if there is one.
 
-    on_eval(step, val_loss) is called after each periodic validation (e.g. to prune an Optuna trial by
-    raising); a preemption signal (see experiments.training.preemption) checkpoints and hands over for requeue.
-    tokens_per_byte (of the validation labels) adds bits per byte next to every validation loss.
-    label names the job in its progress (the grid point, e.g. `mu4-C2e12`; default: the model's name): a bar
-    on a terminal, plain lines elsewhere, and run_dir/progress.json for `make status` (training.progress).
+    The job has already cut metrics.jsonl back to that checkpoint (experiments.training.record.restore); a
+    checkpoint that holds the final evaluation ends the run without evaluating again. on_eval(step, val_loss) is
+    called after each periodic validation (e.g. to prune an Optuna trial by raising); a preemption signal (see
+    experiments.training.preemption) checkpoints and hands over for requeue. tokens_per_byte (of the validation
+    labels) adds bits per byte next to every validation loss. label names the job in its progress (the grid
+    point, e.g. `mu4-C2e12`): a bar on a terminal, plain lines elsewhere, and run_dir/progress.json.
+
+    Every decision that changes what the ranks do next (checkpoint now, stop for a preemption) is taken from one
+    all-reduce per step, so all ranks take it together.
     """
     t = train_cfg
     ctx = distributed.setup(t.device)
     local_bs, micro_bs = batch_split(t.batch_size, getattr(t, "micro_batch_size", None), ctx.world_size)
     n_micro = local_bs // micro_bs
-    torch.manual_seed(t.seed)  # parameter init
     device = ctx.device
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(getattr(t, "tf32", False))
+        torch.backends.cudnn.allow_tf32 = bool(getattr(t, "tf32", False))
+    torch.manual_seed(t.seed)  # parameter init
     raw_model = build_model(model_cfg).to(device)
     if getattr(t, "activation_checkpointing", False) and hasattr(raw_model, "checkpoint_iterations"):
         raw_model.checkpoint_iterations = True
@@ -242,17 +247,15 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     optimizer = build_optimizer(raw_model, t, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
-    gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and initial states
+    gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and the steps' h_0 seeds
     ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
     main = ctx.is_main
+    # Rank 0 writes in the background (on a GPU, gigabytes to a shared filesystem); the others go on training.
+    writer = checkpoint.AsyncWriter(ckpt_path, background=device.type == "cuda")
 
     def emit(metrics: dict[str, float], step: int) -> None:
         if main:
             sink.log(metrics, step)
-
-    def flush() -> None:
-        if main:
-            sink.flush()
 
     start, skipped = 0, 0
     state = checkpoint.load(ckpt_path)  # every rank reads the checkpoint rank 0 wrote
@@ -266,9 +269,9 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         start, skipped = state["step"], state["skipped_steps"]
         if main:
             log.info("resuming from step %d/%d (%s)", start, steps, ckpt_path)
-            sink.restore(start, state.get("metrics") or [])
-    elif main and sink.path.exists():
-        sink.restore(0, [])  # a fresh start: lines of an earlier attempt without a checkpoint go
+        if start >= steps and state.get("final"):
+            # Killed after the final checkpoint: the evaluation is in it (and in the record). Never evaluate twice.
+            return TrainResult("finished", steps, dict(state["final"]), skipped)
     model = ctx.wrap(raw_model)
     skipped_new = torch.zeros((), device=device)  # skipped steps not yet read back from the device
 
@@ -279,20 +282,28 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         skipped_new = torch.zeros((), device=device)
         return skipped
 
-    def save_checkpoint(step: int) -> None:
+    last_save = time.monotonic()
+
+    def save_checkpoint(step: int, final: dict[str, float] | None = None, wait: bool = False) -> None:
+        """The checkpoint first, then the metrics it covers (MetricSink.flush after the write): a kill during the
+        write leaves the old checkpoint and no metric beyond it; a kill between the two leaves the rows in the
+        checkpoint, and the next start adds them to the record (record.restore). wait: on disk before returning
+        (a preemption hand-over, the end of the run); otherwise rank 0 writes in the background."""
+        nonlocal last_save
         settle_skipped()
         if main:
-            # The checkpoint first, then the metrics it covers: a kill during the save leaves the old
-            # checkpoint and no metric beyond it (no step logged twice on resume); a kill between the
-            # two leaves the lines in the checkpoint, and the resume flushes them (MetricSink.restore).
-            checkpoint.save(ckpt_path, {
+            writer.submit({
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "skipped_steps": skipped,
-                "data": data_position(stream, step, t.batch_size), "metrics": sink.pending(),
-            })
-            sink.flush()
-        ctx.barrier()  # nobody moves on (or hands over for requeue) before the checkpoint is on disk
+                "data": data_position(stream, step, t.batch_size), "metrics": sink.pending(step),
+                "final": dict(final or {}),
+            }, then=lambda: sink.flush(step))
+            if wait:
+                writer.wait()
+        last_save = time.monotonic()
+        if wait:
+            ctx.barrier()  # nobody hands over for requeue, or ends, before the checkpoint is on disk
 
     val_x, val_y = val
 
@@ -301,87 +312,106 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         if not tokens_per_byte:
             return {}
         return {k.replace("loss", "bpb"): bpb_from_tokens_per_byte(v, tokens_per_byte) for k, v in losses.items()}
+
+    def validate(T: int | None) -> float:
+        return evaluate(raw_model, val_x, val_y, T, eval_bs, t.seed, ctx, precision)
+
     mu = default_loops(model_cfg)
-    eval_bs = t.batch_size
+    eval_bs = getattr(t, "eval_batch_size", None) or micro_bs
+    every_s = 60.0 * float(getattr(t, "checkpoint_every_min", None) or 0)
     tokens_per_step = t.batch_size * model_cfg.block_size
     model.train()
     progress = Progress(label or model_cfg.name, steps, initial=start, unit="step", enabled=main,
                         state_path=run_dir / STATE_NAME)
     t0 = time.time()
-    simple = not ctx.enabled and n_micro == 1  # exactly the single-process step of before
     first_row = ctx.rank * local_bs
-    for step in range(start, steps):
-        x, y = stream.batch(step, t.batch_size)
-        if simple:
-            loss, grad_norm, nonfinite = train_step(model, optimizer, scheduler, x, y, gen, step, device, precision,
-                                                    t.grad_clip)
-            preempt = preemption.requested()
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            # Draws for the whole global batch, as one forward over it would make them; each rank uses
-            # the rows of its micro-batches, so depths and h_0 match the single-process run row by row.
+    try:
+        for step in range(start, steps):
+            x, y = stream.batch(step, t.batch_size)
             draws = distributed.draw_global(raw_model, model_cfg, t.batch_size, x.shape[1], gen, step)
-            loss = torch.zeros((), device=device)
-            for k in range(n_micro):
-                a = first_row + k * micro_bs
-                b = a + micro_bs
-                kw = distributed.rows_of_global_draws(draws, a, b, device) or {"generator": gen}
-                with ctx.no_sync(model, sync=k == n_micro - 1):
-                    with autocast(device, precision):
-                        _, micro_loss = model(x[a:b].to(device), y[a:b].to(device), step=step, **kw)
-                    # Each micro-batch's share of the global mean (DDP averages the W ranks' gradients).
-                    (micro_loss * (micro_bs / local_bs)).backward()
-                loss = loss + micro_loss.detach() * (micro_bs / local_bs)
-            preempt = preemption.requested()
+            if not ctx.enabled and n_micro == 1:
+                kw = distributed.rows_of_global_draws(draws, 0, t.batch_size, device) or {"generator": gen}
+                loss, grad_norm, nonfinite = train_step(model, optimizer, scheduler, x, y, gen, step, device,
+                                                        precision, t.grad_clip, forward_kw=kw)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = torch.zeros((), device=device)
+                for k in range(n_micro):
+                    a = first_row + k * micro_bs
+                    b = a + micro_bs
+                    kw = distributed.rows_of_global_draws(draws, a, b, device) or {"generator": gen}
+                    with ctx.no_sync(model, sync=k == n_micro - 1):
+                        with autocast(device, precision):
+                            _, micro_loss = model(to_device(x[a:b], device), to_device(y[a:b], device), step=step,
+                                                  **kw)
+                        # Each micro-batch's share of the global mean (DDP averages the W ranks' gradients).
+                        (micro_loss * (micro_bs / local_bs)).backward()
+                    loss = loss + micro_loss.detach() * (micro_bs / local_bs)
+            # One decision for all ranks: the global loss, "did any rank get the preemption signal" and "is a
+            # timed checkpoint due on any rank's clock", in one all-reduce (no collective in one process).
+            due = bool(every_s) and time.monotonic() - last_save >= every_s
             if ctx.enabled:
-                # One collective for the global loss and "did any rank get the preemption signal".
                 packed = ctx.all_reduce_sum(torch.stack([loss.detach().float(),
-                                                         torch.tensor(float(preempt), device=device)]))
-                loss, preempt = packed[0] / ctx.world_size, bool(packed[1] > 0)
-            grad_norm, nonfinite = clip_and_step(raw_model, optimizer, loss, t.grad_clip)
-            scheduler.step()
-        if t.on_nonfinite == "skip":
-            skipped_new = skipped_new + nonfinite  # on the device: read only when logged or saved
-        elif bool(nonfinite):  # "stop" reads the flag every step
-            emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
-            flush()
-            progress.close()
-            return TrainResult("diverged", step, skipped_steps=skipped)
-
-        done = step + 1
-        # Step 1 too: an unstable injection can blow the state up within the first few steps.
-        if done % LOG_EVERY == 0 or done in (1, steps):
-            metrics = step_metrics(raw_model, loss, grad_norm, scheduler.get_last_lr()[0], done, tokens_per_step,
-                                   settle_skipped(), (done - start) * tokens_per_step / max(time.time() - t0, 1e-9))
-            emit(metrics, done)
-            progress.update(done, loss=metrics["train/loss"], **{"tok/s": metrics["train/tokens_per_s"]})
-        else:
-            progress.update(done)
-        if done % t.eval_every == 0 and done < steps:
-            # Every rank evaluates the whole (small) validation set: same number everywhere, so an
-            # on_eval hook that prunes stops all ranks alike.
-            val_loss = evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)
-            emit({"val/loss": val_loss, **bpb_of({"val/loss": val_loss})}, done)
-            if on_eval is not None:
-                on_eval(done, val_loss)
-        if not ctx.enabled:
-            preempt = preemption.requested()  # a signal during validation counts at once, as before
-        if done < steps and (done % t.checkpoint_every == 0 or preempt):
-            save_checkpoint(done)
-            if preempt:
+                                                         torch.tensor(float(preemption.requested()), device=device),
+                                                         torch.tensor(float(due), device=device)]))
+                loss, preempt, due = packed[0] / ctx.world_size, bool(packed[1] > 0), bool(packed[2] > 0)
+            if ctx.enabled or n_micro > 1:
+                grad_norm, nonfinite = clip_and_step(raw_model, optimizer, loss, t.grad_clip)
+                scheduler.step()
+            if t.on_nonfinite == "skip":
+                skipped_new = skipped_new + nonfinite  # on the device: read only when logged or saved
+            elif bool(nonfinite):  # "stop" reads the flag every step
+                emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
+                writer.wait()
+                if main:
+                    sink.flush()  # a terminal state: the run is recorded as diverged
                 progress.close()
-                preemption.hand_over()
-    progress.close()
+                return TrainResult("diverged", step, skipped_steps=skipped)
 
-    final = {"eval/loss": evaluate(raw_model, val_x, val_y, mu, eval_bs, t.seed)}
-    if model_cfg.kind == "parcae":
-        for T in eval_loops(t, model_cfg):
-            final[f"eval/loss_T{T}"] = evaluate(raw_model, val_x, val_y, T, eval_bs, t.seed)
-    final.update(bpb_of(final))
-    if not all(math.isfinite(v) for v in final.values()):
-        emit(final, steps)
-        flush()
-        return TrainResult("diverged", steps, final, settle_skipped())
-    emit({"val/loss": final["eval/loss"], **bpb_of({"val/loss": final["eval/loss"]}), **final}, steps)
-    save_checkpoint(steps)
-    return TrainResult("finished", steps, final, skipped)
+            done = step + 1
+            fault_point("train.step")  # tests: a crash or a signal on one rank at a chosen step
+            # Step 1 too: an unstable injection can blow the state up within the first few steps.
+            if done % LOG_EVERY == 0 or done in (1, steps):
+                metrics = step_metrics(raw_model, loss, grad_norm, scheduler.get_last_lr()[0], done,
+                                       tokens_per_step, settle_skipped(),
+                                       (done - start) * tokens_per_step / max(time.time() - t0, 1e-9))
+                emit(metrics, done)
+                progress.update(done, loss=metrics["train/loss"], **{"tok/s": metrics["train/tokens_per_s"]})
+            else:
+                progress.update(done)
+            if done % t.eval_every == 0 and done < steps:
+                # Split across the ranks and all-reduced: the same number everywhere, so an on_eval hook that
+                # prunes stops all ranks alike.
+                val_loss = validate(mu)
+                emit({"val/loss": val_loss, **bpb_of({"val/loss": val_loss})}, done)
+                if on_eval is not None:
+                    on_eval(done, val_loss)
+            if not ctx.enabled:
+                preempt = preemption.requested()  # a signal during validation counts at once
+            if done < steps and (done % t.checkpoint_every == 0 or preempt or due):
+                save_checkpoint(done, wait=preempt)
+                if preempt:
+                    progress.close()
+                    preemption.hand_over()
+        progress.close()
+        writer.wait()
+
+        final = {"eval/loss": validate(mu)}
+        if model_cfg.kind == "parcae":
+            for T in eval_loops(t, model_cfg):
+                fault_point("eval.final")
+                final[f"eval/loss_T{T}"] = validate(T)
+        final.update(bpb_of(final))
+        if not all(math.isfinite(v) for v in final.values()):
+            emit(final, steps)
+            if main:
+                sink.flush()
+            return TrainResult("diverged", steps, final, settle_skipped())
+        emit({"val/loss": final["eval/loss"], **bpb_of({"val/loss": final["eval/loss"]}), **final}, steps)
+        save_checkpoint(steps, final=final, wait=True)
+        return TrainResult("finished", steps, final, skipped)
+    except BaseException:
+        # A failure: the write in flight may finish (its metrics stay in the checkpoint for the next start), but
+        # nothing the checkpoint does not cover is flushed.
+        writer.abandon()
+        raise

@@ -138,12 +138,17 @@ def test_a_deleted_status_json_finds_the_run_by_its_hash(tmp_path):
     first = rd.read_status(ident.run_dir)["mlflow_run_id"]
     (ident.run_dir / "status.json").unlink()
     (ident.run_dir / "checkpoint.pt").unlink()
-    run(cfg)  # trains again (nothing says it finished), into the same MLflow run
+    run(cfg)  # trains again from step 0 (nothing says it finished, no checkpoint)
+    # MLflow's history is append-only: the old run, which holds every step, is replaced by one new run that
+    # holds the retrained record once (the old one is deleted, so the identity still has one run).
     runs = _pretrain_runs(tmp_path, ident.hash)
-    assert [r.info.run_id for r in runs] == [first] and runs[0].info.status == "FINISHED"
-    assert rd.read_status(ident.run_dir)["mlflow_run_id"] == first
+    assert len(runs) == 1 and runs[0].info.run_id != first and runs[0].info.status == "FINISHED"
+    assert _client(tmp_path).get_run(first).info.lifecycle_stage == "deleted"
+    assert rd.read_status(ident.run_dir)["mlflow_run_id"] == runs[0].info.run_id
     steps = _steps(ident.run_dir)
     assert steps == sorted(set(steps))  # the retrained run's metrics.jsonl starts afresh
+    history = [m.step for m in _client(tmp_path).get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert history and sorted(history) == sorted(set(history)) == steps
 
 
 def test_a_corrupt_status_json_is_named_and_status_goes_on(finished, tmp_path, capsys):
