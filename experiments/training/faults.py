@@ -5,7 +5,8 @@ only by tests, see tests/faults/) names that point. Its value is `point[:signal[
 
     PARCAE_FAULT=metrics.after_jsonl:SIGKILL          # the first time any rank passes the point
     PARCAE_FAULT=checkpoint.before_write:SIGINT:1:2   # the second time rank 1 passes it
-    PARCAE_FAULT=disk.full:ENOSPC                     # raise OSError(ENOSPC) instead of a signal
+    PARCAE_FAULT=metrics.before_jsonl:ENOSPC          # raise OSError(ENOSPC) instead of a signal
+    PARCAE_FAULT=train.step:SLEEP20:0:3               # hold rank 0 for 20 s (a slow job, for races)
 
 The signal is sent to the process itself, so what follows is what a real kill, Ctrl-C, `scancel` or a
 preemption does at that moment. The points (the lifecycle's order, experiments.training.job):
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV = "PARCAE_FAULT"
 _seen: dict[str, int] = {}
@@ -50,6 +52,9 @@ def fault_point(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] != nth:
+        return
+    if how.startswith("SLEEP"):
+        time.sleep(float(how[5:]))
         return
     if how == "ENOSPC":
         raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")

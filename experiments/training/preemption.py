@@ -46,9 +46,11 @@ def requested() -> bool:
 
 def hand_over() -> None:
     """Called once the checkpoint is written: pass the signal on (submitit may requeue), then stop."""
-    signum = _received
-    log.warning("signal %s: checkpoint written; stopping so that the job can be requeued and resume",
-                signal.Signals(signum).name)
+    # In a data-parallel job the ranks stop together (one all-reduce): a rank that did not get the signal itself
+    # hands over as if it had received SLURM's warning, so that whichever rank requeues (submitit: rank 0) does.
+    signum = _received if _received is not None else signal.SIGUSR2
+    log.warning("signal %s%s: checkpoint written; stopping so that the job can be requeued and resume",
+                signal.Signals(signum).name, "" if _received is not None else " (on another rank)")
     previous = _previous.get(signum)
     if callable(previous):
         previous(signum, None)
