@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import os
 import socket
@@ -40,7 +39,8 @@ from experiments.config.plan import resolve_model
 from experiments.tracking import store as tracking
 from experiments.training.job import CONFIG_NAME, METRICS_NAME, read_metrics
 from experiments.training.progress import fmt_seconds, read_state
-from experiments.training.run_dir import DIVERGED, FAILED, FINISHED, RUNNING, process_alive, read_status
+from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, process_alive, read_status,
+                                          waiting_lock)
 
 MANIFEST = "manifest.json"
 MISSING, INTERRUPTED, CORRUPT = "missing", "interrupted", "corrupt"
@@ -69,8 +69,7 @@ def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: 
     serialise on a lock file next to the manifest."""
     path = manifest_path(root, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".manifest.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with waiting_lock(path.parent / ".manifest.lock"):
         manifest = read_manifest(root, sweep_id) if path.exists() else {"sweep_id": sweep_id, "jobs": [],
                                                                         "invocations": []}
         known = {j["config_hash"] for j in manifest["jobs"]}

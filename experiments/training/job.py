@@ -150,6 +150,12 @@ class Job:
     def _open(self) -> dict[str, Any]:
         try:
             self._lock.acquire()
+        except RunBusyError:
+            # Another process trains it (another sweep over the same point): leave a note, so that the run joins
+            # this sweep when that process records it, and the sweep's analysis and resume see the point.
+            if self.cfg.sweep_id != "adhoc":
+                note_pending_sweep(self.run_dir, self.cfg.sweep_id)
+            raise
         except OSError as err:  # a read-only or vanished runs/: a finished run can still be skipped
             status = read_status(self.run_dir) if self.run_dir.exists() else {}
             if _is_finished(status, self.kind):

@@ -8,6 +8,7 @@ point done?" is one file read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -16,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,10 @@ def clean_temp_files(run_dir: Path) -> list[Path]:
     return removed
 
 
+# What flock(2) raises on a filesystem that does not support it (Lustre without -o flock, some NFS mounts).
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
 class RunLock:
     """An exclusive lock on a run dir: one process trains a run at a time.
 
@@ -102,7 +108,7 @@ class RunLock:
             raise self._busy(holder, self.path) from None
         except OSError as err:
             os.close(fd)
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            if err.errno not in _NO_FLOCK:
                 raise
             log.warning("flock is not available for %s (%s): using an O_EXCL lock file with a heartbeat instead "
                         "(%s)", self.path.parent, err.strerror or err, self.excl_path.name)
@@ -169,6 +175,38 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, waiting for it: a short critical section (creating a store, adding to a
+    sweep's manifest). flock where the filesystem has it; elsewhere RunLock's O_EXCL file, polled."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in _NO_FLOCK:
+                raise
+        else:
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return
+    lock = RunLock(path.parent)
+    lock.excl_path = path.with_name(path.name + ".excl")
+    while True:
+        try:
+            lock._acquire_excl()
+            break
+        except RunBusyError:
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def process_alive(pid: int) -> bool:
