@@ -1,4 +1,4 @@
-"""Analytic parameter counts and training FLOPs per token, following the reference accounting (Parcae arXiv 2604.12946 App. D).
+"""Analytic parameter counts and training FLOPs per token: the reference accounting (Parcae arXiv 2604.12946 App. D) and the FLOPs executed.
 
 The reference counts 6 FLOPs per parameter for everything except the tied embedding/head matrix: value-
 embedding tables (pure lookups) are counted, the output head matmul is not. That is not the textbook count
@@ -100,3 +100,49 @@ def flops_per_token(cfg: ModelConfig) -> int:
 def tokens_for_budget(cfg: ModelConfig, flop_budget: float) -> int:
     """Training tokens an isoFLOP run gets: ⌊budget / F⌋."""
     return int(flop_budget // flops_per_token(cfg))
+
+
+# Executed FLOPs: what a training step multiplies, beside the reference accounting above (which fixes budgets).
+
+
+def _block_matmul_params(cfg: ModelConfig, layer_index: int) -> int:
+    """Weights of one block that enter a matrix multiply: q/k/v/o, the MLP and the VE gate (norms do not)."""
+    d = cfg.d_model
+    ve = cfg.value_embeddings and has_value_embedding(layer_index, cfg.n_unique_layers)
+    return 4 * d * d + 2 * cfg.mlp_ratio * d * d + (_gate_params(cfg) if ve else 0)
+
+
+def executed_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> int:
+    """Training FLOPs per token that the forward and backward actually execute, at the mean depths µ_rec, µ_bwd.
+
+    Counted as torch.utils.flop_counter counts them: every matmul, 2 FLOPs per multiply-add, forward 2·W per
+    weight W, backward 4·W (input and weight gradients); attention 4·d·S per layer forward and twice that
+    backward (QKᵀ and AV over the whole context: no causal halving, as the flop counter and the usual MFU
+    convention count it); norms, RoPE, softmax and elementwise work are not counted. Unlike the reference
+    accounting (flops_per_token): value-embedding tables are lookups (0 FLOPs), the tied output head is a
+    matmul (6·V·d), and gradient-free iterations pay their forward only. The linear injection's state half
+    W_h has no input gradient at the first gradient step (h_0 and the gradient-free state carry none), so
+    that step pays 4·d², not 6·d². seq_len defaults to model.block_size.
+    """
+    d, S = cfg.d_model, cfg.block_size if seq_len is None else seq_len
+    attn = 4 * d * S  # forward, per layer and token; the backward doubles it
+    head = 6 * cfg.vocab_size * d
+
+    def grad_layers(indices) -> int:
+        return sum(6 * _block_matmul_params(cfg, i) + 3 * attn for i in indices)
+
+    if cfg.kind == "transformer":
+        return head + grad_layers(range(cfg.n_layer))
+    P, R, C = cfg.n_prelude, cfg.n_core, cfg.n_coda
+    mu_rec, mu_bwd = cfg.mean_recurrence, cfg.backprop_depth()
+    if cfg.depth_sampling == "poisson-full":  # every iteration is backpropagated
+        mu_bwd = mu_rec
+    mu_bwd = min(mu_bwd, mu_rec)
+    core = range(P, P + R)
+    core_forward = sum(2 * _block_matmul_params(cfg, i) + attn for i in core)
+    injection = {"diagonal": 6 * d * d,  # B once per forward (input_term); the per-step update is elementwise
+                 "add": 0,
+                 # W_e once; W_h every iteration: forward 2·d², backward 4·d² except 2·d² at the first grad step
+                 "linear": 6 * d * d + 2 * d * d * (mu_rec - mu_bwd) + 6 * d * d * mu_bwd - 2 * d * d}[cfg.injection]
+    return (head + grad_layers([*range(P), *range(P + R, P + R + C)]) + 6 * d * d  # C
+            + injection + core_forward * (mu_rec - mu_bwd) + grad_layers(core) * mu_bwd)

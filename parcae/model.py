@@ -87,18 +87,21 @@ class _TiedEmbeddingLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def compile_blocks(self) -> None:
+    def compile_blocks(self, backend: str = "inductor") -> None:
         """torch.compile every transformer block in place, so parameter names (and checkpoints) stay as
         they are. Loop depths vary per sequence, so the core's batch dimension varies from iteration to
-        iteration: it becomes dynamic after its first change (one recompile), not one graph per size.
-        Blocks share one code object, and (value gate or not) × (grad mode) × (static, dynamic batch)
-        already makes 8 graphs, dynamo's default limit; past it, new variants would silently run eagerly."""
+        iteration: it becomes dynamic after its first change (one recompile), not one graph per size, and
+        the loop count itself never reaches a block (the loop is Python around it), so evaluating at any
+        number of test-time loops or batch sizes adds no graph (tests/parcae/test_compile_recompiles.py
+        counts them). Blocks share one code object, and (value gate or not) × (grad mode) × (static,
+        dynamic batch) can make 8 graphs, dynamo's default limit; past it, new variants would silently run
+        eagerly, so the limit is raised. `backend` is torch.compile's (tests trace with a cheap one)."""
         import torch._dynamo
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
         for module in self.modules():
             if isinstance(module, Block):
-                module.compile()
+                module.compile(backend=backend)
 
     def generate(
         self,

@@ -28,8 +28,10 @@ def _published(name: str) -> list[ModelConfig]:
         vocab_size=_PUBLISHED_VOCAB, block_size=_PUBLISHED_CONTEXT, d_model=d, n_head=d // _PUBLISHED_HEAD_DIM
     )
     return [
+        # µ_bwd left to the rule ceil(µ_rec / 2) (paper Eq. 6): 4 at the published µ_rec = 8, and valid for
+        # the µ_rec = 1, 2, ... of an isoFLOP sweep (a fixed 4 would exceed them).
         ModelConfig(name=name, kind="parcae", n_prelude=depth, n_core=depth, n_coda=depth,
-                    mean_recurrence=8, mean_backprop=4, **shared),
+                    mean_recurrence=8, **shared),
         ModelConfig(name=f"transformer-{name}", kind="transformer", n_layer=layers, **shared),
     ]
 

@@ -141,6 +141,7 @@ class SweepSchema:
     varied: list[str] = field(default_factory=list)
     # Validate every point and print its tokens, steps, micro-batch, memory and estimated cost; submit nothing.
     dry_run: bool = False
+    gpu_memory_gb: float = 80.0  # the dry run's memory check per GPU (an H100 SXM; parcae.memory)
 
 
 @dataclass

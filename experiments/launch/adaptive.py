@@ -122,7 +122,7 @@ def run(overrides: list[str]) -> int:
     if rc != 0:
         return rc
     cfg = _compose(overrides)
-    if not cfg.sweep.adaptive:
+    if not cfg.sweep.adaptive or cfg.sweep.dry_run:  # a dry run trained nothing to extend
         return 0
     root = Path(cfg.paths.root).resolve()
     record_path = root / "sweeps" / cfg.sweep_id / RECORD

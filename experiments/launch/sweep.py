@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from experiments.tracking import store as tracking
 from experiments.config.errors import ConfigError, TrackingError, fail
-from experiments.config.plan import plan
+from experiments.config.plan import budget_overrides, plan
 from experiments.launch.sweep_status import write_manifest
 from experiments.training.job import identify
 
@@ -38,9 +38,15 @@ from experiments.training.job import identify
 def grid_overrides(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[list[str]]:
     """The override list of every job of the grid, built exactly as the basic sweeper builds it
     (cartesian product; a command-line value replaces the sweep file's for the same key)."""
-    args = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    args += [o for o in task_overrides if not o.startswith("hydra.")]
+    args = grid_args(sweeper_params, task_overrides)
+    args = budget_overrides(args)  # a grid over one budget key nulls the other's default
     return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+
+
+def grid_args(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> list[str]:
+    """The sweep file's grid, then the command line's overrides (a later value of a key wins)."""
+    return [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + \
+        [o for o in task_overrides if not o.startswith("hydra.")]
 
 
 def effective_grid(sweeper_params: dict[str, str] | None, task_overrides: list[str]) -> dict[str, str]:
@@ -66,11 +72,8 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
         try:
             cfg = compose(config_name=config_name, overrides=overrides)
             p = plan(cfg)
-        except ConfigError as err:
-            errors.append(f"  {' '.join(overrides)} -> {err}")
-            continue
-        except Exception as err:  # e.g. an unknown config group option
-            errors.append(f"  {' '.join(overrides)} -> {type(err).__name__}: {' '.join(str(err).split())}")
+        except Exception as err:  # a ConfigError, or e.g. an unknown config group option
+            errors.append(point_error(overrides, err))
             continue
         key = (Path(cfg.paths.root).resolve(), json.dumps(OmegaConf.to_container(cfg.data)), p.model.block_size)
         try:
@@ -81,6 +84,12 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
             errors.append(f"  {' '.join(overrides)} -> {err}")
     stop_on_invalid_points(errors, len(grid))
     return jobs
+
+
+def point_error(overrides: list[str], err: Exception) -> str:
+    """One line of the invalid-points message: the point's overrides and what is wrong with it."""
+    what = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return f"  {' '.join(overrides)} -> {what}"
 
 
 def stop_on_invalid_points(errors: list[str], n_points: int) -> None:
@@ -153,6 +162,12 @@ class PrepareSweep(Callback):
             self._prepare(config)
 
     def _prepare(self, config: DictConfig) -> None:
+        from experiments.launch import dry_run, preflight  # both import this module
+
+        if config.sweep.get("dry_run"):
+            dry_run.report(config)  # validates and prices every point, then exits: nothing is launched
+        preflight.check_device(config.train.device,
+                               needs_visible_gpu=preflight.runs_here(config.hydra.launcher.get("_target_")))
         task_overrides = list(config.hydra.overrides.task)
         jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides)
         n = len(jobs)
@@ -162,6 +177,9 @@ class PrepareSweep(Callback):
         self._parent = prepare_tracking(config, n)
         if self._parent:
             _hand_to_jobs(config, PARENT_OVERRIDE, self._parent[1])
+        args = grid_args(config.hydra.sweeper.get("params"), task_overrides)
+        for extra in budget_overrides(args)[len(args):]:  # the jobs compose as grid_overrides did
+            _hand_to_jobs(config, *extra.split("=", 1))
         varied = list(effective_grid(config.hydra.sweeper.get("params"), task_overrides))
         if varied:
             _hand_to_jobs(config, VARIED_OVERRIDE, f"[{','.join(repr(k) for k in varied)}]")

@@ -361,7 +361,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
             if t.on_nonfinite == "skip":
                 skipped_new = skipped_new + nonfinite  # on the device: read only when logged or saved
             elif bool(nonfinite):  # "stop" reads the flag every step
-                emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step)
+                # At step + 1, where the log puts the loss of step index `step` (step itself may hold the last one).
+                emit({"train/loss": loss.item(), "train/nonfinite_step": step}, step + 1)
                 writer.wait()
                 if main:
                     sink.flush()  # a terminal state: the run is recorded as diverged
