@@ -70,6 +70,7 @@ def eval_loops(train_cfg: Any, model: ModelConfig) -> list[int]:
 
 def resolve_model(model_cfg: Any) -> ModelConfig:
     m = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    check_finite("model", m)
     name = m.get("name")
     if name not in PRESETS:
         raise ConfigError("model.name", name, "unknown model preset",
@@ -97,6 +98,15 @@ def check_plain_name(key: str, value: Any) -> str:
     return value
 
 
+def check_subdir(key: str, value: Any) -> str:
+    """A folder given relative to paths.root that stays inside it: no absolute path, no `..`."""
+    parts = str(value).replace("\\", "/").split("/")
+    if not isinstance(value, str) or not value.strip() or value.startswith(("/", "~")) or ".." in parts:
+        raise ConfigError(key, value, "must be a folder inside paths.root (relative, without ..)",
+                          f"e.g. {key}=tune, or move paths.root to where the files should go")
+    return value
+
+
 def check_uri_has_no_password(key: str, uri: Any) -> None:
     """Credentials never go into configs (they would be written to Hydra's output dirs and run dirs)."""
     if isinstance(uri, str) and _URI_PASSWORD.search(uri):
@@ -107,9 +117,63 @@ def check_uri_has_no_password(key: str, uri: Any) -> None:
 _URI_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:[^@/\s]+@")
 
 
+def check_known_keys(node: Any, path: str = "") -> None:
+    """Every key of a schema-backed node is a field of its schema. Hydra adds any key given with `+`
+    (`+foo=1`, `+train.lr_typo=1`), which would only change the run's hash; here it is refused."""
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        name = f"{path}.{key}" if path else str(key)
+        if fields is not None and key not in fields:
+            raise ConfigError(name, "...", "is not a key of the config (a `+` override adds any key)",
+                              f"drop +{name}, or fix its spelling (python -m experiments.show_config lists the keys)")
+        check_known_keys(node._get_node(key), name)
+
+
+def check_finite(path: str, node: Any) -> None:
+    """No float anywhere in the config is nan or ±inf (`model.rope_theta=nan` would train a diverged run)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            check_finite(f"{path}.{key}" if path else str(key), value)
+    elif isinstance(node, list):
+        for value in node:
+            check_finite(path, value)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(path, node, "must be a finite number", f"set {path} to a finite value (or null where allowed)")
+
+
+SEED_MAX = 2**32 - 1  # the range every generator accepts (numpy's is the narrowest)
+MAX_STEPS = 10**9  # far beyond any real run: a budget buying more is a typo (e.g. flop_budget=1e300)
+
+
 def _finite_positive(key: str, value: Any, example: str) -> None:
     if value is not None and (not math.isfinite(value) or value <= 0):
         raise ConfigError(key, value, "must be a finite positive number", f"e.g. {key}={example}")
+
+
+BUDGET_KEYS = ("train.tokens", "train.flop_budget")
+
+
+def budget_overrides(overrides: list[str]) -> list[str]:
+    """The one rule for the two budget keys: the one that overrides (a command line, a sweep's grid) name
+    wins over the other's default, so `train.flop_budget=5e12` alone nulls the default `train.tokens`
+    (`<other>=null` is appended). Both named with a value: ConfigError. A config file's values stay
+    defaults; `plan` then still wants exactly one set."""
+    named: dict[str, str | None] = {}  # key -> the value given (None: given as null or deleted)
+    for o in overrides:
+        key, eq, value = o.lstrip("+").partition("=")
+        if key.lstrip("~") in BUDGET_KEYS:  # ~train.tokens deletes it: not set
+            named[key.lstrip("~")] = value if eq and value.strip().lower() not in ("null", "none", "") else None
+    if all(named.get(k) for k in BUDGET_KEYS):
+        raise ConfigError("train.tokens", named["train.tokens"],
+                          f"given together with train.flop_budget={named['train.flop_budget']}; a run has one budget",
+                          "keep one of them (the other then defaults to null)")
+    return list(overrides) + [f"{other}=null" for key, other in (BUDGET_KEYS, BUDGET_KEYS[::-1])
+                              if named.get(key) and other not in named]
 
 
 def plan(cfg: DictConfig) -> Plan:
@@ -122,7 +186,9 @@ def plan(cfg: DictConfig) -> Plan:
     _finite_positive("train.tokens", t.tokens, "500000")
     if (t.tokens is None) == (t.flop_budget is None):
         raise ConfigError("train.tokens", t.tokens, "set exactly one of train.tokens and train.flop_budget",
-                          "pass train.tokens=N or train.flop_budget=C, and null the other")
+                          "pass train.tokens=N or train.flop_budget=C (the other then defaults to null)")
+    if not 0 <= t.seed <= SEED_MAX:
+        raise ConfigError("train.seed", t.seed, f"must lie in [0, {SEED_MAX}] (2**32 - 1)", "e.g. train.seed=0")
     for key in ("batch_size", "eval_every", "checkpoint_every"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}", t[key], "must be a positive integer", f"set train.{key} ≥ 1")
@@ -164,6 +230,8 @@ def plan(cfg: DictConfig) -> Plan:
         raise ConfigError("train.precision", t.precision, "unknown precision", f"use one of {', '.join(PRECISIONS)}")
     if not t.test_loops or min(t.test_loops) < 1:
         raise ConfigError("train.test_loops", list(t.test_loops), "needs loop counts ≥ 1", "e.g. [1,2,4,8,16]")
+    check_finite("", cfg)
+    check_known_keys(cfg)
     validate_data(cfg.data, model.vocab_size)
 
     fpt = flops_per_token(model)
@@ -185,6 +253,9 @@ def plan(cfg: DictConfig) -> Plan:
                           f"(train.batch_size × model.block_size = {tokens_per_step:,} tokens at "
                           f"{fpt:,} FLOPs/token)",
                           f"raise it to at least {minimum}, or lower train.batch_size")
+    if steps > MAX_STEPS:
+        raise ConfigError(key, value, f"buys {steps:.3g} optimizer steps, more than the {MAX_STEPS:.0e} any run "
+                                      "here can take", "lower it (e.g. train.flop_budget=2e12 or train.tokens=500000)")
     counts = param_counts(model)
     return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"], counts["core"])
 

@@ -9,6 +9,7 @@ yields documents in a fixed order, which is what makes shards and the run's toke
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from experiments.config.errors import ConfigError
 SOURCES = ("stdlib", "text", "jsonl", "parquet", "hf")
 _LOCAL = {"text", "jsonl", "parquet"}
 _BUILDER = {"jsonl": "json", "parquet": "parquet"}
+_FIX = {"jsonl": "parquet or data=text if the files are not one JSON object per line",
+        "parquet": "jsonl or data=text if the files are not parquet"}
 
 
 def local_files(data) -> list[Path]:
@@ -82,12 +85,30 @@ def _dataset(data, cache_dir: Path):
 
 
 def _dataset_documents(data, cache_dir: Path) -> Iterator[str]:
-    ds = _dataset(data, cache_dir)
-    if ds.column_names is not None and data.text_field not in ds.column_names:
-        raise ConfigError("data.text_field", data.text_field, f"no such column (columns: {ds.column_names})",
-                          "set data.text_field to the column that holds the text")
-    for batch in ds.iter(batch_size=1024):
-        yield from (t for t in batch[data.text_field] if t)
+    from datasets.exceptions import DatasetsError
+
+    # `datasets` logs its own multi-line error before raising; the ConfigError below is the one line.
+    quiet = logging.getLogger("datasets")
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        ds = _dataset(data, cache_dir)
+        if ds.column_names is not None and data.text_field not in ds.column_names:
+            raise ConfigError("data.text_field", data.text_field, f"no such column (columns: {ds.column_names})",
+                              "set data.text_field to the column that holds the text")
+        for batch in ds.iter(batch_size=1024):
+            if data.text_field not in batch:  # streaming: the columns are known only once read
+                raise ConfigError("data.text_field", data.text_field, f"no such column (columns: {list(batch)})",
+                                  "set data.text_field to the column that holds the text")
+            yield from (t for t in batch[data.text_field] if t)
+    except (ValueError, OSError, DatasetsError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        if isinstance(err, ConfigError) or data.source not in _LOCAL:
+            raise
+        cause = err.__cause__ or err
+        raise ConfigError("data.paths", list(data.paths), f"cannot be read as {data.source} "
+                          f"({type(cause).__name__}: {' '.join(str(cause).split())[:200]})",
+                          f"fix or remove the malformed file, or use data={_FIX[data.source]}") from None
+    finally:
+        quiet.level = level
 
 
 def documents(data, cache_dir: Path) -> Iterator[str]:

@@ -12,10 +12,11 @@ from experiments.data import tokenizer as tokenizers
 
 def validate(data, model_vocab: int) -> None:
     sources.check(data)
-    if data.source == "stdlib":
-        return
     if data.tokenizer not in ("byte", "bpe"):
         raise ConfigError("data.tokenizer", data.tokenizer, "unknown tokenizer", "use byte or bpe")
+    if data.source == "stdlib":  # the embedded corpus is always byte tokens
+        _check_vocab(256, model_vocab)
+        return
     _check_encoder(data.encoder)
     for key, low in (("shard_docs", 1), ("shard_chars", 1), ("workers", 0), ("pack_buffer", 1), ("tokenizer_train_chars", 1)):
         if data[key] < low:
@@ -31,6 +32,10 @@ def validate(data, model_vocab: int) -> None:
         vocab = data.bpe_vocab_size
         if vocab <= 256 + len(tokenizers.SPECIALS):
             raise ConfigError("data.bpe_vocab_size", vocab, "too small for 256 bytes + specials", "e.g. 32768")
+    _check_vocab(vocab, model_vocab)
+
+
+def _check_vocab(vocab: int, model_vocab: int) -> None:
     if vocab > model_vocab:
         raise ConfigError("model.vocab_size", model_vocab,
                           f"smaller than the tokenizer's vocabulary ({vocab} tokens)",

@@ -56,7 +56,7 @@ from experiments.tracking import store as tracking
 from experiments.config.schema import Config, register
 from experiments.config.cli_help import print_help, wants_help
 from experiments.config.errors import ConfigError, one_line
-from experiments.config.plan import check_plain_name, plan
+from experiments.config.plan import budget_overrides, check_plain_name, check_subdir, plan
 from experiments.training.job import identify
 from experiments.training.pretrain import run
 from experiments.training.run_dir import process_alive, read_status, write_status
@@ -193,6 +193,7 @@ def validate(base: DictConfig, tune: DictConfig) -> dict[str, dict[str, Any]]:
     """Everything a study needs, checked before anything starts; raises ConfigError naming the key."""
     plan(base)
     check_plain_name("tune.name", tune.name)
+    check_subdir("tune.dir", tune.dir)
     if tune.study is not None:
         check_plain_name("tune.study", tune.study)
 
@@ -448,7 +449,7 @@ def _compose(argv: list[str]) -> tuple[DictConfig, DictConfig, list[str]]:
     the rest to conf/config.yaml, both with Hydra's override grammar."""
     is_tune = lambda o: o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "tune"  # noqa: E731
     tune_over = [o for o in argv if is_tune(o)]
-    base_over = [o for o in argv if not is_tune(o)]
+    base_over = budget_overrides([o for o in argv if not is_tune(o)])  # a named budget nulls the other
     group = [o for o in tune_over if o.lstrip("+").split("=", 1)[0] == "tune"]
     rest = [o for o in tune_over if o not in group]
     choice = group[-1].split("=", 1)[1] if group else "lr"
@@ -487,9 +488,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{tune.workers} {tune.launcher} worker(s); storage {path}")
         return 0
 
+    if base.tracking.enabled and base.tracking.uri:
+        tracking.check_uri(base.tracking.uri)  # before the study's folder is written
     store = storage(path)
-    OmegaConf.save(OmegaConf.create({"overrides": argv, "tune": tune, "base": base}), path.parent / "study.yaml",
-                   resolve=True)
+    study_record = OmegaConf.to_container(OmegaConf.create({"overrides": argv, "tune": tune, "base": base}),
+                                          resolve=True)
+    OmegaConf.save(OmegaConf.create(tracking.redact_config(study_record)), path.parent / "study.yaml")
     if base.tracking.enabled:  # once, here: parallel first-time creation of the sqlite store races
         tracking.ensure_experiment(base.tracking.uri or tracking.default_uri(root), base.tracking.experiment,
                                    root / "mlartifacts")

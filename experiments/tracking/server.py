@@ -8,8 +8,10 @@ The server owns the store and serves the artifacts (`--serve-artifacts`), so job
 nothing but its URL. The process becomes `mlflow server` (exec), so its pid is the server's: stop it
 with `kill <pid>`.
 
-Security: on loopback (127.0.0.0/8, ::1, localhost) the server runs without authentication, like
-`make ui`. Any other bind address turns on MLflow's basic authentication (`--app-name basic-auth`),
+Security, one rule for every server the project starts (this one, `make ui`, `make tune-ui`: `check_bind`):
+on loopback (127.0.0.0/8, ::1, localhost) the server runs without authentication. Any other bind
+address turns on MLflow's basic authentication (`--app-name basic-auth`; optuna-dashboard has none, so
+it stays on loopback),
 which is also available on loopback with `--auth`. Its admin account is taken from the environment,
 MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, the same variables MLflow's client reads in the
 jobs; without them the server refuses to start. Credentials never go into a file, a command line or a
@@ -56,6 +58,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(host: str, environ: Mapping[str, str], what: str, *, supports_auth: bool = True,
+               asked: bool = False) -> bool:
+    """The one rule for every server the project starts (the tracking server, `make ui`, `make tune-ui`):
+    loopback only, unless credentials are configured. Returns whether authentication is on: on any
+    non-loopback address (or when asked), with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD set.
+    Raises LaunchError otherwise, and always for a server that has no authentication off loopback."""
+    if not (asked or not is_loopback(host)):
+        return False
+    why = "--auth was given" if is_loopback(host) else f"--host {host} is not loopback"
+    if not supports_auth:
+        raise LaunchError(f"refusing to start {what}: {why}, and it has no authentication. Bind 127.0.0.1 and "
+                          f"reach it through an SSH tunnel (ssh -L <port>:127.0.0.1:<port> <this host>). "
+                          "Nothing was started.")
+    missing = [name for name in (USER_ENV, PASSWORD_ENV) if not environ.get(name)]
+    if missing:
+        raise LaunchError(
+            f"refusing to start {what}: {why}, which requires MLflow basic authentication, "
+            f"and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Export "
+            f"{USER_ENV} and {PASSWORD_ENV} (the server's admin account; jobs use the same variables) "
+            f"and run again, or bind 127.0.0.1. Nothing was started.")
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise LaunchError("MLflow basic authentication needs the `auth` extra (Flask-WTF): "
+                          "pip install 'mlflow[auth]==3.17.2'. Nothing was started.")
+    return True
+
+
+def basic_auth(root: Path, env: dict[str, str], default_permission: str = "READ",
+               auth_database_uri: str | None = None) -> list[str]:
+    """MLflow's basic-auth app for `mlflow server` / `mlflow ui`: its extra arguments; sets up `env` (the
+    secret-free auth config, the admin account from the credentials, a static Flask secret)."""
+    if not env.get("MLFLOW_AUTH_CONFIG_PATH"):
+        ini = root / "mlflow_auth.ini"
+        ini.parent.mkdir(parents=True, exist_ok=True)
+        ini.write_text(AUTH_INI.format(default_permission=default_permission,
+                                       database_uri=auth_database_uri or f"sqlite:///{root / 'mlflow_auth.db'}"))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+    env["MLFLOW_AUTH_ADMIN_USERNAME"] = env[USER_ENV]
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = env[PASSWORD_ENV]
+    # Static for the server's lifetime, shared by its workers (CSRF in the auth UI).
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
+    return ["--app-name", "basic-auth"]
+
+
 def _mask(uri: str) -> str:
     return re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", uri)
 
@@ -88,19 +133,7 @@ def build(args: argparse.Namespace, environ: Mapping[str, str] | None = None) ->
     root = Path(args.root).resolve()
     backend = args.backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
     artifacts = args.artifacts_destination or str(root / "mlartifacts")
-    auth = args.auth or not is_loopback(args.host)
-    if auth:
-        missing = [name for name in (USER_ENV, PASSWORD_ENV) if not env.get(name)]
-        if missing:
-            why = "--auth was given" if is_loopback(args.host) else f"--host {args.host} is not loopback"
-            raise LaunchError(
-                f"refusing to start the MLflow server: {why}, which requires MLflow basic authentication, "
-                f"and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Export "
-                f"{USER_ENV} and {PASSWORD_ENV} (the server's admin account; jobs use the same variables) "
-                f"and run again, or bind 127.0.0.1. Nothing was started.")
-        if importlib.util.find_spec("flask_wtf") is None:
-            raise LaunchError("MLflow basic authentication needs the `auth` extra (Flask-WTF): "
-                              "pip install 'mlflow[auth]==3.17.2'. Nothing was started.")
+    auth = check_bind(args.host, env, "the MLflow server", asked=args.auth)
     if backend.startswith("sqlite:///"):
         Path(backend[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if "://" not in artifacts:
@@ -112,18 +145,7 @@ def build(args: argparse.Namespace, environ: Mapping[str, str] | None = None) ->
     if args.allowed_hosts:
         argv += ["--allowed-hosts", args.allowed_hosts]
     if auth:
-        argv += ["--app-name", "basic-auth"]
-        if not env.get("MLFLOW_AUTH_CONFIG_PATH"):
-            ini = root / "mlflow_auth.ini"
-            ini.parent.mkdir(parents=True, exist_ok=True)
-            ini.write_text(AUTH_INI.format(
-                default_permission=args.default_permission,
-                database_uri=args.auth_database_uri or f"sqlite:///{root / 'mlflow_auth.db'}"))
-            env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
-        env["MLFLOW_AUTH_ADMIN_USERNAME"] = env[USER_ENV]
-        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = env[PASSWORD_ENV]
-        # Static for the server's lifetime, shared by its workers (CSRF in the auth UI).
-        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_urlsafe(32))
+        argv += basic_auth(root, env, args.default_permission, args.auth_database_uri)
     return argv, env
 
 

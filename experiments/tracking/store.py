@@ -6,12 +6,15 @@ default) or an `mlflow server` over HTTP (`tracking=server`, started with `pytho
 experiments.mlflow_server`); credentials for a server with basic auth come from the environment
 (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, read by MLflow's client), never from configs.
 
-Nothing that looks like a secret reaches MLflow: params and tags pass through `redact` first.
+Nothing that looks like a secret is written: this module is the one secret filter. Params and tags pass
+through `redact` (a secret is dropped), run names and dataset inputs through `scrub`, config copies (the
+run dir's and MLflow's config.yaml, Hydra's .hydra/ and multirun.yaml, a study's study.yaml) through
+`redact_config`, and Hydra's job logs through `RedactingFilter`.
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import logging
 import os
 import re
@@ -23,13 +26,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.config.errors import TrackingError
+# The tracking contract shared with analysis/ (stdlib only), re-exported under the old names.
+from tracking_contract import (MEMBER_TAG, PARENT_TAG, SWEEP_KIND, check_server, find_sweep_parent,  # noqa: F401
+                               is_http, member_filter, member_tag)
+from tracking_contract import quote as _quote  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +43,8 @@ _MAX_METRICS = 1000  # mlflow's per-batch limits
 _MAX_PARAMS = 100
 _MAX_PARAM_LEN = 6000
 
-PARENT_TAG = "mlflow.parentRunId"
-SWEEP_KIND = "sweep"
-# A run belongs to every sweep whose grid holds its identity, whoever trained it: one tag per sweep
-# (`sweep.member.<sweep_id>` = "true"), next to the `sweep_id` tag of the sweep that trained it.
-MEMBER_TAG = "sweep.member.{}"
-
-
-def member_tag(sweep_id: str) -> str:
-    return MEMBER_TAG.format(sweep_id)
-
-
-def member_filter(sweep_id: str) -> str:
-    """The search_runs filter of a sweep's members (keys with dots are quoted with backticks)."""
-    return f"tags.`{member_tag(sweep_id)}` = 'true'"
-
-
 def default_uri(root: Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
-
-
-def is_http(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
 
 
 # --- secrets never reach MLflow ------------------------------------------------------------------
@@ -79,7 +65,8 @@ _SECRET_VALUE = re.compile(
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 # Environment variables whose values must never appear in a logged value (HF_TOKEN, the tracking
 # password, AWS_SECRET_ACCESS_KEY, ...).
-_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH_?KEY", re.IGNORECASE)
+_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH_?KEY|(?:^|_)KEY(?:_|$)",
+                         re.IGNORECASE)
 _URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 REDACTED = "***"
 
@@ -145,29 +132,47 @@ def redact_config(node: Any, environ: Mapping[str, str] | None = None, _path: st
         return REDACTED if _path and is_secret_key(_path) and node is not None else node
     if is_secret_key(_path):
         return REDACTED
-    clean = redact_value(str(node), _secrets=_secrets)
-    return REDACTED if clean is None else clean
+    return scrub(str(node), _secrets=_secrets)
+
+
+def scrub(text: str, environ: Mapping[str, str] | None = None, *, _secrets: list[str] | None = None) -> str:
+    """Free text (a log line, an override list, a dataset's description) with every secret in it replaced
+    by "***": known token formats, values of secret-looking environment variables, URI passwords, and the
+    value of a `key=value` whose key names a credential (`data.hf_token=...`)."""
+    if _secrets is None:
+        _secrets = _secret_env_values(environ_snapshot() if environ is None else environ)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    text = _KEY_VALUE.sub(lambda m: f"{m['key']}={REDACTED}" if is_secret_key(m["key"]) else m[0], text)
+    return _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+
+_KEY_VALUE = re.compile(r"(?P<key>[A-Za-z_][\w.-]*)=(?P<value>[^\s,'\"\]]+)")
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs every record (Hydra's job logs under outputs/ and multirun/ hold the
+    launcher's `#1 : <overrides>` lines). Used by conf/hydra/job_logging/redacted.yaml."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_dataset(item: DatasetInput) -> DatasetInput:
+    """A dataset input with its name, source, schema, profile and tags scrubbed: MLflow stores them in its
+    `datasets` and `input_tags` tables (data.name=$HF_TOKEN would be stored verbatim)."""
+    d = item.dataset
+    clean = Dataset(name=scrub(d.name), digest=scrub(d.digest), source_type=d.source_type,
+                    source=scrub(d.source), schema=d.schema and scrub(d.schema), profile=d.profile and scrub(d.profile))
+    return DatasetInput(clean, tags=[InputTag(t.key, scrub(t.value)) for t in item.tags or []])
 
 
 # --- the store -----------------------------------------------------------------------------------
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingError unless an MLflow server answers at `uri` (its unauthenticated /health).
-
-    MLflow's own client retries for minutes before it gives up; this fails in seconds with the fix."""
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return  # something answers (e.g. 401 behind a proxy): let the client report the details
-    except (urllib.error.URLError, OSError) as err:
-        shown = redact_value(uri, {}) or REDACTED
-        raise TrackingError(
-            f"no MLflow server answers at {shown} ({getattr(err, 'reason', err)}). Start one with "
-            f"`python -m experiments.mlflow_server --port {urlsplit(uri).port or 5000}` (or `make mlflow-server`), "
-            f"or set tracking.uri=..., or use tracking=sqlite") from None
-
 
 def check_sqlite(db: Path) -> None:
     """Raise TrackingError unless a sqlite store can be written at `db` (sqlite would say "unable to open
@@ -178,6 +183,55 @@ def check_sqlite(db: Path) -> None:
     if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise TrackingError(f"the tracking store {db} is read-only; make it writable, or point tracking.uri "
                             "at a writable sqlite file, or run with tracking.enabled=false")
+    if db.is_dir() or (db.exists() and db.stat().st_size and _header(db) != _SQLITE_HEADER):
+        raise TrackingError(f"tracking.uri: {db} is not a sqlite database; point tracking.uri at a sqlite file "
+                            "(sqlite:///<folder>/mlflow.db; a missing file is created), or null for <paths.root>/mlflow.db")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every sqlite database file (an empty file is new)
+_USABLE = ("the stores training logs to are sqlite:///<folder>/mlflow.db (tracking=sqlite, the default) and an "
+           "MLflow server at http(s)://host:port (tracking=server); set tracking.uri to one, or null for the default")
+
+
+def _header(db: Path) -> bytes:
+    with open(db, "rb") as fh:
+        return fh.read(len(_SQLITE_HEADER))
+
+
+def check_uri(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingError (one line, with the fix) unless training can log to `uri`: a sqlite file that is
+    (or can become) a database in a writable folder, or an MLflow server. `file://` stores, other schemes
+    and an HTTP server that is not MLflow fail here, before anything is written, not inside MLflow."""
+    shown = redact_value(uri, {}) or REDACTED
+    if is_http(uri):
+        check_server(uri, timeout)
+        _check_mlflow_api(uri, shown, timeout)
+    elif uri.startswith("sqlite:///"):
+        check_sqlite(Path(uri[len("sqlite:///"):]))
+    else:
+        raise TrackingError(f"tracking.uri={shown!r} is not a store training can log to: {_USABLE}")
+
+
+def _check_mlflow_api(uri: str, shown: str, timeout: float) -> None:
+    """An MLflow server answers its REST API in JSON (a 404 for an unknown experiment included); a web server
+    that is not MLflow answers with a page or an empty 404. 401/403: a server with auth, left to the client."""
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=parcae-probe"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = resp.read(65536)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return
+        body = err.read(65536)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise TrackingError(f"the tracking server at {shown} did not answer MLflow's API ({err}); {_USABLE}") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not ({"error_code", "experiment"} & answer.keys()):
+        raise TrackingError(f"{shown} answers, but not as an MLflow tracking server (its REST API is missing); "
+                            f"{_USABLE}")
 
 
 @contextmanager
@@ -188,13 +242,11 @@ def _creation_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
+    from experiments.training.run_dir import waiting_lock  # flock, or a lock file where flock is missing
+
     db = Path(uri[len("sqlite:///"):])
-    with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with waiting_lock(db.with_name(db.name + ".lock")):
+        yield
 
 
 def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
@@ -204,15 +256,15 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     server, the server owns the store and the artifacts (its --artifacts-destination), so no local
     artifact location is set.
     """
-    if is_http(uri):
-        check_server(uri)
-    elif uri.startswith("sqlite:///"):
-        check_sqlite(Path(uri[len("sqlite:///"):]))
+    check_uri(uri)
     with _creation_lock(uri):
         return _ensure_experiment(uri, name, artifact_root)
 
 
 def _ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
+    if uri == default_uri(artifact_root.parent):  # this project's own sqlite store: its artifacts stay beside it
+        from experiments.tracking.relocate import follow_project
+        follow_project(artifact_root.parent / "mlflow.db", artifact_root)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -247,17 +299,6 @@ def sweep_parent_run(uri: str, experiment_id: str, sweep_id: str,
         return run_id
     base = {"sweep_id": sweep_id, "run_kind": SWEEP_KIND}
     return client.create_run(experiment_id, tags={**extra, **base}, run_name=f"sweep-{sweep_id}").info.run_id
-
-
-def find_sweep_parent(client: MlflowClient, experiment_id: str, sweep_id: str):
-    """The sweep's parent run (the oldest, should two drivers have raced), or None."""
-    found = client.search_runs([experiment_id], f"tags.sweep_id = '{_quote(sweep_id)}' and tags.run_kind = '{SWEEP_KIND}'",
-                               order_by=["attributes.start_time ASC"], max_results=1)
-    return found[0] if found else None
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def find_run(client: MlflowClient, experiment_id: str, run_id: str | None, config_hash: str,
@@ -310,7 +351,8 @@ class RunTracker:
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
         if run_id is None:
-            self.run_id = self.client.create_run(experiment_id, tags=redact(tags), run_name=run_name).info.run_id
+            self.run_id = self.client.create_run(experiment_id, tags=redact(tags),
+                                                 run_name=scrub(run_name) if run_name else run_name).info.run_id
         else:
             self.run_id = run_id
             if resume:  # not for a finished run that is only tagged (e.g. as a member of another sweep)
@@ -335,15 +377,25 @@ class RunTracker:
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
     def flush(self) -> None:
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:_MAX_METRICS], self._buffer[_MAX_METRICS:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+        """Send the buffered metrics. A store that vanished or broke mid-run is one TrackingError: the run dir
+        holds every metric (metrics.jsonl), and the next start logs what the store lacks (training.record)."""
+        try:
+            while self._buffer:
+                chunk = self._buffer[:_MAX_METRICS]
+                self.client.log_batch(self.run_id, metrics=chunk)
+                self._buffer = self._buffer[_MAX_METRICS:]
+        except Exception as err:  # MlflowException, sqlalchemy's OperationalError, a refused connection
+            self._buffer = []
+            raise TrackingError(f"the MLflow store could not record run {self.run_id} ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:160]}); the run dir keeps every metric: repair or "
+                                f"restore the store, then rerun the same command (it resumes and logs what the store "
+                                f"lacks)") from None
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_inputs(self, datasets: list) -> None:
-        self.client.log_inputs(self.run_id, datasets=datasets)
+        self.client.log_inputs(self.run_id, datasets=[redact_dataset(d) for d in datasets])
 
     def finish(self, status: str) -> None:
         """status: FINISHED, FAILED or KILLED. Always flushes first."""

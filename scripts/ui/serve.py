@@ -14,6 +14,10 @@ with no search filter; so the address also filters on the experiment's training 
 (``tags.run_kind = 'pretrain'``, or 'finetune') and sorts them by name. They stand flat, one row each,
 and a sweep's runs sit together because their names start with the sweep id (isoflop/mu4-C2e12).
 Clearing the search box shows the sweeps and analyses again.
+
+Exposure follows the tracking server's rule (experiments.tracking.server.check_bind): loopback without
+authentication; any other --host (or --auth) only with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+set, and then with MLflow's basic authentication; otherwise one line and exit 2, nothing started.
 """
 from __future__ import annotations
 
@@ -22,7 +26,11 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repository's packages
+from experiments.tracking.server import LaunchError, basic_auth, check_bind  # noqa: E402
 
 KIND_TAG = "mlflow.experimentKind"
 KIND = "custom_model_development"
@@ -96,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:////abs/path/mlflow.db")
     p.add_argument("--experiment", default="parcae")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default loopback; anything else requires basic-auth credentials)")
+    p.add_argument("--auth", action="store_true", help="basic auth also on loopback")
+    p.add_argument("--root", default=".", help="where the auth config and store live (default .)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--print-url", action="store_true", help="print the runs address and exit")
     p.add_argument("--print-compare-url", action="store_true",
@@ -104,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not 0 < a.port < 65536:
         print(f"error: UI_PORT={a.port} is not a TCP port; use e.g. UI_PORT=5001", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    try:
+        auth = check_bind(a.host, env, "the MLflow UI", asked=a.auth)
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     exp_id = prepare(a.tracking_uri, a.experiment)
     host = "127.0.0.1" if a.host in ("0.0.0.0", "::") else a.host
@@ -124,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the {len(sweep[1])} runs of sweep {sweep[0]!r}, side by side: "
               f"{compare_url(host, a.port, exp_id, sweep[1])}", flush=True)
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", a.tracking_uri, "--host", a.host,
-                      "--port", str(a.port)])
+    extra = basic_auth(Path(a.root).resolve(), env) if auth else []
+    os.execve(mlflow, [mlflow, "ui", "--backend-store-uri", a.tracking_uri, "--host", a.host,
+                       "--port", str(a.port), *extra], env)
 
 
 if __name__ == "__main__":

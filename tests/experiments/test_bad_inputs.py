@@ -45,6 +45,15 @@ def _one_line(capsys, argv, config_name="config"):
     ("data.val_rows=0", "data.val_rows"),
     ("sweep_id=../../elsewhere", "sweep_id"),  # a path, not a name
     ("tracking.uri=http://me:s3cret@host:5000", "tracking.uri"),  # a password in a config
+    ("train.seed=-1", "train.seed"),
+    (f"train.seed={2**70}", "train.seed"),
+    ("train.seed=2**70", "train.seed"),  # not an int for Hydra
+    ("model.vocab_size=10", "model.vocab_size"),  # smaller than the byte tokenizer's 256
+    ("train.flop_budget=1e300", "train.flop_budget"),  # 1e291 steps
+    ("model.rope_theta=nan", "model.rope_theta"),  # any non-finite float
+    ("+foo=1", "foo"),  # an unknown key is refused, not hashed
+    ("+train.lr_warmup=1", "train.lr_warmup"),
+    ("data.tokenizer=banana", "data.tokenizer"),
 ])
 def test_bad_input_is_one_line_naming_the_key(capsys, override, names):
     args = BASE + ["train.tokens=null"] * override.startswith("train.flop_budget") + [override]
@@ -136,3 +145,67 @@ def test_preflight_lets_a_sweep_file_grid_through():
             "register(); preflight('config', ['sweep=isoflop'])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("banana://x", "not a store training can log to"),
+    ("file:///tmp/mlruns", "not a store training can log to"),
+    ("sqlite:///{tmp}/notes.txt", "is not a sqlite database"),
+    ("sqlite:///{tmp}", "is not a sqlite database"),  # a folder
+])
+def test_an_unusable_tracking_uri_is_one_line_before_anything_is_written(capsys, tmp_path, uri, says):
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    line = _one_line(capsys, BASE + [f"tracking.uri={uri.format(tmp=tmp_path)}", f"paths.root={tmp_path}"])
+    assert line.startswith("tracking error:") and says in line and "tracking.uri" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_http_server_that_is_not_mlflow_is_refused(tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TrackingError, match="not as an MLflow tracking server"):
+            tracking.check_uri(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_mis_indented_sweep_file_is_one_line_naming_file_and_line(capsys, tmp_path, monkeypatch):
+    import shutil
+
+    from experiments.launch import preflight as pf
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "sweep" / "bad.yaml").write_text("hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n"
+                                              "     train.seed: 1,2\n      model.mean_recurrence: 1,2\n")
+    monkeypatch.setattr(pf, "CONF", conf)
+    line = _one_line(capsys, ["sweep=bad"])
+    assert line.startswith("config error:") and "bad.yaml line 6" in line and "not valid YAML" in line
+
+
+@pytest.mark.parametrize("content, name, says", [
+    ('{"text": "a document"}\n{"text": "cut', "c.jsonl", "cannot be read as jsonl"),
+    ("PAR1 not really parquet", "c.parquet", "cannot be read as parquet"),
+    ("   \n", "c.text", "holds no document with text"),  # empty: before outputs/, not after
+])
+def test_a_bad_corpus_is_one_line_before_outputs_is_written(capsys, tmp_path, content, name, says):
+    (tmp_path / name).write_text(content)
+    source = name.split(".")[1]
+    line = _one_line(capsys, BASE + [f"data={source}", f"data.paths=[{tmp_path / name}]", "data.workers=0",
+                                     "data.tokenizer=byte", f"paths.root={tmp_path}"])
+    assert line.startswith("config error: data.paths=") and says in line
+    assert not {"outputs", "runs", "mlflow.db"} & {p.name for p in tmp_path.iterdir()}
+
+
+def test_tune_dir_outside_the_root_is_refused(capsys, tmp_path):
+    from experiments.launch import tune
+
+    assert tune.main(BASE + [f"paths.root={tmp_path}", "tune.dir=../../x", "tune.dry_run=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("config error: tune.dir='../../x'")
+    assert list(tmp_path.iterdir()) == []

@@ -113,6 +113,56 @@ def test_non_loopback_with_credentials_uses_basic_auth_and_keeps_them_out_of_fil
     assert not any("s3cret" in a for a in argv) and "s3cret" not in ini and "lab-admin" not in ini
 
 
+@pytest.mark.parametrize("script", ["serve.py", "tune_dashboard.py"])
+def test_make_ui_and_tune_ui_follow_the_same_rule(script, tmp_path, monkeypatch):
+    """`make ui` off loopback without credentials, and optuna-dashboard (no auth) off loopback at all: one
+    line, exit 2, nothing started and no store touched."""
+    for name in (mlflow_server.USER_ENV, mlflow_server.PASSWORD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    args = {"serve.py": ["--tracking-uri", tracking.default_uri(tmp_path)], "tune_dashboard.py": ["journal.log"]}
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "ui" / script), *args[script], "--host", "0.0.0.0",
+                        "--port", str(_free_port())], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "refusing to start" in r.stderr and "not loopback" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_rule_for_every_server():
+    creds = {mlflow_server.USER_ENV: "lab", mlflow_server.PASSWORD_ENV: "pw-long-enough"}
+    assert mlflow_server.check_bind("127.0.0.1", {}, "x") is False
+    assert mlflow_server.check_bind("127.0.0.1", {}, "x", supports_auth=False) is False
+    with pytest.raises(mlflow_server.LaunchError, match="not loopback.*not set"):
+        mlflow_server.check_bind("0.0.0.0", {}, "x")
+    with pytest.raises(mlflow_server.LaunchError, match="no authentication"):
+        mlflow_server.check_bind("0.0.0.0", creds, "x", supports_auth=False)
+    if HAS_AUTH_EXTRA:
+        assert mlflow_server.check_bind("0.0.0.0", creds, "x") is True
+
+
+@pytest.mark.skipif(not HAS_AUTH_EXTRA, reason="needs mlflow[auth] (Flask-WTF)")
+def test_make_ui_off_loopback_with_credentials_runs_basic_auth(tmp_path, monkeypatch):
+    """`make ui UI_HOST=0.0.0.0` with credentials: `mlflow ui` with the same basic-auth app as the tracking
+    server (whose live 401 for anonymous readers is checked above), credentials only in its environment."""
+    sys.path.insert(0, str(REPO / "scripts" / "ui"))
+    import serve
+
+    monkeypatch.setenv(mlflow_server.USER_ENV, "lab-admin")
+    monkeypatch.setenv(mlflow_server.PASSWORD_ENV, "correct-horse-battery-9")
+    monkeypatch.delenv("MLFLOW_AUTH_CONFIG_PATH", raising=False)
+    started = {}
+
+    def execve(path, argv, env):
+        started.update(argv=argv, env=env)
+
+    monkeypatch.setattr(os, "execve", execve)
+    serve.main(["--tracking-uri", tracking.default_uri(tmp_path), "--host", "0.0.0.0", "--root", str(tmp_path)])
+    argv, env = started["argv"], started["env"]
+    assert argv[1] == "ui" and argv[argv.index("--app-name") + 1] == "basic-auth"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "correct-horse-battery-9"
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "mlflow_auth.ini")
+    assert not any("correct-horse" in a for a in argv) and "correct-horse" not in (tmp_path / "mlflow_auth.ini").read_text()
+
+
 def test_no_server_is_a_clear_error():
     with pytest.raises(tracking.TrackingError, match="no MLflow server answers.*experiments.mlflow_server"):
         tracking.check_server(f"http://127.0.0.1:{_free_port()}", timeout=2)
