@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 from analysis import progress
-from analysis.approach2 import Options
-from analysis.powerlaw import MIN_BUDGETS
-from analysis.report import NoRunsError, analyze
-from analysis.runs import latest_sweep_id
-from analysis.table import DEFAULT_TOLERANCE, TableError, load_table
-from analysis.table_report import analyze_table
-from experiments.config.errors import TrackingError
-from experiments.tracking.store import check_server, is_http  # the one reachability rule (no torch import)
+from analysis.isoflop.qc import parse_qc
+from analysis.options import MIN_BUDGETS, Options
+from analysis.report import analyze, analyze_table
+from analysis.runs import NoRunsError, latest_sweep_id
+from analysis.runs.table import DEFAULT_TOLERANCE, TableError, load_table
+from analysis.runs.store import check_readable_store
+from tracking_contract import TrackingError  # shared with experiments/ (stdlib only)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep QC-flagged points and budgets in the power laws (they are still reported)")
     p.add_argument("--no-mlflow-log", action="store_true",
                    help="do not log the report as an MLflow analysis run")
+    p.add_argument("--qc", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a QC threshold (repeatable), e.g. --qc outlier_k=4 --qc exclude_disagreement=true; "
+                        "docs/analysis.md lists the keys")
+    p.add_argument("--holdout", type=int, default=1, metavar="K",
+                   help="with >= 4 FLOP budgets, fit every approach without the K largest and check its "
+                        "predictions of them (default %(default)s; 0: off)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", action="store_true",
@@ -66,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --csv FILE or --tracking-uri URI")
     if args.min_budgets < 2:
         parser.error(f"--min-budgets {args.min_budgets}: a power law needs at least 2 budgets")
+    if args.holdout < 0:
+        parser.error(f"--holdout {args.holdout}: give the number of largest budgets to hold out (>= 0)")
+    try:
+        qc = parse_qc(args.qc)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     opts = Options(n_boot=args.n_boot, seed=args.seed, min_budgets=args.min_budgets,
-                   keep_flagged=args.keep_flagged)
+                   keep_flagged=args.keep_flagged, holdout=args.holdout, qc=qc)
     try:
         if args.csv:
             table = load_table(args.csv, {"flops": args.flops, "params": args.params,
@@ -75,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                                args.budget_tolerance)
             path = analyze_table(table, args.out or f"reports/table-{Path(args.csv).stem}", opts)
         else:
-            if is_http(args.tracking_uri):
-                check_server(args.tracking_uri)  # seconds, not MLflow's minutes of retries on a dead server
+            # seconds, not MLflow's minutes of retries on a dead server; never an empty store created
+            check_readable_store(args.tracking_uri)
             sweep = args.sweep_id or latest_sweep_id(args.tracking_uri, args.experiment)
             # Named after the sweep, so the next analysis of another sweep never overwrites this one.
             path = analyze(args.tracking_uri, args.experiment, sweep, args.out or f"reports/{sweep}",

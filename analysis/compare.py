@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -19,12 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import isoflop  # noqa: E402
-from analysis.markdown import figure_link, fmt, interval, table  # noqa: E402
-from analysis import plots  # noqa: E402
-from analysis.powerlaw import NoPowerLaw, powerlaw_from_optima  # noqa: E402
-from analysis.report import NoRunsError  # noqa: E402
-from analysis.runs import load_runs, split_usable, testtime_long  # noqa: E402
+from analysis.isoflop import optima  # noqa: E402
+from analysis.report.markdown import figure_link, fmt, interval, table  # noqa: E402
+from analysis.report import figures  # noqa: E402
+from analysis.isoflop.approach2 import AxisResult, approach2  # noqa: E402
+from analysis.options import MIN_BUDGETS, Options  # noqa: E402
+from analysis.runs import NoRunsError, load_runs, split_usable, testtime_long  # noqa: E402
+from analysis.runs.store import check_readable_store  # noqa: E402
+from tracking_contract import TrackingError  # noqa: E402
 
 AXES = {"mean_recurrence": "mu_rec*", "tokens": "D*"}
 MARKERS = "osD^vP*X"
@@ -41,43 +44,46 @@ def load_sweeps(tracking_uri: str, experiment: str, sweep_ids: list[str]) -> dic
     return out
 
 
-def _optima(df: pd.DataFrame, axis: str, n_boot: int, seed: int) -> list[isoflop.BudgetOptimum]:
-    return isoflop.isoflop_optima(df, axis, n_boot=n_boot, rng=np.random.default_rng(seed))
+def sweep_axes(df: pd.DataFrame, sid: str, opts: Options) -> dict[str, AxisResult | str]:
+    """Per allocation axis: the report's Approach 2 on this sweep (same QC, --min-budgets and
+    --keep-flagged), or why the axis is not supported."""
+    rng = np.random.default_rng(opts.seed)
+    out: dict[str, AxisResult | str] = {}
+    for axis in AXES:
+        supported, why = optima.isoflop_supported(df, axis)
+        out[axis] = approach2(df, sid, axis, opts, rng) if supported else why
+    return out
 
 
-def exponent_table(sweeps: dict[str, pd.DataFrame], n_boot: int, seed: int) -> pd.DataFrame:
+def exponent_table(sweeps: dict[str, pd.DataFrame], n_boot: int, seed: int,
+                   opts: Options | None = None) -> pd.DataFrame:
     """Per sweep and allocation axis: the power-law exponent with its 95 % run-bootstrap interval, the
-    budgets in the fit and those left out (flagged optima never enter the line)."""
+    budgets in the fit and those left out (flagged optima never enter the line unless --keep-flagged)."""
+    opts = replace(opts or Options(), n_boot=n_boot, seed=seed)
     rows = []
     for sid, df in sweeps.items():
-        for axis, label in AXES.items():
-            row = {"sweep": sid, "quantity": f"{label} ∝ C^gamma", "runs": len(df),
+        for axis, r in sweep_axes(df, sid, opts).items():
+            row = {"sweep": sid, "quantity": f"{AXES[axis]} ∝ C^gamma", "runs": len(df),
                    "gamma": np.nan, "95 % bootstrap (runs)": "—", "budgets used": 0, "left out": "—"}
-            supported, why = isoflop.isoflop_supported(df)
-            if not supported:
-                row["left out"] = why
-                rows.append(row)
-                continue
-            opt = _optima(df, axis, n_boot, seed)
-            try:
-                law = powerlaw_from_optima(opt)
-            except NoPowerLaw as err:
-                row["left out"] = str(err)
-                rows.append(row)
-                continue
-            left = [o for o in opt if o.budget not in set(law.C.tolist())]
-            row.update({"gamma": law.gamma, "budgets used": len(law.C),
-                        "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
-                        "left out": "; ".join(f"C={o.budget:.3g} ({', '.join(f.code for f in o.flags)})"
-                                              for o in left) or "none"})
+            if isinstance(r, str):
+                row["left out"] = r
+            elif r.law is None:
+                row["left out"] = r.reason
+            else:
+                left = r.budgets_excluded()
+                row.update({"gamma": r.law.gamma, "budgets used": len(r.law.C),
+                            "95 % bootstrap (runs)": interval(*r.interval),
+                            "left out": "; ".join(f"C={float(c):.3g} ({', '.join(x.split(':')[0] for x in why)})"
+                                                  for c, why in left.items()) or "none"})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0) -> plt.Figure:
+def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0, opts: Options | None = None) -> plt.Figure:
     """Left: isoFLOP profiles (loss vs µ_rec per budget, darker = larger budget). Middle: compute-optimal
     D* vs C with each sweep's power law (hollow: flagged, left out). Right: test-time loss vs T at each
     sweep's largest budget, one line per µ_rec (nothing averaged over budgets or loop counts)."""
+    opts = replace(opts or Options(), seed=seed)
     fig, (iso, opt, tt) = plt.subplots(1, 3, figsize=(15.0, 4.6), layout="constrained")
     mus = sorted({float(m) for df in sweeps.values() for m in df["mean_recurrence"].dropna()})
     styles = dict(zip(mus, ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))] * 3))
@@ -91,17 +97,15 @@ def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0) -> plt.Fig
             iso.plot(grp["mean_recurrence"].astype(float), grp["loss"].astype(float), marker=marker,
                      color=color, alpha=0.45 + 0.55 * (j + 1) / n_budgets, lw=1, ms=5,
                      label=sid if j == 0 else None)
-        optima = [o for o in _optima(df, "tokens", 0, seed) if np.isfinite(o.x_opt)]
+        tokens = sweep_axes(df, sid, replace(opts, n_boot=0))["tokens"]
+        optima = [o for o in tokens.optima if np.isfinite(o.x_opt)] if not isinstance(tokens, str) else []
         if optima:
             C = np.array([o.budget for o in optima])
             opt.scatter(C, [o.opt for o in optima], color=color, marker=marker, zorder=3,
                         facecolors=[color if o.ok else "white" for o in optima], label=sid)
-            try:
-                law = powerlaw_from_optima(optima)
-            except NoPowerLaw:
-                law = None
+            law = tokens.law  # the report's line: clean budgets only (unless --keep-flagged)
             if law is not None:
-                grid = np.geomspace(law.C.min(), law.C.max() * plots.EXTRAPOLATE)
+                grid = np.geomspace(law.C.min(), law.C.max() * figures.EXTRAPOLATE)
                 opt.plot(grid, law.predict(grid), color=color, lw=1.2,
                          label=f"{sid}: D* ∝ C^{law.gamma:.3f}")
         long = testtime_long(df)
@@ -118,15 +122,15 @@ def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0) -> plt.Fig
             tt.plot([], [], color=color, marker=marker, label=sid)
     for mu in mus:
         tt.plot([], [], color="0.3", ls=styles[mu], label=f"µ_rec = {mu:g}")
-    plots.log_axis(iso, "x", mus)
-    iso.set(xlabel="mean recurrence µ_rec", ylabel=plots.LOSS_LABEL, title="isoFLOP profiles (darker: larger budget)")
-    plots.log_axis(opt, "x")
-    plots.log_axis(opt, "y")
+    figures.log_axis(iso, "x", mus)
+    iso.set(xlabel="mean recurrence µ_rec", ylabel=figures.LOSS_LABEL, title="isoFLOP profiles (darker: larger budget)")
+    figures.log_axis(opt, "x")
+    figures.log_axis(opt, "y")
     opt.set(xlabel="training compute C (FLOPs)", ylabel="compute-optimal tokens D* (tokens)",
             title="compute-optimal tokens (hollow: flagged, left out)")
     if Ts:
-        plots.log_axis(tt, "x", sorted(Ts))
-    tt.set(xlabel="test-time loops T", ylabel=plots.LOSS_LABEL,
+        figures.log_axis(tt, "x", sorted(Ts))
+    tt.set(xlabel="test-time loops T", ylabel=figures.LOSS_LABEL,
            title="test-time loss at each sweep's largest budget")
     for ax in (iso, opt, tt):
         ax.grid(alpha=0.3, which="both")
@@ -135,29 +139,36 @@ def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0) -> plt.Fig
     return fig
 
 
-def plot_comparison(sweeps: dict[str, pd.DataFrame], stem: Path, seed: int = 0) -> Path:
-    return plots.save_figure(comparison_figure(sweeps, seed), stem)
+def plot_comparison(sweeps: dict[str, pd.DataFrame], stem: Path, seed: int = 0,
+                    opts: Options | None = None) -> Path:
+    return figures.save_figure(comparison_figure(sweeps, seed, opts), stem)
 
 
 def compare(tracking_uri: str, experiment: str, sweep_ids: list[str], out_dir: str | Path,
-            n_boot: int = 200, seed: int = 0) -> Path:
-    """Write compare.md and its figure for the sweeps; returns the markdown's path."""
+            n_boot: int = 200, seed: int = 0, opts: Options | None = None) -> Path:
+    """Write compare.md and its figure for the sweeps; returns the markdown's path.
+
+    opts: the report's settings (--min-budgets, --keep-flagged); n_boot and seed override its own."""
+    opts = replace(opts or Options(), n_boot=n_boot, seed=seed)
     if len(sweep_ids) < 2:
         raise ValueError(f"SWEEPS needs at least two sweep ids separated by commas; got {sweep_ids}")
+    check_readable_store(tracking_uri)
     sweeps = load_sweeps(tracking_uri, experiment, sweep_ids)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_comparison(sweeps, out_dir / "figures" / "compare", seed)
+    png = plot_comparison(sweeps, out_dir / "figures" / "compare", seed, opts)
     best = pd.DataFrame([{"sweep": sid, "runs": len(df), "best loss": fmt(df["loss"].min()),
                           "median loss": fmt(df["loss"].median())} for sid, df in sweeps.items()])
     text = "\n\n".join([
         f"# Sweep comparison: {', '.join(sweep_ids)}",
         f"Experiment `{experiment}`, store `{tracking_uri}`. Only finished, non-diverged runs.",
         table(best),
-        "## Compute-optimal exponents\n\nPer sweep, parabola optima per budget and a power law over "
-        f"budgets; {n_boot} run-bootstrap resamples within each budget. Flagged optima (grid edge, weak "
-        "curvature) are left out of the line, as in the sweep report; the table names them.",
-        table(exponent_table(sweeps, n_boot, seed)),
+        "## Compute-optimal exponents\n\nPer sweep, the sweep report's Approach 2: shape-free (Akima) optima "
+        f"per budget and a power law over at least {opts.min_budgets} clean budgets; {n_boot} run-bootstrap "
+        "resamples within each budget. "
+        + ("QC-flagged optima are kept (--keep-flagged). " if opts.keep_flagged else
+           "QC-flagged optima (grid edge, weak curvature, ...) are left out of the line; the table names them."),
+        table(exponent_table(sweeps, n_boot, seed, opts)),
         figure_link(png, out_dir, "sweeps compared"),
     ]) + "\n"
     path = out_dir / "compare.md"
@@ -172,12 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweeps", required=True, help="comma-separated sweep ids, e.g. isoflop,isoflop-muon")
     p.add_argument("--out", default=None, help="output folder (default reports/compare-<a>-vs-<b>)")
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--min-budgets", type=int, default=MIN_BUDGETS,
+                   help="fewest clean budgets a power law is fitted through (default %(default)s)")
+    p.add_argument("--keep-flagged", action="store_true",
+                   help="keep QC-flagged points and budgets in the power laws (they are still reported)")
     args = p.parse_args(argv)
+    if args.min_budgets < 2:
+        p.error(f"--min-budgets {args.min_budgets}: a power law needs at least 2 budgets")
+    opts = Options(n_boot=args.n_boot, min_budgets=args.min_budgets, keep_flagged=args.keep_flagged)
     ids = [s.strip() for s in args.sweeps.split(",") if s.strip()]
     out = args.out or f"reports/compare-{'-vs-'.join(ids)}"
     try:
-        print(compare(args.tracking_uri, args.experiment, ids, out, n_boot=args.n_boot))
-    except (NoRunsError, ValueError, LookupError) as err:
+        print(compare(args.tracking_uri, args.experiment, ids, out, n_boot=args.n_boot, opts=opts))
+    except (NoRunsError, ValueError, LookupError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
-from analysis.markdown import figure_link, table
-from analysis.plots import plt, save_figure
-from analysis.runs import _get_experiment_id, _search_all
+from analysis.report.markdown import figure_link, table
+from analysis.report.figures import plt, save_figure
+from analysis.runs.store import search_runs
+from tracking_contract import FINETUNE_KIND, sweep_filter
 
-FINETUNE_KIND = "finetune"
 METRICS = ["task_accuracy", "forgetting", "retention", "combined", "val_loss", "base/val_loss",
            "base/task_accuracy", "flow/tau", "flow/mean_weight", "flow/weight_q10", "flow/weight_q90"]
 MARKERS = {"standard": "o", "l2": "s", "wise": "D", "lora": "^", "flow": "*", "flow_l2": "P", "flow_wise": "X",
@@ -32,11 +31,8 @@ MARKERS = {"standard": "o", "l2": "s", "wise": "D", "lora": "^", "flow": "*", "f
 
 def load_finetune_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
     """Finished fine-tuning runs of a sweep, one row per identity (the latest)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = _get_experiment_id(client, experiment)
-    sweep = sweep_id.replace("'", "\\'")
     rows = []
-    for r in _search_all(client, exp_id, f"tags.sweep_id = '{sweep}' and tags.run_kind = '{FINETUNE_KIND}'"):
+    for r in search_runs(tracking_uri, experiment, sweep_filter(sweep_id, FINETUNE_KIND)):
         if r.info.status != "FINISHED":
             continue
         rec = {"run_id": r.info.run_id, "start_time": r.info.start_time, "method": r.data.tags.get("method"),

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 LOSS_KEY = "train/loss"
 STATE_KEY = "monitor/state_norm"
@@ -29,18 +28,6 @@ class Thresholds:
     spike_rel: float = 0.3
     explode_factor: float = 10.0
     warmup_fraction: float = 0.2
-
-
-def histories(tracking_uri: str, run_ids: list[str], keys: tuple[str, ...] = HISTORY_KEYS) -> pd.DataFrame:
-    """Long frame [run_id, key, step, value] of the metric histories of the given runs."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    rows = []
-    for run_id in run_ids:
-        for key in keys:
-            for m in client.get_metric_history(run_id, key):
-                rows.append((run_id, key, m.step, m.value))
-    df = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
-    return df.sort_values(["run_id", "key", "step"]).reset_index(drop=True)
 
 
 def count_spikes(loss: np.ndarray, spike_rel: float, skip: int, reference: np.ndarray | None = None) -> int:

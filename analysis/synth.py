@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from analysis.laws import Design, make_design
+from analysis.laws.forms import Design, make_design
 
 # Chinchilla Approach 3, unrounded (Hoffmann et al. 2022 TeX source).
 CHINCHILLA_TRUE = {"E": np.exp(0.5267228), "A": np.exp(6.0073404), "B": np.exp(6.0179186),

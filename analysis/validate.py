@@ -10,8 +10,17 @@ from pathlib import Path
 from analysis.__main__ import main as analysis_main
 
 
+# Flags of the old validate command that no longer exist, and where their job went.
+REMOVED = {"--law": "the parametric laws the table supports are fitted and reported by "
+                    "`python -m analysis --csv FILE`; published values are not printed (compare them yourself)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    for flag, instead in REMOVED.items():
+        if any(a == flag or a.startswith(flag + "=") for a in args):
+            print(f"error: {flag} was removed from python -m analysis.validate: {instead}", file=sys.stderr)
+            return 2
     if "-h" in args or "--help" in args:
         print(__doc__)
         return analysis_main(["--help"])

@@ -34,8 +34,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from analysis import workers  # noqa: E402
-from analysis.coverage import coverage_experiment  # noqa: E402
-from analysis.fit import bootstrap_law, fit_law  # noqa: E402
+from analysis.laws.coverage import coverage_experiment  # noqa: E402
+from analysis.laws.bootstrap import bootstrap_law  # noqa: E402
+from analysis.laws.point_fit import fit_law  # noqa: E402
 from analysis.synth import CHINCHILLA_TRUE, random_chinchilla_design  # noqa: E402
 
 

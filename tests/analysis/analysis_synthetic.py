@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.synth import CHINCHILLA_TRUE, chinchilla_loss, isoflop_grid
+
 GAMMA_MU = 0.4
 K_MU = 3.0 / (1e18**GAMMA_MU)  # mu* = 3 at 1e18 FLOPs
 MU_GRID = (1, 2, 4, 6, 8, 12, 16)
@@ -37,3 +39,15 @@ def isoflop_frame(budgets=BUDGETS, mu_grid=MU_GRID, noise: float = 0.0,
 
 def saturating(T, L_inf: float, Z: float, z: float):
     return L_inf + Z * np.exp(-z * np.asarray(T, dtype=float))
+
+
+def chinchilla_table(path, noise=0.003, jitter=0.01, seed=0, budgets=np.geomspace(1e18, 1e21, 5), n_per=9,
+                     span=8):
+    """Isoflop curves on the Chinchilla surface (a table for ``--csv``); C jittered so no two runs share
+    a FLOP value."""
+    rng = np.random.default_rng(seed)
+    N, D = isoflop_grid(budgets=budgets, n_per=n_per, span=span)
+    loss = chinchilla_loss(N, D, CHINCHILLA_TRUE) * np.exp(rng.normal(0, noise, N.size))
+    C = 6 * N * D * np.exp(rng.normal(0, jitter, N.size))
+    pd.DataFrame({"C": C, "N": N, "D": D, "loss": loss}).to_csv(path, index=False)
+    return path

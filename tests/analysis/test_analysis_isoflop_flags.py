@@ -3,8 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import isoflop, isoflop_qc as qc
-from analysis.isoflop import budget_optimum, fit_parabola, t_critical
+from analysis.estimation import t_critical
+from analysis.isoflop import optima, qc
+from analysis.isoflop.optima import budget_optimum
+from analysis.isoflop.profiles import akima_optimum, fit_parabola
 
 X9 = np.log(np.geomspace(1, 256, 9))
 
@@ -35,15 +37,15 @@ def test_akima_finds_the_minimum_of_an_asymmetric_curve_where_the_parabola_is_bi
     x = np.log([1, 2, 3, 4, 6, 8, 12])
     true = np.log(3.5)
     y = 2.0 + 0.3 * (x - true) ** 2 + 0.05 * (x - true) ** 3
-    ax, ay = isoflop.akima_optimum(x, y)
+    ax, ay = akima_optimum(x, y)
     assert abs(ax - true) < 0.06 and ay <= y.min() + 1e-12
     assert abs(fit_parabola(x, y).x_opt - true) > abs(ax - true)
 
 
 def test_akima_averages_replicates_and_needs_three_points():
     y = np.array([3.0, 3.2, 2.0, 2.5])
-    assert np.isfinite(isoflop.akima_optimum(np.log([1, 1, 2, 4]), y)[0])
-    assert np.isnan(isoflop.akima_optimum(np.log([1, 1, 2]), y[:3])[0])
+    assert np.isfinite(akima_optimum(np.log([1, 1, 2, 4]), y)[0])
+    assert np.isnan(akima_optimum(np.log([1, 1, 2]), y[:3])[0])
 
 
 def test_weak_curvature_uses_the_t_quantile_for_the_residual_dof():
@@ -102,6 +104,12 @@ def test_parabola_akima_disagreement_against_the_grid_step():
     codes, _, o = flags(x, y)
     assert abs(o.akima_x_opt - np.log(32)) < 0.3
     assert qc.DISAGREE in codes
+    # a warning by default (the parabola is biased: no measured reason to drop the budget) ...
+    assert o.ok and not o.reasons and any("warning" in w for w in o.warnings)
+    # ... and an exclusion only when asked (--qc exclude_disagreement=true)
+    strict = budget_optimum(1e18, "params", np.exp(x), y, [f"r{i}" for i in range(len(x))],
+                            cfg=qc.parse_qc(["exclude_disagreement=true"]))
+    assert not strict.ok and strict.reasons[0].startswith(qc.DISAGREE)
 
 
 def test_outlier_is_left_out_and_named():
@@ -132,8 +140,8 @@ def test_keep_flagged_keeps_points_but_still_reports_them():
 def test_optima_table_marks_flags():
     df = pd.DataFrame({"flop_budget": 1e12, "n_params": np.exp(X9), "loss": CLEAN,
                        "run_id": [f"r{i}" for i in range(9)]})
-    (opt,) = isoflop.isoflop_optima(df, "params", n_boot=50)
-    t = isoflop.optima_table([opt])
+    (opt,) = optima.isoflop_optima(df, "params", n_boot=50)
+    t = optima.optima_table([opt])
     assert t.loc[0, "optimum"] == opt.opt and bool(t.loc[0, "ok"])
     lo, hi = opt.interval()
     assert lo <= opt.opt <= hi

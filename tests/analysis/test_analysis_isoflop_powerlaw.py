@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from analysis import isoflop_qc as qc
-from analysis.isoflop import (FLAG_CURVATURE, bootstrap_optima, FLAG_EDGE_HIGH, FLAG_TOO_FEW, fit_parabola,
-                              isoflop_optima, isoflop_supported)
-from analysis.powerlaw import NoPowerLaw, fit_powerlaw, powerlaw_from_optima
+from analysis.isoflop import qc
+from analysis.isoflop.optima import bootstrap_optima, isoflop_optima, isoflop_supported
+from analysis.isoflop.profiles import FLAG_CURVATURE, FLAG_EDGE_HIGH, FLAG_TOO_FEW, fit_parabola
+from analysis.isoflop.powerlaw import NoPowerLaw, fit_powerlaw, powerlaw_from_optima
 from analysis_synthetic import GAMMA_MU, K_MU, isoflop_frame
 
 
@@ -118,8 +118,9 @@ def test_supported():
 
 
 def test_headline_says_when_looping_does_not_pay():
-    from analysis.approach2 import Options, approach2
-    from analysis.summary import headline
+    from analysis.isoflop.approach2 import approach2
+    from analysis.options import Options
+    from analysis.report.summary import headline
     r = approach2(isoflop_frame(mu_star=lambda C: 0.5), "g", "mean_recurrence", Options(n_boot=0),
                   np.random.default_rng(0))
     assert r.law is None

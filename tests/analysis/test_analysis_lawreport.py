@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.lawreport import holdout_largest_budget, law_section, law_supported
+from analysis.laws.results import holdout_largest_budget, law_supported
+from analysis.report.law_section import law_section
 
 
 def _frame(noise=0.0, seed=0, mus=(1, 2, 4, 8)):
@@ -54,7 +55,7 @@ def test_holdout_exact_on_noiseless_surface():
 
 
 def test_testtime_form_comparison_prefers_exp_on_exp_curves():
-    from analysis.testtime_forms import compare_forms
+    from analysis.testtime.forms import compare_forms
     df = _frame()
     df = df[df["mean_recurrence"] >= 4].iloc[:6]
     t = compare_forms(df).set_index("form")
@@ -66,7 +67,7 @@ def test_testtime_form_comparison_prefers_exp_on_exp_curves():
 
 
 def test_holdout_largest_model_on_noiseless_surface():
-    from analysis.lawreport import holdout_largest_model
+    from analysis.laws.results import holdout_largest_model
     h = holdout_largest_model("parcae", _frame())
     # Two widths only, so the deepest unrolled model (width 2, mu 8) is the one left out.
     assert h["column"] == "n_params_unrolled" and h["n_test"] == 4 and h["max_are"] < 1e-6
@@ -75,13 +76,13 @@ def test_holdout_largest_model_on_noiseless_surface():
 def test_approach2_and_approach3_compared_and_disagreement_flagged():
     import dataclasses
 
-    from analysis import isoflop
-    from analysis.approaches import compare_approaches
-    from analysis.lawreport import fit_sweep_laws
-    from analysis.powerlaw import powerlaw_from_optima
+    from analysis.isoflop import optima
+    from analysis.laws.agreement import compare_approaches
+    from analysis.laws.results import fit_sweep_laws
+    from analysis.isoflop.powerlaw import powerlaw_from_optima
     df = _frame(mus=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48))  # >= 2 sizes on each side of most optima
     group = df[df["model_name"] == "w1.0"]
-    power = powerlaw_from_optima(isoflop.isoflop_optima(group, "tokens"), min_budgets=2)
+    power = powerlaw_from_optima(optima.isoflop_optima(group, "tokens"), min_budgets=2)
     results = [r for r in fit_sweep_laws(df, n_boot=0, seed=0) if r.name == "parcae"]
     t, warnings = compare_approaches({"w1.0": power}, results)
     row = t.iloc[0]

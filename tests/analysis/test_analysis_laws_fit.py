@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.fit import (FitSettings, bootstrap_law, fit_law, identifiability_warnings,
-                          objective)
-from analysis.laws import (CHINCHILLA, LAWS, RECURRENCE, UNIFIED, design_from_frame,
+from analysis.laws.bootstrap import bootstrap_law
+from analysis.laws.diagnostics import identifiability_warnings
+from analysis.laws.point_fit import FitSettings, fit_law, objective
+from analysis.laws.forms import (CHINCHILLA, LAWS, RECURRENCE, UNIFIED, design_from_frame,
                            make_design, recurrent_split)
 from analysis.synth import (ASYMMETRIC_TRUE, CHINCHILLA_TRUE, EPOCH_TRUE, RECURRENCE_TRUE,
                             chinchilla_design, chinchilla_loss, isoflop_grid,
@@ -155,7 +156,7 @@ def test_bootstrap_intervals_and_identifiability_warnings():
 
 def test_cluster_bootstrap_resamples_runs_not_points():
     d = _unified_design()
-    from analysis.fit import bootstrap_weights
+    from analysis.laws.bootstrap import bootstrap_weights
     W = bootstrap_weights(d, 5, np.random.default_rng(0))
     for w in W:  # every T point of a run carries that run's multiplicity
         for c in np.unique(d.cluster):
@@ -212,7 +213,7 @@ def test_bootstrap_coverage_90():
     """Nominal 90 % percentile intervals cover the truth 85–95 % over 100 noisy
     replicates (100 points each, 2 % log noise, 200 warm resamples, as the report; ~50 s on
     one core; the same experiment as benchmarks/bench_fit.py)."""
-    from analysis.coverage import coverage_experiment
+    from analysis.laws.coverage import coverage_experiment
     res = coverage_experiment(n_rep=100, n_points=100, n_boot=200, noise=0.02, seed=0)
     for k in ("alpha", "beta", "E", "a_opt"):
         assert 0.85 <= res["coverage"][k] <= 0.95, res

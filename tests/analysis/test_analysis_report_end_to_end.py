@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import analysis.runs as runs
 from analysis.__main__ import main
-from analysis.report import analyze
+from analysis.report.sweep import analyze
 from analysis_synthetic import CURVATURE, flops_per_token, saturating
 
 EXPERIMENT = "parcae"
@@ -185,7 +185,7 @@ def test_ladder_sweep_skips_what_it_cannot_support(store, tmp_path):
 
 def test_reuse_returns_an_up_to_date_report_and_refits_when_settings_change(store, tmp_path):
     """A sweep re-run that trained nothing gets its report back in seconds, without refitting."""
-    from analysis.report import FINGERPRINT
+    from analysis.report.sweep import FINGERPRINT
 
     first = analyze(store, EXPERIMENT, SWEEP, tmp_path, log_to_mlflow=False, n_boot=50, reuse=True)
     stamp = (tmp_path / FINGERPRINT).read_text()

@@ -1,8 +1,9 @@
 """Outlier sensitivity of a law fit: a few points carrying the fit are named."""
 import numpy as np
 
-from analysis.fit import bootstrap_law, fit_law
-from analysis.sensitivity import n_dropped, outlier_sensitivity
+from analysis.laws.bootstrap import bootstrap_law
+from analysis.laws.point_fit import fit_law
+from analysis.laws.diagnostics import n_dropped, outlier_sensitivity
 from analysis.synth import CHINCHILLA_TRUE, random_chinchilla_design
 
 

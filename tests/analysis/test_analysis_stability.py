@@ -7,7 +7,8 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from analysis.stability import (Thresholds, classify, count_spikes, histories, outcome_grid,
+from analysis.runs.store import metric_histories
+from analysis.stability import (HISTORY_KEYS, Thresholds, classify, count_spikes, outcome_grid,
                                 stability_table)
 
 
@@ -51,7 +52,7 @@ def test_histories_and_grid_from_a_real_store(tmp_path):
         records.append({"run_id": run_id, "injection": inj, "lr": lr, "mean_recurrence": 8,
                         "loss": 2.0, "diverged": False})
     runs = pd.DataFrame(records)
-    hist = histories(uri, runs["run_id"].tolist())
+    hist = metric_histories(uri, runs["run_id"].tolist(), HISTORY_KEYS)
     assert len(hist) == 3 * 2 * 20
     table = stability_table(runs, hist, Thresholds())
     grid = outcome_grid(table).set_index("injection")

@@ -9,20 +9,12 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
-from analysis.synth import CHINCHILLA_TRUE, chinchilla_loss, isoflop_grid
-from analysis.table import TableError, bin_budgets, load_table
+from analysis.synth import CHINCHILLA_TRUE
+from analysis_synthetic import chinchilla_table
+from analysis_soundness import assert_sound
+from analysis.runs.table import TableError, bin_budgets, load_table
 
 TRUE_A = CHINCHILLA_TRUE["beta"] / (CHINCHILLA_TRUE["alpha"] + CHINCHILLA_TRUE["beta"])
-
-
-def chinchilla_table(path, noise=0.003, jitter=0.01, seed=0, budgets=np.geomspace(1e18, 1e21, 5)):
-    """Isoflop curves on the Chinchilla surface; C jittered so no two runs share a FLOP value."""
-    rng = np.random.default_rng(seed)
-    N, D = isoflop_grid(budgets=budgets, n_per=9, span=8)
-    loss = chinchilla_loss(N, D, CHINCHILLA_TRUE) * np.exp(rng.normal(0, noise, N.size))
-    C = 6 * N * D * np.exp(rng.normal(0, jitter, N.size))
-    pd.DataFrame({"C": C, "N": N, "D": D, "loss": loss}).to_csv(path, index=False)
-    return path
 
 
 def test_budgets_are_binned_to_nominal_values_within_the_tolerance():
@@ -51,6 +43,14 @@ def test_csv_end_to_end_recovers_the_allocation_and_writes_summary(tmp_path, cap
     assert summary["runs"] == {"used": 45, "excluded": {}}
     assert summary["source"]["budget_tolerance"] == 0.1 and len(summary["source"]["budgets"]) == 5
     assert "binned into 5 FLOP budget(s)" in text and "row 1" in text
+    # points.csv: one row per input row, with its budget, whether it was used and why not
+    points = pd.read_csv(out / "points.csv", keep_default_na=False)
+    assert list(points.columns) == ["run", "budget", "loss", "used", "flags"] and len(points) == 45
+    assert points["run"].tolist() == [f"row {i + 1}" for i in range(45)]
+    excluded = {float(c) for c in n["budgets_excluded"]} | {float(c) for c in summary["isoflop"]["tokens"]["budgets_excluded"]}
+    used = points["used"].astype(str) == "True"
+    assert used.sum() > 0 and all(points.loc[~used, "flags"].str.len() > 0)  # every exclusion says why
+    assert not used[points["budget"].isin(excluded)].any()
 
 
 def test_too_few_clean_budgets_gives_no_power_law_and_says_why(tmp_path):
@@ -108,12 +108,13 @@ def test_missing_file_and_bad_tolerance(tmp_path):
 
 def test_a_sweep_over_model_sizes_gets_an_N_star_power_law(tmp_path):
     """MLflow path: one model per size, sizes varied at fixed budgets and one µ_rec."""
-    from analysis.approach2 import Options
-    from analysis.report import Report, _isoflop_section
+    from analysis.options import Options
+    from analysis.report.document import Report
+    from analysis.report.isoflop_section import isoflop_section
     df = load_table(str(chinchilla_table(tmp_path / "t.csv"))).frame
     df = df.assign(mean_recurrence=1, model_name=[f"m{i % 9}" for i in range(len(df))])
     report = Report()
-    _isoflop_section(report, df, tmp_path, Options(n_boot=50))
+    isoflop_section(report, df, tmp_path, Options(n_boot=50))
     (r,) = report.axes
     assert (r.group, r.axis, r.paper) == ("all models", "params", None)
     assert r.law.gamma == pytest.approx(TRUE_A, abs=0.06)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.testtime import fit_testtime, huber_mean, fit_testtime_runs, tabulate_testtime
+from analysis.testtime.saturation import fit_testtime, huber_mean, fit_testtime_runs, tabulate_testtime
 from analysis_synthetic import saturating
 
 T_GRID = np.array([1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24])
@@ -69,7 +69,7 @@ def test_table_gap_against_loss_at_mu():
 
 
 def test_three_values_of_T_are_an_exact_fit_not_identified():
-    from analysis.testtime import FLAG_EXACT, fit_testtime
+    from analysis.testtime.saturation import FLAG_EXACT, fit_testtime
     T = np.array([1.0, 2.0, 4.0])
     fit = fit_testtime(T, saturating(T, 3.0, 0.5, 0.8))
     assert FLAG_EXACT in fit.flags and not fit.z_identified and np.isnan(fit.T_star)
@@ -82,7 +82,7 @@ def test_three_values_of_T_are_an_exact_fit_not_identified():
 def test_a_loss_that_only_rises_with_T_is_no_decay_not_saturation():
     """A run trained at µ_rec = 1 gets worse with every extra loop: the fit has nothing to decay (Z ≈ 0),
     which is not the same as saturating before T = 2, and z's lower bound means nothing there."""
-    from analysis.testtime import FLAG_NO_DECAY
+    from analysis.testtime.saturation import FLAG_NO_DECAY
     T = np.array([1.0, 2, 3, 4, 8, 16])
     L = 1.915 + 0.04 * (1 - np.exp(-0.5 * (T - 1)))
     fit = fit_testtime(T, L)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.allocation import (chinchilla_allocation, optimal_loops, recurrence_allocation,
+from analysis.laws.allocation import (chinchilla_allocation, optimal_loops, recurrence_allocation,
                                  recurrence_local_exponents)
-from analysis.isoflop import isoflop_optima
-from analysis.powerlaw import powerlaw_from_optima
+from analysis.isoflop.optima import isoflop_optima
+from analysis.isoflop.powerlaw import powerlaw_from_optima
 from analysis.synth import ASYMMETRIC_TRUE, RECURRENCE_TRUE, chinchilla_loss
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
-from analysis.approach2 import LABEL, XLABEL, Options, approach2
-from analysis.laws import design_from_frame
-from analysis.testtime import fit_testtime_runs
+from analysis.report import figures as plots
+from analysis.isoflop.approach2 import LABEL, XLABEL, approach2
+from analysis.isoflop.qc import Flag
+from analysis.options import Options
+from analysis.laws.forms import design_from_frame
+from analysis.testtime.saturation import fit_testtime_runs
 from analysis_synthetic import BUDGETS, MU_GRID, isoflop_frame, saturating
 
 TEST_LOOPS = (1, 2, 4, 8, 16)
@@ -89,7 +91,7 @@ def test_isoflop_and_powerlaw_figures(axes, tmp_path):
 def test_fit_through_flagged_optima_is_drawn_as_such(frame, tmp_path):
     r = approach2(frame, "tiny", "mean_recurrence", Options(n_boot=50, keep_flagged=True),
                   np.random.default_rng(0))
-    r.optima[0].flags.append(type("F", (), {"code": "test", "reason": "forced"})())  # one flagged budget
+    r.optima[0].flags.append(Flag("test", "forced"))  # one flagged budget
     fig = plots.powerlaw_figure(r.law, r.optima, LABEL[r.axis])
     line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("fit"))
     assert line.get_label().startswith("fit THROUGH FLAGGED optima") and line.get_linestyle() == "--"
@@ -128,7 +130,7 @@ def test_loss_vs_figure(frame, column, label, tmp_path):
 
 
 def test_law_fit_figure(frame, tmp_path):
-    from analysis.fit import fit_law
+    from analysis.laws.point_fit import fit_law
     d = design_from_frame(frame, "parcae")
     fit = fit_law("parcae", d)
     png = plots.plot_law_fit(d, fit.predict(d), "parcae", tmp_path / "law")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.fit import (BOOT_GRID_STRIDE, FitSettings, _grid_scores, bootstrap_law, fit_law,
-                          lm_refine, objective, varpro_starts)
-from analysis.laws import CHINCHILLA, design_from_frame
+from analysis.laws.bootstrap import _grid_scores, bootstrap_law, lm_refine
+from analysis.laws.point_fit import BOOT_GRID_STRIDE, FitSettings, fit_law, objective, varpro_starts
+from analysis.laws.forms import CHINCHILLA, design_from_frame
 from analysis.synth import chinchilla_design
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

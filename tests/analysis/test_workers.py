@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from analysis import workers
-from analysis.fit import bootstrap_law
-from analysis.laws import CHINCHILLA
+from analysis.laws.bootstrap import bootstrap_law
+from analysis.laws.forms import CHINCHILLA
 from analysis.synth import chinchilla_design
-from analysis.testtime import fit_testtime
+from analysis.testtime.saturation import fit_testtime
 
 
 @pytest.fixture

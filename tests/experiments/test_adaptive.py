@@ -8,7 +8,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from analysis.report import _adaptive_section
+from analysis.report.sections import adaptive_section as _adaptive_section
 from experiments.launch.adaptive import Extension, extensions
 from experiments.launch.sweep_status import read_manifest
 from helpers import REPO, SMALL

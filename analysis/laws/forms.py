@@ -8,7 +8,7 @@ Every law is a *log-sum-exp* law (Chinchilla Approach 3 parameterisation):
 
 so L_hat = sum_k C_k * f_k(X; nonlinear params) with C_k = exp(theta_k) > 0.
 The coefficients (E, A, B, Z) enter linearly in L_hat (not in log L_hat), which
-is what variable projection exploits to build starts (see ``analysis.fit``).
+is what variable projection exploits to build starts (see ``analysis.laws.point_fit``).
 
 Internally, size inputs are centred (x = log N - c_N, y = log D - c_D, with
 c fixed per fit from the data) so the optimiser works with O(1) numbers; the

@@ -16,14 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
-from analysis.isoflop import BudgetOptimum
+from analysis.estimation import LEVEL, percentile_interval, t_critical
+from analysis.isoflop.optima import BudgetOptimum
+from analysis.options import MIN_BUDGETS
 
 MIN_BOOT_DRAWS = 50
-# Fewest clean budgets a power law is fitted through (CLI --min-budgets): with 2 the line passes
-# exactly through both and has no residual degrees of freedom.
-MIN_BUDGETS = 3
 
 
 @dataclass
@@ -50,15 +48,13 @@ class PowerLawFit:
         return np.exp(self.log_k + self.gamma * np.log(np.asarray(C, dtype=float)))
 
     def boot_ci_gamma(self, method: str = "runs",
-                      level: float = 0.95) -> tuple[float, float]:
+                      level: float = LEVEL) -> tuple[float, float]:
         if method not in self.boot:
             return float("nan"), float("nan")
-        q = 100 * (1 - level) / 2
-        lo, hi = np.percentile(self.boot[method][0], [q, 100 - q])
-        return float(lo), float(hi)
+        return percentile_interval(self.boot[method][0], level)
 
     def band(self, C: np.ndarray, method: str = "runs",
-             level: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
+             level: float = LEVEL) -> tuple[np.ndarray, np.ndarray] | None:
         """Pointwise bootstrap percentile band of the fitted line."""
         if method not in self.boot:
             return None
@@ -99,7 +95,7 @@ def fit_powerlaw(C: np.ndarray, y: np.ndarray) -> PowerLawFit:
                         "no residual degrees of freedom, no standard error; the bootstrap "
                         "interval reflects within-budget noise only")
     else:
-        t = float(stats.t.ppf(0.975, dof))
+        t = t_critical(dof)
         ci = (gamma - t * se, gamma + t * se)
         if dof == 1:
             warnings.append(f"only 3 budgets: 1 residual dof (t = {t:.1f}), so the "

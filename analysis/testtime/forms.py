@@ -16,11 +16,12 @@ import pandas as pd
 
 from analysis import workers
 from analysis.runs import testtime_long
-from analysis.testtime import decay_log_jac, decay_log_resid, decay_predict, huber_mean, multistart
+from analysis.estimation import huber_mean
+from analysis.testtime.saturation import decay_log_jac, decay_log_resid, decay_predict, multistart
 
 # Every form decays as exp(−z·(b(T) − b(T0))) with its own log-base b: T (exp), ln(1+T) (shifted
 # power) or ln T (the two power laws), normalised at T0, the smallest T fitted, so that Z is the decay
-# still left at T0 (why: analysis/testtime.py, whose decay model every form uses).
+# still left at T0 (why: analysis/testtime/saturation.py, whose decay model every form uses).
 _LOG_BASE = {
     "exp": lambda T: T,
     "shifted power": np.log1p,

@@ -6,7 +6,7 @@ one size averaged) on the sampled range, with a run-bootstrap interval (the budg
 replacement, the spline and its minimum recomputed). A parabola's vertex sits beside it: it assumes a
 symmetric curve in log-size, which biases it when the grid is wide, off-centre or the surface is
 asymmetric (Hoffmann et al. 2022 used it as their Approach 2; the bias is the reason the spline is the
-estimate here). Quality control per point and per budget lives in ``analysis.isoflop_qc``; every flag
+estimate here). Quality control per point and per budget lives in ``analysis.isoflop.qc``; every flag
 is a named code with a reason, and a flagged budget is left out of the power law unless asked.
 
 All fits happen in natural-log x. The parabola's reported optimum follows one rule, used both for the
@@ -24,14 +24,11 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-from analysis import isoflop_qc as qc
-from analysis.profile_fits import (AKIMA_GRID, FLAG_CURVATURE, FLAG_EDGE_HIGH,  # noqa: F401 (re-exported)
-                                   FLAG_EDGE_LOW, FLAG_NO_DOF, FLAG_TOO_FEW, FLAG_WEAK, MIN_DISTINCT_X,
-                                   ParabolaFit, akima_curve, akima_optimum, fit_parabola,
-                                   t_critical)
+from analysis.estimation import LEVEL, percentile_interval, resample_weights
+from analysis.isoflop import qc
+from analysis.isoflop.profiles import (AKIMA_GRID, MIN_DISTINCT_X, ParabolaFit, akima_optimum,
+                                       fit_parabola)
 
-Z95 = 1.959963984540054
-LEVEL = 0.95
 # axis name (summary.json, CLI) -> frame column
 AXIS_COLUMN = {"params": "n_params", "tokens": "tokens", "mean_recurrence": "mean_recurrence"}
 
@@ -45,11 +42,6 @@ def _optimum_rule(coef: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         vertex = np.clip(-b / (2 * a), lo, hi)
     return np.where(a > 0, vertex, best)
-
-
-def _resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Multiplicity of each run in each of n_boot resamples of the budget's n runs."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
 def _bootstrap_runs(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -120,7 +112,7 @@ def bootstrap_optima(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.G
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if method == "runs":
-        return _bootstrap_runs(x, y, _resample_weights(x.size, n_boot, rng))
+        return _bootstrap_runs(x, y, resample_weights(x.size, n_boot, rng))
     if method == "residuals":
         return _bootstrap_residuals(x, y, n_boot, rng)
     raise ValueError(f"unknown bootstrap method {method!r}")
@@ -162,12 +154,18 @@ class BudgetOptimum:
 
     @property
     def ok(self) -> bool:
-        """No budget-level QC flag: the estimate may enter the power law."""
-        return not self.flags
+        """No excluding budget-level QC flag: the estimate may enter the power law."""
+        return not any(f.excludes for f in self.flags)
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{f.code}: {f.reason}" for f in self.flags]
+        """Why the budget is left out (excluding flags only)."""
+        return [f"{f.code}: {f.reason}" for f in self.flags if f.excludes]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Flags that warn without excluding."""
+        return [f"{f.code}: {f.reason}" for f in self.flags if not f.excludes]
 
     def interval(self, level: float = LEVEL) -> tuple[float, float]:
         """Run-bootstrap percentile interval of the estimate (Akima minimum)."""
@@ -179,26 +177,18 @@ class BudgetOptimum:
         good = self.boot[method][np.isfinite(self.boot[method])]
         if good.size < 10:
             return float("nan"), float("nan")
-        q = 100 * (1 - level) / 2
-        lo, hi = np.percentile(good, [q, 100 - q])
+        lo, hi = percentile_interval(good, level)
         return float(np.exp(lo)), float(np.exp(hi))
-
-    def delta_interval(self) -> tuple[float, float]:
-        se = self.fit.se_x_opt
-        if not np.isfinite(se) or not self.fit.ok:
-            return float("nan"), float("nan")
-        return (float(np.exp(self.fit.x_opt - Z95 * se)),
-                float(np.exp(self.fit.x_opt + Z95 * se)))
 
 
 def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarray, run_ids: list[str],
                    n_boot: int = 0, rng: np.random.Generator | None = None,
-                   keep_flagged: bool = False) -> BudgetOptimum:
+                   keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig()) -> BudgetOptimum:
     """QC, estimate and bootstrap for one budget's runs (values: the allocation variable, > 0)."""
     rng = rng or np.random.default_rng(0)
     x_all = np.log(np.asarray(values, dtype=float))
     y_all = np.asarray(loss, dtype=float)
-    point_flags, notes = qc.point_flags(x_all, y_all)
+    point_flags, notes = qc.point_flags(x_all, y_all, cfg)
     keep = np.ones(x_all.size, bool)
     if not keep_flagged:
         keep[list(point_flags)] = False
@@ -206,10 +196,10 @@ def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarra
     ids = [r for r, k in zip(run_ids, keep) if k]
     fit = fit_parabola(x, y)
     ax, ay = akima_optimum(x, y)
-    flags = qc.budget_flags(x, y, fit, ax, axis)
+    flags = qc.budget_flags(x, y, fit, ax, axis, cfg)
     boot: dict[str, np.ndarray] = {}
     if n_boot and np.unique(x).size >= MIN_DISTINCT_X:
-        w = _resample_weights(x.size, n_boot, rng)
+        w = resample_weights(x.size, n_boot, rng)
         boot["akima"] = _bootstrap_akima(x, y, w)
         boot["runs"] = _bootstrap_runs(x, y, w)
         boot["residuals"] = _bootstrap_residuals(x, y, n_boot, rng)
@@ -221,7 +211,7 @@ def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarra
 
 def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
                    rng: np.random.Generator | None = None,
-                   keep_flagged: bool = False) -> list[BudgetOptimum]:
+                   keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig()) -> list[BudgetOptimum]:
     """Per flop_budget, QC + shape-free optimum of ``loss`` vs ln(df[column]) (``axis`` is a column
     name or an AXIS_COLUMN key). Runs are named by the ``run`` column when present (else run_id).
     Runs without a FLOP budget (token-budget runs) are ignored."""
@@ -235,7 +225,7 @@ def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
         out.append(budget_optimum(float(budget), axis, grp[column].to_numpy(dtype=float),
                                   grp["loss"].to_numpy(dtype=float),
                                   list(grp["run" if "run" in grp else "run_id"].astype(str)),
-                                  n_boot, rng, keep_flagged))
+                                  n_boot, rng, keep_flagged, cfg))
     return out
 
 
@@ -256,7 +246,7 @@ def optima_table(optima: list[BudgetOptimum]) -> pd.DataFrame:
             "curvature_t": o.fit.t_curvature,
             "dof": o.fit.dof,
             "ok": o.ok,
-            "flags": "; ".join(o.reasons),
+            "flags": "; ".join(o.reasons + [f"warning: {w}" for w in o.warnings]),
             "points_excluded": len(o.points_excluded),
         })
     return pd.DataFrame(rows)

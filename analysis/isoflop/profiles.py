@@ -1,15 +1,16 @@
 """The two estimators of one isoFLOP budget's minimum, on x = ln(allocation variable): a least-squares
 parabola (symmetric in log-size; Hoffmann et al. 2022, Approach 2) and the minimum of an Akima spline
-through the points (shape-free). ``analysis.isoflop`` uses the spline as the estimate and the parabola
-beside it; ``analysis.isoflop_qc`` refits both when it tests a budget.
+through the points (shape-free). ``analysis.isoflop.optima`` uses the spline as the estimate and the parabola
+beside it; ``analysis.isoflop.qc`` refits both when it tests a budget.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 from scipy.interpolate import Akima1DInterpolator
+
+from analysis.estimation import t_critical
 
 MIN_DISTINCT_X = 3
 # A vertex this close to the grid boundary (fraction of the log-span) is only
@@ -24,11 +25,6 @@ FLAG_CURVATURE = "non-positive curvature"
 FLAG_NO_DOF = "exactly 3 points: no residual dof, no delta-method SE"
 FLAG_WEAK = "weak curvature: t below the t distribution's 97.5 % quantile for the residual dof"
 AKIMA_GRID = 512
-
-
-def t_critical(dof: int) -> float:
-    """Two-sided 95 % critical value of Student's t with ``dof`` degrees of freedom."""
-    return float(stats.t.ppf(0.975, dof))
 
 
 @dataclass

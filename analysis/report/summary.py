@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.approach2 import LABEL, PAPER_SOURCE, AxisResult
-from analysis.testtime import SATURATION_REL, SaturationFit
+from analysis.estimation import MAX_EXPONENT_WIDTH, not_identified
+from analysis.isoflop.estimator_choice import NAMES
+from analysis.isoflop.approach2 import LABEL, PAPER_SOURCE, AxisResult
+from analysis.testtime.saturation import SATURATION_REL, SaturationFit, advice
 
 SCHEMA_VERSION = 1
 PAPER_TESTTIME = "Parcae (arXiv 2604.12946) §5.3, App. L"
@@ -47,14 +49,16 @@ def run_label(row: pd.Series) -> str:
 
 def isoflop_entry(r: AxisResult) -> dict:
     law = r.law
-    entry = {"group": r.group, "estimator": "akima (shape-free minimum), run bootstrap",
+    entry = {"group": r.group, "estimator": f"{r.estimator} ({NAMES[r.estimator]}), run bootstrap",
+             "estimator_choice": r.choice.entry() if r.choice else None,
              "exponent": law.gamma if law else None,
              "interval": list(r.interval) if law else None,
              "prefactor": law.k if law else None,
              "budgets_used": sorted(law.C.tolist()) if law else [],
              "budgets_excluded": r.budgets_excluded(),
              "points_excluded": r.points_excluded(),
-             "parabola_exponent": r.parabola.gamma if r.parabola else None,
+             "alternative": ({"estimator": r.alternative.estimator, "exponent": r.alternative.gamma}
+                             if r.alternative else None),
              "notes": list(r.notes)}
     if law is None:
         entry["reason"] = r.reason
@@ -107,8 +111,12 @@ def _exponent_line(r: AxisResult, show_group: bool) -> str:
     if r.law is None:
         return f"{label} ∝ C^γ{where}: not identified — {r.reason}{paper}"
     lo, hi = r.interval
+    why = not_identified(r.law.gamma, lo, hi)
+    if why:
+        return (f"{label} ∝ C^γ{where}: not identified — {why} ({len(r.law.C)} budgets; an identified "
+                f"exponent has an interval excluding 0 and at most {MAX_EXPONENT_WIDTH:g} wide){paper}")
     ci = f"95 % interval [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "no bootstrap interval"
-    return (f"{label} ∝ C^{r.law.gamma:.3f}{where}, {ci} (shape-free optima, {len(r.law.C)} budgets)"
+    return (f"{label} ∝ C^{r.law.gamma:.3f}{where}, {ci} ({NAMES[r.estimator]} optima, {len(r.law.C)} budgets)"
             f"{paper}" + "".join(f"; note: {n}" for n in r.notes))
 
 
@@ -118,8 +126,9 @@ def _testtime_line(entries: list[dict]) -> str | None:
     ident = [e for e in entries if e["identified"] and e["T_star"] is not None
              and np.isfinite(e["T_star"])]
     if not ident:
-        return (f"test-time saturation: not identified in any of {len(entries)} curve(s) "
-                "(see the test-time flags: evaluate a denser T grid)")
+        why = pd.Series([advice(e["flags"]) or "see the test-time flags" for e in entries]).value_counts()
+        return (f"test-time saturation: not identified in any of {len(entries)} curve(s) ("
+                + "; ".join(f"{n}: {text}" for text, n in why.items()) + ")")
     shown = sorted(ident, key=lambda e: e["mu_rec"])[:MAX_TESTTIME_IN_HEADLINE]
     budgets = len({e.get("C") for e in entries}) > 1  # name the budget when curves of one µ_rec differ in it
     pairs = ", ".join(f"µ_rec = {e['mu_rec']:g}" + (f" at C = {e['C']:.2g}" if budgets and e.get("C") else "")
@@ -137,9 +146,10 @@ def _law_lines(laws: dict[str, dict]) -> list[str]:
         for k, label in (("mu_opt", "µ_rec* exponent"), ("a_opt", "N* exponent"), ("b_opt", "D* exponent")):
             v = e.get(k)
             if v is not None and np.isfinite(v):
-                lo, hi = e["intervals"].get(k, [None, None])
-                ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and np.isfinite(lo) else ""
-                parts.append(f"{label} {v:.3f}{ci}")
+                lo, hi = (np.nan if b is None else b for b in e["intervals"].get(k, [None, None]))
+                why = not_identified(v, lo, hi)
+                ci = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""
+                parts.append(f"{label} not identified ({why})" if why else f"{label} {v:.3f}{ci}")
         if parts:
             lines.append(f"Approach 3 (law `{name}`): " + ", ".join(parts))
     return lines
@@ -165,8 +175,23 @@ def _regime_line(isoflop: list[AxisResult]) -> str | None:
             "`make sweep SWEEP=isoflop-long`)")
 
 
+def _holdout_line(entry: dict | None) -> str | None:
+    if not entry or not entry.get("rows"):
+        return None
+    by = {}
+    for r in entry["rows"]:
+        if r["error_pct"] is not None and np.isfinite(r["error_pct"]):
+            by.setdefault(r["approach"], []).append(abs(r["error_pct"]))
+    parts = ", ".join(f"{a} {np.mean(e):.2f} %" for a, e in by.items())
+    budgets = ", ".join(f"{c:.3g}" for c in entry["budgets"])
+    paper = entry["paper"]
+    return (f"held-out budget(s) C = {budgets}: mean |compute-optimal loss error| "
+            f"{entry['mean_abs_error_pct']:.2f} % ({parts}); paper: "
+            + " % and ".join(f"{e:g}" for e in paper["error_pct"]) + f" % ({paper['source']})")
+
+
 def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
-             runs: dict) -> list[str]:
+             runs: dict, holdout: dict | None = None) -> list[str]:
     show_group = len({r.group for r in isoflop}) > 1
     regime = _regime_line(isoflop)
     lines = ([regime] if regime else []) + [_exponent_line(r, show_group) for r in isoflop]
@@ -174,9 +199,9 @@ def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[di
         lines.append("isoFLOP exponents: not identified — fewer than 2 FLOP budgets have >= 3 distinct values of "
                      "an allocation variable (an optimum needs points on both sides; see the isoFLOP section)")
     lines += _law_lines(laws)
-    tt = _testtime_line(testtime)
-    if tt:
-        lines.append(tt)
+    for extra in (_holdout_line(holdout), _testtime_line(testtime)):
+        if extra:
+            lines.append(extra)
     lines.append(_runs_line(runs))
     return lines
 
@@ -186,16 +211,19 @@ def headline_markdown(lines: list[str]) -> str:
 
 
 def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[dict], runs: dict,
-                  source: dict) -> dict:
-    """The summary.json object (see module docstring and docs/analysis.md)."""
+                  source: dict, holdout=None, qc: dict | None = None) -> dict:
+    """The summary.json object (see module docstring and docs/analysis.md); holdout: analysis.holdout.Holdout."""
     laws = {res.name: law_entry(res) for res in law_results}
     groups: dict[str, dict] = {}
     for r in isoflop:
         groups.setdefault(r.group, {})[r.axis] = isoflop_entry(r)
     main = next(iter(groups.values()), {})  # the first group: the report's main model family
+    held = (holdout.entry() if holdout is not None
+            else {"budgets": [], "rows": [], "mean_abs_error_pct": None, "reason": "not run"})
     out = {"schema_version": SCHEMA_VERSION, "source": source,
-           "headline": headline(isoflop, laws, testtime, runs),
-           "isoflop": main, "laws": laws, "testtime": testtime, "runs": runs}
+           "headline": headline(isoflop, laws, testtime, runs, _clean(held)),
+           "isoflop": main, "laws": laws, "testtime": testtime, "runs": runs, "holdout": held,
+           "qc": qc or {}}
     if len(groups) > 1:
         out["isoflop_groups"] = groups
     return _clean(out)

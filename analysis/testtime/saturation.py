@@ -18,10 +18,10 @@ import pandas as pd
 from scipy.optimize import least_squares, nnls
 
 from analysis import workers
+from analysis.estimation import huber_mean
 from analysis.runs import testtime_long
 
 Z_MIN, Z_MAX = 1e-3, 20.0
-HUBER_DELTA = 1e-3
 MIN_T = 3
 # Relative loss change below which a curve is called flat.
 FLAT_REL = 1e-3
@@ -36,6 +36,22 @@ SATURATION_REL = 1e-3
 FLAG_EXACT = (f"exact fit: no more values of T than the law's {N_PARAMS} parameters, so nothing tests it "
               "and z is not identified (evaluate more T)")
 FLAG_NO_DECAY = "no decay"
+# What to do about a curve that is not identified, by the flag that blocks it (in this order): advice
+# that matches the flag (a flat curve needs no denser grid; it has nothing to saturate).
+ADVICE = (("exact fit", "evaluate more values of T"),
+          ("flat", "the loss does not change with T: nothing to saturate"),
+          (FLAG_NO_DECAY, "the loss does not fall with T (e.g. a run trained at µ_rec = 1): nothing to saturate"),
+          ("saturates", "evaluate a denser T grid below the second T"),
+          ("bound", "evaluate a denser T grid"),
+          ("no plateau", "evaluate larger T"))
+
+
+def advice(flags: list[str]) -> str | None:
+    """The advice for the first blocking flag of a curve (None when nothing blocks)."""
+    for prefix, text in ADVICE:
+        if any(f.startswith(prefix) for f in flags):
+            return text
+    return None
 
 
 @dataclass
@@ -108,11 +124,6 @@ def _linear_start(z: float, dT: np.ndarray, L: np.ndarray) -> np.ndarray:
     basis = np.column_stack([np.ones_like(dT), np.exp(-z * dT)])
     (l_inf, amp), _ = nnls(basis, L)
     return np.array([max(l_inf, 1e-3 * L.min()), amp, z])
-
-
-def huber_mean(r: np.ndarray, delta: float = HUBER_DELTA) -> float:
-    a = np.abs(r)
-    return float(np.mean(np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))))
 
 
 def multistart(fun, jac, starts, bounds, args) -> "OptimizeResult":
@@ -220,8 +231,7 @@ def fit_testtime(T: np.ndarray, loss: np.ndarray) -> SaturationFit:
     if np.unique(T).size <= N_PARAMS:
         fit.flags.append(FLAG_EXACT)
     fit.flags += _identification_flags(fit)
-    blocking = ("flat", FLAG_NO_DECAY, "saturates", "bound", "no plateau", "exact fit")
-    fit.z_identified = not any(f.startswith(blocking) for f in fit.flags)
+    fit.z_identified = advice(fit.flags) is None
     return fit
 
 
@@ -249,6 +259,7 @@ def tabulate_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> pd.Da
             "run_id": run_id,
             "model_name": r["model_name"],
             "mean_recurrence": r["mean_recurrence"],
+            "flop_budget": r.get("flop_budget", float("nan")),
             "n_T": int(fit.T.size),
             "L_inf": fit.L_inf, "se_L_inf": fit.se_L_inf,
             "Z": fit.Z, "z": fit.z, "se_z": fit.se_z,

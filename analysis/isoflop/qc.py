@@ -1,5 +1,5 @@
 """Quality control of isoFLOP profiles, per point and per budget. Each check is a named flag with a
-reason; ``analysis.isoflop`` leaves flagged points and budgets out of the power law unless told to keep
+reason; ``analysis.isoflop.optima`` leaves flagged points and budgets out of the power law unless told to keep
 them. The checks and their thresholds are defined in docs/analysis.md; the constants below are the one
 place they are set.
 
@@ -27,12 +27,12 @@ Per budget:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from analysis.profile_fits import (EDGE_FRACTION, MIN_DISTINCT_X, ParabolaFit, averaged, fit_parabola,
+from analysis.isoflop.profiles import (EDGE_FRACTION, MIN_DISTINCT_X, ParabolaFit, averaged, fit_parabola,
                                    t_critical)
 
 EXACT_DUPLICATE = "exact_duplicate"
@@ -60,9 +60,49 @@ DISAGREE_STEPS = 1.0
 
 
 @dataclass(frozen=True)
+class QCConfig:
+    """Every QC threshold, settable with ``--qc KEY=VALUE`` and recorded in summary.json["qc"]."""
+
+    near_duplicate_steps: float = NEAR_DUPLICATE_STEPS
+    outlier_k: float = OUTLIER_K
+    outlier_floor: float = OUTLIER_FLOOR
+    min_sizes_for_outliers: int = MIN_SIZES_FOR_OUTLIERS
+    min_side: int = MIN_SIDE
+    disagree_steps: float = DISAGREE_STEPS
+    # The parabola is biased on asymmetric curves: its disagreement with the spline is no measured reason
+    # to drop a budget (issue 22: published QC keeps such budgets), so by default it only warns.
+    exclude_disagreement: bool = False
+
+
+def parse_qc(items: list[str], base: QCConfig | None = None) -> QCConfig:
+    """QCConfig from ``KEY=VALUE`` strings; ValueError (one line naming the key and the fix) otherwise."""
+    cfg = base or QCConfig()
+    types = {f.name: f.type for f in fields(QCConfig)}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise ValueError(f"--qc {item}: unknown QC setting {key!r}; give KEY=VALUE with KEY one of "
+                             + ", ".join(types))
+        try:
+            if types[key] in (bool, "bool"):
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                parsed = value.strip().lower() in ("true", "1")
+            else:
+                parsed = (int if types[key] in (int, "int") else float)(value)
+        except ValueError:
+            raise ValueError(f"--qc {item}: {key} takes a {types[key]} value, e.g. "
+                             f"{key}={getattr(QCConfig(), key)}") from None
+        cfg = replace(cfg, **{key: parsed})
+    return cfg
+
+
+@dataclass(frozen=True)
 class Flag:
     code: str
     reason: str
+    excludes: bool = True  # False: a warning, shown but not a reason to leave the budget out
 
 
 def _step(ux: np.ndarray) -> float:
@@ -85,31 +125,31 @@ def _robust_smooth_residuals(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
     return uy - V @ fit.x
 
 
-def _outliers(x: np.ndarray, y: np.ndarray, alive: np.ndarray) -> dict[int, Flag]:
+def _outliers(x: np.ndarray, y: np.ndarray, alive: np.ndarray, cfg: QCConfig) -> dict[int, Flag]:
     """The largest robust residual is an outlier when it exceeds OUTLIER_K times the residual SD of the
     other points (and OUTLIER_FLOOR of the loss); it is removed and the test repeated."""
     out: dict[int, Flag] = {}
     while True:
         ux, uy = averaged(x[alive], y[alive])
-        if ux.size < MIN_SIZES_FOR_OUTLIERS:
+        if ux.size < max(cfg.min_sizes_for_outliers, OUTLIER_DEGREE + 3):
             return out
         # log-loss: run-to-run noise is multiplicative, so the steep ends of a wide grid are not noisier
         r = _robust_smooth_residuals(ux, np.log(uy))
         j = int(np.argmax(np.abs(r)))
         others = np.delete(r, j)
         sd = float(np.sqrt(np.sum(others**2) / (others.size - OUTLIER_DEGREE - 1)))
-        threshold = max(OUTLIER_K * sd, OUTLIER_FLOOR)
+        threshold = max(cfg.outlier_k * sd, cfg.outlier_floor)
         if not abs(r[j]) > threshold:
             return out
         reason = (f"loss {uy[j]:.4g} at size {np.exp(ux[j]):.4g} is {100 * np.expm1(r[j]):+.2g} % off a "
                   f"robust smooth fit through the budget (threshold {100 * threshold:.2g} % = "
-                  f"max({OUTLIER_K:g} × residual SD of the other points, {100 * OUTLIER_FLOOR:g} %))")
+                  f"max({cfg.outlier_k:g} × residual SD of the other points, {100 * cfg.outlier_floor:g} %))")
         for i in np.flatnonzero(alive & (x == ux[j])):
             out[int(i)] = Flag(OUTLIER, reason)
             alive[i] = False
 
 
-def point_flags(x: np.ndarray, y: np.ndarray) -> tuple[dict[int, Flag], list[str]]:
+def point_flags(x: np.ndarray, y: np.ndarray, cfg: QCConfig = QCConfig()) -> tuple[dict[int, Flag], list[str]]:
     """Flags per point index of one budget, and notes that exclude nothing (replicates)."""
     flags: dict[int, Flag] = {}
     first: dict[tuple[float, float], int] = {}
@@ -124,9 +164,9 @@ def point_flags(x: np.ndarray, y: np.ndarray) -> tuple[dict[int, Flag], list[str
     ux = np.unique(x[alive])
     step = _step(ux)
     for a, b in zip(ux[:-1], ux[1:]):
-        if ux.size >= MIN_DISTINCT_X and b - a < NEAR_DUPLICATE_STEPS * step:
+        if ux.size >= MIN_DISTINCT_X and b - a < cfg.near_duplicate_steps * step:
             reason = (f"size {np.exp(b):.4g} is within {100 * np.expm1(b - a):.2g} % of size {np.exp(a):.4g} "
-                      f"(< {NEAR_DUPLICATE_STEPS:g} of the median grid step): a spline through both "
+                      f"(< {cfg.near_duplicate_steps:g} of the median grid step): a spline through both "
                       "swings on their noise; the smaller size is kept")
             for i in np.flatnonzero(alive & (x == b)):
                 flags[int(i)] = Flag(NEAR_DUPLICATE, reason)
@@ -136,7 +176,7 @@ def point_flags(x: np.ndarray, y: np.ndarray) -> tuple[dict[int, Flag], list[str
     if (counts > 1).any():
         notes.append(f"{int((counts > 1).sum())} size(s) with replicate runs: their losses are averaged "
                      "for the spline")
-    flags.update(_outliers(x, y, alive))
+    flags.update(_outliers(x, y, alive, cfg))
     return flags, notes
 
 
@@ -195,7 +235,8 @@ def _single_point(x: np.ndarray, y: np.ndarray, dof: int, curvature_ok: bool,
     return None
 
 
-def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float, axis: str) -> list[Flag]:
+def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float, axis: str,
+                 cfg: QCConfig = QCConfig()) -> list[Flag]:
     """Budget-level flags of one budget's kept points (x = ln size)."""
     ux, uy = averaged(x, y)
     if ux.size < MIN_DISTINCT_X:
@@ -208,12 +249,12 @@ def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float,
     else:
         below, above = int((ux < akima_x).sum()), int((ux > akima_x).sum())
         if at_bound:  # nothing can be sampled below µ_rec = 1: the lower side is as complete as it gets
-            below = max(below, MIN_SIDE)
+            below = max(below, cfg.min_side)
         side = min(below, above)
-        if side < MIN_SIDE:
-            where = "lower" if below < MIN_SIDE else "upper"
+        if side < cfg.min_side:
+            where = "lower" if below < cfg.min_side else "upper"
             flags.append(Flag(OFF_CENTRE, f"only {side} sampled size(s) on the {where} side of the optimum "
-                                          f"{np.exp(akima_x):.4g} (need {MIN_SIDE}); extend the grid there"))
+                                          f"{np.exp(akima_x):.4g} (need {cfg.min_side}); extend the grid there"))
     problem = _curvature_problem(fit)
     if problem:
         flags.append(Flag(WEAK_CURVATURE, problem))
@@ -226,9 +267,11 @@ def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float,
             flags.append(single)
     if not edge and fit.coef is not None and fit.coef[0] > 0:
         steps = abs(fit.x_opt - akima_x) / _step(ux)
-        if steps > DISAGREE_STEPS:
+        if steps > cfg.disagree_steps:
             flags.append(Flag(DISAGREE, f"parabola vertex {fit.opt:.4g} and spline minimum "
                                         f"{np.exp(akima_x):.4g} are {steps:.2f} grid steps apart "
-                                        f"(> {DISAGREE_STEPS:g}): the curve is asymmetric or noisy at the "
-                                        "grid's resolution"))
+                                        f"(> {cfg.disagree_steps:g}): the curve is asymmetric or noisy at the "
+                                        "grid's resolution"
+                                        + ("" if cfg.exclude_disagreement else " (a warning: the budget is kept)"),
+                              cfg.exclude_disagreement))
     return flags

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import workers
-from analysis.fit import bootstrap_law
+from analysis.laws.bootstrap import bootstrap_law
 from analysis.synth import CHINCHILLA_TRUE, random_chinchilla_design
 
 QUANTITIES = ("alpha", "beta", "E", "a_opt")

@@ -1,5 +1,6 @@
-"""Approach 2 on one allocation axis of one group of runs: QC'd per-budget optima, the power law
-through the shape-free optima (the estimate) and, beside it, the one through the parabola vertices.
+"""Approach 2 on one allocation axis of one group of runs: QC'd per-budget optima and the power laws
+through the Akima-spline minima and through the parabola vertices; the headline is the one whose
+estimator measured better on this grid (analysis.isoflop.estimator_choice), the other sits beside it.
 
 No silent fallback: with fewer clean budgets than ``min_budgets`` there is no power law, and ``reason``
 says which budgets were left out and why.
@@ -11,8 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.isoflop import LEVEL, BudgetOptimum, isoflop_optima
-from analysis.powerlaw import MIN_BUDGETS, NoPowerLaw, PowerLawFit, powerlaw_from_optima
+from analysis.estimation import LEVEL
+from analysis.isoflop.estimator_choice import NAMES, EstimatorChoice, choose_estimator
+from analysis.isoflop.optima import BudgetOptimum, isoflop_optima
+from analysis.isoflop.powerlaw import NoPowerLaw, PowerLawFit, powerlaw_from_optima
+from analysis.options import Options
 
 # The paper's compute-optimal exponents (Parcae, arXiv 2604.12946, §5.2 and Fig. 5: µ_rec* ∝ C^0.40,
 # D* ∝ C^0.78 at fixed model size). Shown beside our fits only; nothing is fitted towards them.
@@ -24,22 +28,13 @@ XLABEL = {"mean_recurrence": "mean recurrence µ_rec", "tokens": "training token
 
 
 @dataclass
-class Options:
-    """Analysis settings shared by the MLflow and the table path (CLI flags of python -m analysis)."""
-
-    n_boot: int = 1000
-    seed: int = 0
-    min_budgets: int = MIN_BUDGETS
-    keep_flagged: bool = False
-
-
-@dataclass
 class AxisResult:
     group: str
     axis: str
     optima: list[BudgetOptimum]
-    law: PowerLawFit | None = None       # through the shape-free (Akima) optima: the estimate
-    parabola: PowerLawFit | None = None  # through the parabola vertices, same budgets
+    law: PowerLawFit | None = None          # through the chosen estimator's optima: the headline
+    alternative: PowerLawFit | None = None  # through the other estimator's optima, same budgets
+    choice: EstimatorChoice | None = None   # how the headline estimator was chosen
     reason: str | None = None            # why there is no power law
     notes: list[str] = field(default_factory=list)
     # The paper's exponent, only where it applies: a sweep of µ_rec at fixed model size (Parcae §5.2)
@@ -61,25 +56,32 @@ class AxisResult:
                  "reason": f"{p['code']}: {p['reason']}"} for o in self.optima for p in o.points_excluded]
 
 
-def bias_note(law: PowerLawFit, parabola: PowerLawFit | None) -> str | None:
-    """A note when the parabola's exponent falls outside the shape-free estimate's interval."""
-    if parabola is None:
+    @property
+    def estimator(self) -> str:
+        return self.law.estimator if self.law is not None else "akima"
+
+
+def bias_note(law: PowerLawFit, alternative: PowerLawFit | None) -> str | None:
+    """A note when the other estimator's exponent falls outside the headline's interval."""
+    if alternative is None:
         return None
     lo, hi = law.boot_ci_gamma("runs", LEVEL)
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= parabola.gamma <= hi:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= alternative.gamma <= hi:
         return None
-    return (f"the parabola's exponent {parabola.gamma:.3f} lies outside the shape-free estimate's 95 % "
-            f"interval [{lo:.3f}, {hi:.3f}]: a parabola is biased on these curves (asymmetric or "
-            "off-centre grids); the shape-free value is the estimate")
+    return (f"the {NAMES[alternative.estimator]} exponent {alternative.gamma:.3f} lies outside the "
+            f"{NAMES[law.estimator]} estimate's 95 % interval [{lo:.3f}, {hi:.3f}]: the two estimators "
+            "disagree on these curves (asymmetry, an off-centre grid, or noise); the headline estimator "
+            "is the one that measured better on this grid")
 
 
 def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
               rng: np.random.Generator, looped: bool = True) -> AxisResult:
     """looped: the runs vary µ_rec at fixed model size, so the paper's exponents are comparable."""
-    optima = isoflop_optima(df, axis, n_boot=opts.n_boot, rng=rng, keep_flagged=opts.keep_flagged)
+    optima = isoflop_optima(df, axis, n_boot=opts.n_boot, rng=rng, keep_flagged=opts.keep_flagged,
+                            cfg=opts.qc)
     res = AxisResult(group, axis, optima, paper=PAPER_GAMMA.get(axis) if looped else None)
     try:
-        res.law = powerlaw_from_optima(optima, "akima", opts.min_budgets, opts.keep_flagged)
+        akima = powerlaw_from_optima(optima, "akima", opts.min_budgets, opts.keep_flagged)
     except NoPowerLaw as err:
         res.reason = str(err)
         at_one = [o for o in optima if any("looping does not pay" in f.reason for f in o.flags)]
@@ -87,12 +89,17 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
             res.reason += (f"; at {len(at_one)} of {len(optima)} budget(s) the optimum is µ_rec = 1: "
                            "looping does not pay there")
         return res
-    kept = [o for o in optima if o.budget in set(res.law.C.tolist())]
+    kept = [o for o in optima if o.budget in set(akima.C.tolist())]
     try:
-        res.parabola = powerlaw_from_optima(kept, "parabola", opts.min_budgets, keep_flagged=True)
+        parabola = powerlaw_from_optima(kept, "parabola", opts.min_budgets, keep_flagged=True)
     except NoPowerLaw:
-        res.parabola = None
-    note = bias_note(res.law, res.parabola)
+        parabola = None
+    res.choice = choose_estimator([(o.budget, o.fit.x, o.fit.y) for o in kept])
+    if parabola is not None and res.choice is not None and res.choice.estimator == "parabola":
+        res.law, res.alternative = parabola, akima
+    else:
+        res.law, res.alternative = akima, parabola
+    note = bias_note(res.law, res.alternative)
     if note:
         res.notes.append(note)
     return res

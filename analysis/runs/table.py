@@ -8,6 +8,8 @@ bit-identical FLOP counts for one isoFLOP curve.
 """
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +41,19 @@ def _read(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise TableError(f"--csv {path}: no such file; give the path of a CSV table")
-    if p.stat().st_size == 0 or not p.read_text(encoding="utf-8", errors="replace").strip():
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = p.read_bytes()[:err.start].count(b"\n") + 1
+        raise TableError(f"{path} line {line} is not UTF-8 text (byte 0x{err.object[err.start]:02x}); "
+                         "save the table as UTF-8 CSV") from None
+    if not text.strip():
         raise TableError(f"{path} is empty; it needs a header line (e.g. C,N,D,loss) and one row per run")
+    header = [c.strip() for c in next(csv.reader(io.StringIO(text.lstrip("\n"))))]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise TableError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+                         "rename or delete the duplicates")
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.ParserError as err:

@@ -1,7 +1,7 @@
 """Approach 2 against Approach 3 on the same runs.
 
 Approach 2 fits a power law to the isoFLOP optima (D* ∝ C^gamma); Approach 3 fits a parametric law
-and derives the same allocation exponent from the law's own compute model (analysis/allocation.py:
+and derives the same allocation exponent from the law's own compute model (analysis/laws/allocation.py:
 b_opt = α/(α+β) under C ∝ N·D for the Chinchilla and Parcae laws; the recurrence law's local exponent
 at fixed N_once, N_rec under C ∝ (N_once + r·N_rec)·D). Both describe one
 set of runs, so they should agree within their uncertainty; when they do not, at least one of the two
@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.powerlaw import PowerLawFit
+from analysis.estimation import LEVEL
+from analysis.isoflop.powerlaw import PowerLawFit
 
-LEVEL = 0.95
 # Without two intervals to compare, exponents further apart than this are called a disagreement.
 MAX_GAP_WITHOUT_INTERVALS = 0.1
 

@@ -23,9 +23,10 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
-from analysis.isoflop import BudgetOptimum, akima_curve  # noqa: E402
-from analysis.powerlaw import PowerLawFit  # noqa: E402
-from analysis.testtime import SaturationFit  # noqa: E402
+from analysis.isoflop.optima import BudgetOptimum
+from analysis.isoflop.profiles import akima_curve  # noqa: E402
+from analysis.isoflop.powerlaw import PowerLawFit  # noqa: E402
+from analysis.testtime.saturation import SaturationFit  # noqa: E402
 
 matplotlib.rcParams["axes.formatter.useoffset"] = False
 LOSS_LABEL = "validation loss (nats/token)"
@@ -369,3 +370,47 @@ def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path) -> Path:
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     return save_figure(fig, stem)
+
+
+def holdout_figure(rows: list[dict], axis_label: str, band_pct: float | None = None) -> plt.Figure:
+    """Held-out budgets: predicted against observed compute-optimal loss (left) and allocation (right),
+    one marker per approach, the line y = x; band_pct shades ±band_pct % around it on the loss panel
+    (the paper's held-out error, for comparison)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.4))
+    approaches = list(dict.fromkeys(r["approach"] for r in rows))
+    markers = dict(zip(approaches, "osD^v<>"))
+    for i, name in enumerate(approaches):
+        mine = [r for r in rows if r["approach"] == name]
+        style = dict(marker=markers[name], color=f"C{i}", ls="none", ms=7, label=name, alpha=0.85)
+        left.plot([r["observed_loss"] for r in mine], [r["predicted_loss"] for r in mine], **style)
+        right.plot([r["observed_optimum"] for r in mine], [r["predicted_optimum"] for r in mine], **style)
+    # The points of one budget sit close together: linear axes, the y = x line a little beyond them.
+    for ax, keys, pad in ((left, ("observed_loss", "predicted_loss"), 0.01),
+                          (right, ("observed_optimum", "predicted_optimum"), 0.1)):
+        values = np.array([r[k] for r in rows for k in keys], dtype=float)
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size:
+            lims = np.array([values.min() / (1 + pad), values.max() * (1 + pad)])
+            ax.plot(lims, lims, color="k", lw=0.8, label="y = x")
+            if ax is left and band_pct:
+                ax.fill_between(lims, lims * (1 - band_pct / 100), lims * (1 + band_pct / 100), color="0.85",
+                                label=f"±{band_pct:g} % (paper's held-out error)")
+            ax.set_xlim(*lims)
+            ax.set_ylim(*lims)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    left.set_xlabel("observed compute-optimal loss (nats/token)")
+    left.set_ylabel("predicted compute-optimal loss (nats/token)")
+    left.set_title("held-out budgets: compute-optimal loss", fontsize=10)
+    right.set_xlabel(f"observed optimum {axis_label}")
+    right.set_ylabel(f"predicted optimum {axis_label}")
+    right.set_title("held-out budgets: compute-optimal allocation", fontsize=10)
+    return fig
+
+
+def plot_holdout(rows: list[dict], axis_label: str, stem: Path, band_pct: float | None = None) -> Path:
+    return save_figure(holdout_figure(rows, axis_label, band_pct), stem)

@@ -3,17 +3,22 @@ analysis, parametric laws, report, figures and summary.json as a sweep, without 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from analysis.approach2 import Options
-from analysis.isoflop import AXIS_COLUMN
-from analysis.lawreport import fit_sweep_laws, law_section, law_supported
-from analysis.markdown import table
-from analysis.report import (Report, _approaches_section, _runs_section, _scaling_plots_section,
-                             finish_report, isoflop_group, isoflop_intro)
-from analysis.table import Table
+from analysis.holdout import holdout_predictions
+from analysis.isoflop.optima import AXIS_COLUMN
+from analysis.laws.results import fit_sweep_laws, law_supported
+from analysis.options import Options
+from analysis.report.document import Report, finish_report
+from analysis.report.holdout_section import holdout_section
+from analysis.report.isoflop_section import isoflop_group, isoflop_intro
+from analysis.report.law_section import law_section
+from analysis.report.markdown import table
+from analysis.report.sections import approaches_section, runs_section, scaling_plots_section
+from analysis.runs.table import Table
 
 
 def _header(t: Table) -> str:
@@ -34,12 +39,12 @@ def _header(t: Table) -> str:
 
 
 def analyze_table(t: Table, out_dir: str | Path, opts: Options | None = None) -> Path:
-    """Analyse a validated table (analysis.table.load_table); returns the report path."""
+    """Analyse a validated table (analysis.runs.table.load_table); returns the report path."""
     opts = opts or Options()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = t.frame
-    report = Report()
+    report = Report(qc=asdict(opts.qc))
     report.add(_header(t))
     report.add(isoflop_intro(opts))
     axes = tuple(a for a in ("params", "tokens", "mean_recurrence")
@@ -51,11 +56,12 @@ def analyze_table(t: Table, out_dir: str | Path, opts: Options | None = None) ->
     report.laws = fit_sweep_laws(df, opts.n_boot, opts.seed, labels) if ok else []
     report.add(law_section(df, opts.n_boot, opts.seed, report.warnings, report.metrics, out_dir,
                            report.laws))
-    _approaches_section(report, report.laws)
-    _scaling_plots_section(report, df, out_dir)
-    report.add(_runs_section(df))
+    approaches_section(report, report.laws)
+    holdout_section(report, holdout_predictions(df, axes, opts, str(df["model_name"].iloc[0])), out_dir)
+    scaling_plots_section(report, df, out_dir)
+    report.add(runs_section(df))
     path, _ = finish_report(report, out_dir, f"# Table analysis: `{Path(t.path).name}`", len(df), [],
                             {"kind": "table", "path": str(t.path), "columns": t.columns,
-                             "budget_tolerance": t.tolerance, "budgets": t.bins.to_dict("records")})
+                             "budget_tolerance": t.tolerance, "budgets": t.bins.to_dict("records")}, df)
     return path
 
