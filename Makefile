@@ -17,10 +17,11 @@ ARGS ?=
 help:
 	@echo "make setup                    create .venv and install the project (every target does it once)"
 	@echo "make sweep [SWEEP=isoflop|testtime|ladder|stability] [ARGS='hydra overrides']  train a sweep, then analyze it"
-	@echo "make sweep-detached [SWEEP=..] submit a sweep in the background (survives closing the terminal)"
-	@echo "make status SWEEP=<id>        per grid point: state (finished / running / interrupted / failed / diverged /"
-	@echo "                              missing), step/steps, loss, ETA; SWEEP=<run dir or config hash>: one run"
-	@echo "make show-config [ARGS='hydra overrides']  the config as it will run: model resolved, tokens, steps, FLOPs, hash"
+	@echo "make sweep-detached [SWEEP=..] make sweep in the background (driver + analysis; survives closing the terminal)"
+	@echo "make status [SWEEP=<id>]      per grid point, by run name: state (finished / running / queued / interrupted /"
+	@echo "                              failed / diverged / not started), step, eval/loss, ETA (default: the latest sweep);"
+	@echo "                              SWEEP=<run dir or config hash>: one run"
+	@echo "make show-config [ARGS='hydra overrides']  the config as it will run: model resolved, tokens, steps, FLOPs, hash, wall time"
 	@echo "make resume SWEEP=<id>        run only the grid points that are not finished"
 	@echo "make analyze [SWEEP_ID=...]   fit laws + plots for a sweep (default: the latest); progress per stage"
 	@echo "make analyze CSV=FILE [ARGS=..] the same analysis of your own table (columns C, N, D, loss; docs/analysis.md)"
@@ -33,10 +34,12 @@ help:
 	@echo "make mlflow-server            MLflow tracking server (+UI) on 127.0.0.1:5000; off loopback needs"
 	@echo "                              MLFLOW_TRACKING_USERNAME/PASSWORD (basic auth)"
 	@echo "make ui [UI_PORT=5000]        MLflow UI on 127.0.0.1, opening on the experiment's training runs"
+	@echo "                              (UI_HOST=0.0.0.0 only with MLFLOW_TRACKING_USERNAME/PASSWORD exported: basic auth)"
 	@echo "make test-ui                  headless-browser check that make ui shows the runs (screenshot: reports/ui/)"
 	@echo "make flow                     FLOW: base pre-training, method × τ sweep, lr and WiSE-FT curves, report"
 	@echo "make bench                    training throughput (bench-tiny, CPU) and logging overhead, JSON"
-	@echo "make bench-gpu                parcae-small on one CUDA GPU: tokens/s, MFU, memory"
+	@echo "make bench-gpu                parcae-small on CUDA GPUs: tokens/s, MFU (executed FLOPs), Muon, DDP, memory"
+	@echo "make gpu-check                the prepared GPU check (~8 min): bench, bf16+compile training, 2-GPU rerun; JSON"
 	@echo "make bench-tokenize           BPE tokenising throughput on a 100 MB corpus"
 	@echo "make bench-fit [ARGS=--law]   analysis time on a default-sweep-sized store (JSON); --law: the law fitter"
 	@echo "make clean-runs               delete runs, reports, logs and the MLflow store"
@@ -47,7 +50,11 @@ help:
 	 rest=$$(comm -23 <(echo "$$all") <(echo "$$described") | tr '\n' ' '); \
 	 if [ -n "$${rest// }" ]; then echo "more targets (see the Makefile): $$rest"; fi
 
+# Setup writes only inside this clone: a .venv that links elsewhere (another clone's environment) is refused,
+# since installing into it would repoint that clone's editable install here.
 $(STAMP): pyproject.toml
+	@if [ -L $(VENV) ] && [ "$$(cd "$$(readlink -f $(VENV))/.." && pwd -P)" != "$$(pwd -P)" ]; then \
+	  echo "make setup: $(VENV) links to $$(readlink -f $(VENV)), outside this clone; installing would repoint that clone's editable install. Fix: rm $(VENV) (the link only), then make setup creates this clone's own" >&2; exit 2; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
@@ -56,17 +63,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# sweep.dry_run=true (experiments/launch/dry_run.py) plans the sweep and trains nothing: no analysis then.
 sweep: $(STAMP)
 	$(PY) -m experiments.sweep sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS)
-	$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID) --reuse
+	$(if $(filter sweep.dry_run=true sweep.dry_run=True,$(ARGS)),,$(PY) -m analysis --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweep-id $(SWEEP_ID) --out reports/$(SWEEP_ID) --reuse)
 
+# `make sweep` itself (the driver with its adaptive passes, then the analysis), under nohup: it survives closing
+# the terminal. SWEEP, SWEEP_ID and ARGS reach the inner make through MAKEFLAGS, quoting intact.
 sweep-detached: $(STAMP)
 	mkdir -p logs
-	nohup $(PY) -m experiments.pretrain sweep=$(SWEEP) sweep_id=$(SWEEP_ID) $(ARGS) > logs/$(SWEEP_ID).log 2>&1 &
-	@echo "sweep $(SWEEP_ID) running in the background: log logs/$(SWEEP_ID).log; progress: make status SWEEP=$(SWEEP_ID)"
+	nohup $(MAKE) --no-print-directory sweep > logs/$(SWEEP_ID).log 2>&1 < /dev/null &
+	@echo "sweep $(SWEEP_ID) running in the background (the driver, then the analysis into reports/$(SWEEP_ID)): log logs/$(SWEEP_ID).log; progress: make status SWEEP=$(SWEEP_ID)"
 
+# The sweep named on the command line (SWEEP= or SWEEP_ID=), else the latest one.
 status: $(STAMP)
-	$(PY) -m experiments.status $(SWEEP_ID)
+	$(PY) -m experiments.status $(ANALYZE_ID)
 
 resume: $(STAMP)
 	$(PY) -m experiments.status $(SWEEP_ID) --resume
@@ -92,7 +103,7 @@ endif
 .PHONY: compare
 compare: $(STAMP)
 	@test -n "$(SWEEPS)" || { echo "make compare needs SWEEPS=a,b (comma-separated sweep ids)"; exit 2; }
-	$(PY) -m analysis.compare --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweeps $(SWEEPS)
+	$(PY) -m analysis.compare --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --sweeps $(SWEEPS) $(ARGS)
 
 # -n auto --dist loadfile: one pytest worker per core, each taking whole files (module fixtures such as
 # a trained sweep are built once); TEST_WORKERS=0 runs them in one process.
@@ -128,10 +139,13 @@ bench-fit: $(STAMP)
 
 # MLflow 3 opens on its GenAI view unless told otherwise: scripts/ui/serve.py prints the address of the
 # experiment's runs table (workflowType=machine_learning) and tags the experiment as a training one.
+# One rule for every server (experiments/tracking/server.py check_bind): UI_HOST other than loopback only with
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD exported (basic auth); the dashboard stays on loopback.
 UI_PORT ?= 5000
+UI_HOST ?= 127.0.0.1
 .PHONY: test-ui tune-ui
 ui: $(STAMP)
-	$(PY) scripts/ui/serve.py --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --host 127.0.0.1 --port $(UI_PORT)
+	$(PY) scripts/ui/serve.py --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --host $(UI_HOST) --port $(UI_PORT)
 
 # Real headless chromium (apt-get installed when missing, as root) on `make ui`'s address: run names visible.
 test-ui: $(STAMP)
@@ -140,11 +154,11 @@ test-ui: $(STAMP)
 # optuna-dashboard on loopback for a study journal of make tune (<tune.dir>/<study>/journal.log).
 TUNE_DIR ?= tune
 TUNE_UI_PORT ?= 8080
+TUNE_UI_HOST ?= 127.0.0.1
 tune-ui: $(STAMP)
 	@journal=$(if $(STUDY),$(TUNE_DIR)/$(STUDY)/journal.log,$$(ls -t $(TUNE_DIR)/*/journal.log 2>/dev/null | head -1)); \
 	test -n "$$journal" && test -f "$$journal" || { echo "make tune-ui: no study journal under $(TUNE_DIR)/ (run make tune first, or give STUDY=<name>)" >&2; exit 2; }; \
-	echo "Optuna dashboard for $$journal: http://127.0.0.1:$(TUNE_UI_PORT)"; \
-	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(TUNE_UI_PORT) "$$journal"
+	$(PY) scripts/ui/tune_dashboard.py --host $(TUNE_UI_HOST) --port $(TUNE_UI_PORT) "$$journal"
 
 clean-runs:
 	rm -rf runs multirun outputs reports sweeps logs mlflow.db mlartifacts
@@ -180,9 +194,20 @@ flow: $(STAMP)
 # Training throughput as JSON: bench-tiny on the CPU (2 threads) plus the logging overhead; ARGS adds flags
 # (--compile, --autocast bf16, --checkpoint-activations, --preset NAME, ...; see benchmarks/bench_train.py).
 .PHONY: bench bench-gpu
+# The JSON is also kept in reports/bench.json: show-config and the sweep dry run price CPU wall time with it.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_train.py --preset bench-tiny --logging-overhead $(ARGS)
+	@mkdir -p reports
+	set -o pipefail; $(PY) benchmarks/bench_train.py --preset bench-tiny --logging-overhead $(ARGS) \
+		| tee reports/.bench.json.tmp && mv reports/.bench.json.tmp reports/bench.json
 
-# parcae-small (~140M) on one CUDA GPU: bf16 autocast + torch.compile + fused AdamW; tokens/s, MFU, memory.
+# parcae-small (~140M) on CUDA GPUs: bf16 autocast + torch.compile; fused AdamW, Muon, and N-GPU DDP through
+# torchrun when there are several; tokens/s, both FLOP counts, MFU from executed FLOPs, memory; writes
+# reports/bench-gpu.json (the sweep dry run's throughput).
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py $(ARGS)
+
+# The prepared GPU check (~8 min on one GPU): bench-gpu, a short bf16 + compile run of small with validation at
+# several T, a 2-GPU torchrun rerun when two GPUs exist; one JSON ($$OUT/gpu-check.json or reports/).
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.config.errors import one_line_errors
+from experiments.config.cli_help import app_help, wants_help
 from experiments.launch.preflight import preflight
 from experiments.training.finetune import run
 
@@ -22,5 +23,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    if wants_help(sys.argv[1:]):  # resolved defaults and the groups to choose (Hydra's help shows neither)
+        app_help("finetune", "python -m experiments.finetune [group=option] [key=value ...] [-m]", __doc__, sys.argv[1:])
+        sys.exit(0)
     preflight("finetune", sys.argv[1:], check_plan=False)  # unknown keys, wrong types: before Hydra writes
     main()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from experiments.data import run_data as real_data
 from experiments.config.errors import one_line_errors
+from experiments.config.cli_help import app_help, wants_help
 from experiments.launch.preflight import preflight
 from experiments.config.plan import plan
 from experiments.config.schema import register
@@ -40,5 +41,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight("config", sys.argv[1:])
+    if wants_help(sys.argv[1:]):  # resolved defaults and the groups to choose (Hydra's help shows neither)
+        app_help("config", "python -m experiments.prepare_data [group=option] [key=value ...]", __doc__, sys.argv[1:])
+        sys.exit(0)
+    sys.argv[1:] = preflight("config", sys.argv[1:])
     main()

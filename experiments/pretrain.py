@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from experiments.config.errors import RunBusyError, one_line, one_line_errors
 from experiments.config.schema import register
+from experiments.config.cli_help import app_help, wants_help
 from experiments.launch.preflight import preflight
 from experiments.training.pretrain import run
 
@@ -36,5 +37,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    preflight("config", sys.argv[1:])  # one line and exit 2 before Hydra writes anything
+    if wants_help(sys.argv[1:]):  # resolved defaults and the groups to choose (Hydra's help shows neither)
+        app_help("config", "python -m experiments.pretrain [group=option] [key=value ...] [-m]", __doc__, sys.argv[1:])
+        sys.exit(0)
+    sys.argv[1:] = preflight("config", sys.argv[1:])  # one line and exit 2 before Hydra writes anything
     main()

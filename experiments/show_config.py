@@ -27,9 +27,12 @@ from experiments.config.naming import point_label
 from experiments.config.plan import Plan, plan
 from experiments.config.schema import register
 from experiments.data import run_data
+from experiments.launch.dry_run import cpu_throughput, throughput
 from experiments.launch.preflight import CONF, preflight
 from experiments.launch.sweep import effective_grid, grid_overrides
 from experiments.tracking import store as tracking
+from experiments.training.progress import fmt_seconds
+from parcae import executed_flops_per_token
 
 CONFIG_NAME = "config"
 _DATA_HASHES: dict[str, str] = {}  # data config → content hash, within one command
@@ -63,31 +66,42 @@ def config_hash(cfg: DictConfig, p: Plan, build: bool) -> tuple[str | None, str 
     return run_hash, str(root / cfg.paths.runs / run_hash)
 
 
+def wall_seconds(cfg: DictConfig, p: Plan) -> tuple[float, str]:
+    """(estimated training wall time of one point on one process, the throughput assumed): executed FLOPs
+    over what make bench / make bench-gpu measured (experiments.launch.dry_run), else a nominal rate."""
+    root = Path(cfg.paths.root).resolve()
+    flops, source = throughput(root) if cfg.train.device.startswith("cuda") else cpu_throughput(root)
+    return p.tokens * executed_flops_per_token(p.model) / flops, f"{flops / 1e9:,.0f} GFLOP/s executed, {source}"
+
+
 def derived(cfg: DictConfig, p: Plan, build: bool, varied: list[str]) -> dict:
     run_hash, run_dir = config_hash(cfg, p, build)
+    seconds, _ = wall_seconds(cfg, p)
     return {"label": point_label(p.resolved_config(cfg), varied), "tokens": p.tokens, "steps": p.steps,
             "tokens_per_step": cfg.train.batch_size * p.model.block_size, "flops_per_token": p.flops_per_token,
             "train_flops": p.train_flops, "n_params": p.n_params, "n_params_unrolled": p.n_params_unrolled,
             "n_params_core": p.n_params_core, "tokens_per_param": round(p.tokens / p.n_params, 1),
-            "mean_backprop": p.model.backprop_depth(), "config_hash": run_hash, "run_dir": run_dir}
+            "mean_backprop": p.model.backprop_depth(), "est_wall_time": fmt_seconds(seconds),
+            "config_hash": run_hash, "run_dir": run_dir}
 
 
 def grid_line(d: dict) -> str:
     return (f"{d['label']}: {d['tokens']:,} tokens, {d['steps']:,} steps, {d['train_flops']:.3g} FLOPs, "
-            f"{d['n_params']:,} params ({d['tokens_per_param']} tokens/param), hash {d['config_hash'] or '—'}")
+            f"{d['n_params']:,} params ({d['tokens_per_param']} tokens/param), ~{d['est_wall_time']}, "
+            f"hash {d['config_hash'] or '—'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.show_config", description=__doc__.split("\n\n")[1],
                                      epilog="e.g. python -m experiments.show_config model=small "
-                                            "train.flop_budget=2e12 train.tokens=null model.mean_recurrence=4")
+                                            "train.flop_budget=2e12 model.mean_recurrence=4")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as python -m experiments.pretrain takes them")
     parser.add_argument("--hash", action="store_true",
                         help="compute the config hash also for data sources other than stdlib (builds the data)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args([a for a in argv if a not in ("-m", "--multirun")])  # a grid is shown either way
     overrides = args.overrides
-    preflight(CONFIG_NAME, overrides, check_plan=False)  # unknown keys, wrong types: one line, exit 2
+    overrides = preflight(CONFIG_NAME, overrides, check_plan=False)  # unknown keys, wrong types: one line, exit 2
     with one_line_errors():
         keys, points = compose_points(overrides)
         plans: list[Plan | ConfigError] = []
@@ -111,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             for (point, point_cfg), pp in zip(points, plans):
                 print("#   " + (grid_line(derived(point_cfg, pp, args.hash, keys)) if isinstance(pp, Plan)
                                 else f"{' '.join(point)}: invalid: {pp}"))
+        estimates = [wall_seconds(points[i][1], plans[i]) for i in valid]
+        print(f"# estimated wall time: {fmt_seconds(sum(s for s, _ in estimates))}"
+              + (f" for {len(valid)} points, one at a time" if len(points) > 1 else "")
+              + f"; training only (evaluation and data preparation add to it), at {estimates[0][1]}")
     return 0
 
 

@@ -94,7 +94,7 @@ def cpu_throughput(root: Path) -> tuple[float, str]:
                            f"threads, {path})")
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return NOMINAL_CPU_FLOPS, f"nominal: make bench on a 2-core machine (run make bench to measure this one: {CPU_BENCH_JSON})"
+    return NOMINAL_CPU_FLOPS, f"nominal: make bench on a 2-core machine; make bench measures this one into {CPU_BENCH_JSON}"
 
 
 def plan_point(cfg: DictConfig, world: int, gpu_gb: float, gpu_flops: float,

@@ -8,12 +8,16 @@ run dir (`runs/<hash>/status.json`) and its MLflow run:
     python -m experiments.status <sweep_id> --resume              # run only what is not finished
     python -m experiments.status <run dir or config hash>         # one run
 
-Step, last training loss and ETA come from the run dir: progress.json, which the trainer rewrites every
-PROGRESS_EVERY_S seconds (experiments.training.progress), else the last row of metrics.jsonl (runs
-trained before progress.json existed); a finished run shows its final step.
+Rows are named as runs are everywhere else (`mu4-C2e12`, experiments.config.naming). Step, last training
+loss and ETA come from the run dir: progress.json, which the trainer rewrites every PROGRESS_EVERY_S seconds
+(experiments.training.progress), else the last row of metrics.jsonl (runs trained before progress.json
+existed); a finished run shows its final step. `eval/loss` is the final evaluation at T = µ_rec, and before
+it the latest validation loss (val/loss) of metrics.jsonl.
 
-A job recorded as running whose process is gone (same host, dead pid) is reported `interrupted`;
-SLURM jobs on other hosts stay `running` until their run dir says otherwise.
+A job recorded as running whose process is gone (same host, dead pid) is reported `interrupted`. A grid
+point without a run dir yet is `queued` while its sweep is going (its driver is alive on this host, or a
+point is running) and `not started` otherwise (`make resume` runs it); SLURM jobs on other hosts stay
+`running` until their run dir says otherwise.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, p
                                           waiting_lock)
 
 MANIFEST = "manifest.json"
-MISSING, INTERRUPTED, CORRUPT = "missing", "interrupted", "corrupt"
-NOT_DONE = (MISSING, FAILED, INTERRUPTED)
+QUEUED, NOT_STARTED, INTERRUPTED, CORRUPT = "queued", "not started", "interrupted", "corrupt"
+MISSING = NOT_STARTED  # no status.json: not started, or queued while its sweep goes on (sweep_status)
+NOT_DONE = (QUEUED, NOT_STARTED, FAILED, INTERRUPTED)
 
 
 def manifest_path(root: Path, sweep_id: str) -> Path:
@@ -81,6 +86,8 @@ def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: 
         else:
             manifest["invocations"].append({"overrides": task_overrides, "config_hashes": hashes})
         manifest.update(config_name=config_name, overrides=task_overrides)  # the latest command
+        # The latest driver: while it lives, points without a run dir are queued rather than not started.
+        manifest["driver"] = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(tmp, path)
@@ -99,8 +106,11 @@ def job_state(run_dir: Path) -> str:
 
 
 def run_progress(run_dir: Path, status: dict[str, Any], state: str) -> dict[str, Any]:
-    """step, steps, loss (the last training loss logged) and eta_s (running runs only) of one run dir."""
+    """step, steps, loss (the last training loss logged), val_loss (the last validation loss) and eta_s
+    (running runs only) of one run dir."""
     out: dict[str, Any] = {"step": None, "steps": status.get("steps"), "loss": None, "eta_s": None}
+    metrics = read_metrics(Path(run_dir) / METRICS_NAME)
+    out["val_loss"] = next((r["val/loss"] for r in reversed(metrics) if "val/loss" in r), None)
     report = read_state(run_dir)
     if report is not None:
         out.update(step=report.get("done"), steps=report.get("total") or out["steps"],
@@ -109,7 +119,7 @@ def run_progress(run_dir: Path, status: dict[str, Any], state: str) -> dict[str,
             # The ETA as of the report, less the time since: a report is at most PROGRESS_EVERY_S old.
             out["eta_s"] = max(0.0, report["eta_s"] - (time.time() - report.get("updated_at", time.time())))
     else:
-        rows = [r for r in read_metrics(Path(run_dir) / METRICS_NAME) if "train/loss" in r]
+        rows = [r for r in metrics if "train/loss" in r]
         if rows:
             last = rows[-1]
             out.update(step=last["step"], loss=last["train/loss"])
@@ -142,16 +152,81 @@ def run_row(run_dir: Path, client: MlflowClient | None = None) -> dict[str, Any]
 
 
 def sweep_status(root: Path, sweep_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """One row per grid point (of every invocation of the sweep): overrides, hash, state, step/steps, last
-    training loss, ETA, the MLflow run's status, eval/loss (run_row)."""
+    """One row per grid point (of every invocation of the sweep): its label (the run name's point part),
+    overrides, hash, state, step/steps, last training loss, ETA, the MLflow run's status, eval/loss
+    (run_row)."""
     path = manifest_path(root, sweep_id)
     if not path.exists():
         raise FileNotFoundError(f"no manifest for sweep {sweep_id!r} at {path}: was it launched with "
                                 f"paths.root={root}? Known sweeps: {', '.join(known_sweeps(root)) or 'none'}")
     manifest = read_manifest(root, sweep_id)
     client = MlflowClient(tracking_uri) if tracking_uri else None
-    return [{"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
+    rows = [{"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
              **run_row(Path(root) / "runs" / job["config_hash"], client)} for job in manifest["jobs"]]
+    going = any(r["state"] == RUNNING for r in rows) or driver_alive(manifest)
+    labels = point_labels(root, manifest["jobs"])
+    for r, label in zip(rows, labels):
+        r["label"] = label
+        if r["state"] == MISSING and going:
+            r["state"] = QUEUED
+    return rows
+
+
+def driver_alive(manifest: dict[str, Any]) -> bool:
+    """Whether the process that launched the sweep's latest invocation still runs (on this host: a driver
+    elsewhere, e.g. another login node, cannot be checked and counts as gone)."""
+    driver = manifest.get("driver") or {}
+    return driver.get("host") == socket.gethostname() and bool(driver.get("pid")) and process_alive(int(driver["pid"]))
+
+
+def point_labels(root: Path, jobs: list[dict[str, Any]]) -> list[str]:
+    """Each grid point's label as its run is named (experiments.config.naming): from the run dir's
+    config.yaml once the job started, else from its overrides composed as the job will compose them."""
+    labels: list[str | None] = [run_label(Path(root) / "runs" / j["config_hash"], fallback=None) for j in jobs]
+    todo = [i for i, label in enumerate(labels) if label is None]
+    if todo:
+        values: dict[str, set[str]] = {}
+        for job in jobs:
+            for key, eq, value in (o.partition("=") for o in job["overrides"]):
+                if eq:
+                    values.setdefault(key.lstrip("+~"), set()).add(value)
+        varied = sorted(key for key, v in values.items() if len(v) > 1)  # what the grid varies
+        for i, label in zip(todo, composed_labels([jobs[i]["overrides"] for i in todo], varied)):
+            labels[i] = label or jobs[i]["config_hash"]
+    return [str(label) for label in labels]
+
+
+def composed_labels(points: list[list[str]], varied: list[str]) -> list[str | None]:
+    """point_label of each point's config as its job will compose it (None where it does not compose,
+    e.g. a sweep file since removed). Composed once per choice of config groups (`sweep=`, `model=`): the
+    key=value overrides are then set on a copy, for a status that stays quick on large grids."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from experiments.config.schema import register
+
+    register()
+    parser = OverridesParser.create()
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    bases: dict[tuple[str, ...], Any] = {}
+    out: list[str | None] = []
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for overrides in points:
+            try:
+                parsed = parser.parse_overrides(overrides)
+                groups = tuple(o for o, p in zip(overrides, parsed) if "." not in p.key_or_group)
+                if groups not in bases:
+                    bases[groups] = compose(config_name="config", overrides=list(groups))
+                cfg = bases[groups].copy()
+                for p in parsed:
+                    if "." in p.key_or_group:
+                        OmegaConf.update(cfg, p.key_or_group, p.value(), force_add=True)
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+                cfg["model"] = dataclasses.asdict(resolve_model(cfg["model"]))
+                out.append(point_label(cfg, varied) or None)
+            except Exception:  # noqa: BLE001 — a label is for reading: such a row shows its hash
+                out.append(None)
+    return out
 
 
 def find_run_dir(root: Path, target: str) -> Path | None:
@@ -166,14 +241,18 @@ def find_run_dir(root: Path, target: str) -> Path | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def run_label(run_dir: Path) -> str:
-    """The run's point label (e.g. mu4-C2e12, experiments.config.naming) from its config.yaml, else its hash."""
+_HASH = object()
+
+
+def run_label(run_dir: Path, fallback: Any = _HASH) -> Any:
+    """The run's point label (e.g. mu4-C2e12, experiments.config.naming) from its config.yaml, else
+    `fallback` (default: the run's hash)."""
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_NAME), resolve=True)
         cfg["model"] = dataclasses.asdict(resolve_model(cfg["model"]))  # config.yaml keeps the preset's nulls
         return point_label(cfg) or Path(run_dir).name
     except Exception:  # noqa: BLE001 — a name is for reading: a missing or odd config.yaml shows the hash
-        return Path(run_dir).name
+        return Path(run_dir).name if fallback is _HASH else fallback
 
 
 def known_sweeps(root: Path) -> list[str]:
@@ -181,25 +260,32 @@ def known_sweeps(root: Path) -> list[str]:
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
-    """state, step/steps, loss, ETA, mlflow, eval/loss of a row: one word each (no spaces)."""
+    """state, step/steps, eval/loss, train loss, ETA, mlflow of a row (state may hold one space)."""
     step = "—" if r.get("step") is None else f"{r['step']}/{r['steps'] or '?'}"
     loss = "—" if r.get("loss") is None else f"{r['loss']:.3f}"
-    eval_loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "—"
-    return [f"{r['state']:<11}", f"{step:<13}", f"{loss:<7}", f"{fmt_seconds(r.get('eta_s')):<8}",
-            f"{r['mlflow']:<9}", eval_loss]
+    # The final evaluation; before it, the latest validation loss (a `~`: not yet the final number).
+    if r.get("eval_loss") is not None:
+        eval_loss = f"{r['eval_loss']:.4f}"
+    else:
+        eval_loss = f"~{r['val_loss']:.4f}" if r.get("val_loss") is not None else "—"
+    return [f"{r['state']:<11}", f"{step:<13}", f"{eval_loss:<9}", f"{loss:<10}", f"{fmt_seconds(r.get('eta_s')):<8}",
+            r["mlflow"]]
 
 
-HEADER = ["state      ", "step         ", "loss   ", "ETA     ", "mlflow   ", "eval/loss"]
+HEADER = ["state      ", "step         ", "eval/loss", "train loss", "ETA     ", "mlflow"]
+NOTE = ("eval/loss: the final evaluation at T = µ_rec; ~: the latest validation loss of a run not finished; "
+        "queued: waits for its sweep's running jobs; not started: make resume SWEEP=<id> runs it")
 
 
 def format_table(sweep_id: str, rows: list[dict[str, Any]]) -> str:
     counts = Counter(r["state"] for r in rows)
-    order = (FINISHED, RUNNING, INTERRUPTED, FAILED, DIVERGED, MISSING, CORRUPT)
-    width = max((len(r["overrides"]) for r in rows), default=10)
-    lines = ["  ".join([f"{'grid point':<{width}}", f"{'hash':<16}", *HEADER])]
-    lines += ["  ".join([f"{r['overrides']:<{width}}", f"{r['config_hash']:<16}", *_cells(r)]) for r in rows]
+    order = (FINISHED, RUNNING, QUEUED, INTERRUPTED, FAILED, DIVERGED, NOT_STARTED, CORRUPT)
+    width = max((len(r.get("label") or r["overrides"]) for r in rows), default=10)
+    lines = ["  ".join([f"{'point':<{width}}", f"{'hash':<16}", *HEADER])]
+    lines += ["  ".join([f"{r.get('label') or r['overrides']:<{width}}", f"{r['config_hash']:<16}", *_cells(r)])
+              for r in rows]
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
-    return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines])
+    return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines, NOTE])
 
 
 def format_run(run_dir: Path, row: dict[str, Any]) -> str:
@@ -224,15 +310,20 @@ def resume_commands(root: Path, sweep_id: str, todo: set[str]) -> list[list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_id", nargs="?", metavar="sweep_id | run",
-                        help="a sweep id, or one run: its run dir or config hash (default: list the known sweeps)")
+                        help="a sweep id, or one run: its run dir or config hash (default: the latest sweep)")
     parser.add_argument("--root", default=".", help="paths.root of the sweep (default: .)")
     parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<root>/mlflow.db")
     parser.add_argument("--resume", action="store_true", help="run the grid points that are not finished")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
-    if not args.sweep_id:
-        print("\n".join(known_sweeps(root)) or f"no sweeps under {root}/sweeps")
-        return 0
+    if not args.sweep_id:  # the latest sweep (the others named), or a line saying there is none yet
+        sweeps = sorted(known_sweeps(root), key=lambda s: manifest_path(root, s).stat().st_mtime)
+        if not sweeps:
+            print(f"no sweeps under {root / 'sweeps'} yet: make sweep starts one")
+            return 0
+        args.sweep_id = sweeps[-1]
+        if len(sweeps) > 1:
+            print(f"the latest sweep; others: {', '.join(sweeps[:-1])} (make status SWEEP=<id>)")
     uri = args.tracking_uri or tracking.default_uri(root)
     uri = uri if (root / "mlflow.db").exists() or args.tracking_uri else None
     try:

@@ -37,3 +37,18 @@ def test_every_entry_point_answers_help(tmp_path):
         assert code == 0, (module, out, r.stderr[-2000:])
         assert "usage:" in out or "powered by Hydra" in out, (module, out[:500])
     assert list(tmp_path.iterdir()) == []  # --help writes nothing (no Hydra outputs/, no store)
+
+
+def test_pretrain_help_shows_resolved_defaults_and_only_its_own_groups(capsys):
+    from experiments.config.cli_help import app_groups, app_help
+
+    app_help("config", "python -m experiments.pretrain", "Pre-train.", ["--help", "model=cpu-m",
+                                                                       "train.flop_budget=1e12"])
+    out = capsys.readouterr().out
+    groups = out.split("groups (")[1].split("\n\n")[0]
+    assert "  model: " in groups and "  sweep: " in groups and "isoflop" in groups
+    assert "schema" not in groups and "finetune" not in groups and "tune:" not in groups
+    keys = out.split("keys (")[1]
+    assert "name: cpu-m" in keys and "d_model: 128" in keys and "mean_recurrence: 4" in keys  # not null
+    assert "tokens: null" in keys and "flop_budget: 1000000000000.0" in keys  # a named budget nulls the other
+    assert list(app_groups("finetune")) == ["tracking", "launcher", "finetune/sweep"]

@@ -72,7 +72,8 @@ def test_status_of_one_finished_run_by_hash_prefix_and_by_dir(trained, capsys):
         assert sweep_status.main([target, f"--root={root}"]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith(f"run mu2-D30720 ({run_dir.name}")
-        assert out[2].split()[:2] == ["finished", "60/60"] and out[2].split()[3] == "—", out
+        cells = out[2].split()
+        assert cells[:2] == ["finished", "60/60"] and re.fullmatch(r"\d\.\d{4}", cells[2]) and cells[4] == "—", out
 
 
 def _running(run_dir, done: int, total: int) -> None:
@@ -90,11 +91,12 @@ def test_status_shows_step_loss_and_eta_of_a_running_sweep(tmp_path, capsys):
                                                               (["m=2"], "bbbb000000000000")])
     assert sweep_status.main(["s", f"--root={tmp_path}"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "sweep s: 2 grid points: 1 running, 1 missing"
-    assert lines[1].split() == ["grid", "point", "hash", "state", "step", "loss", "ETA", "mlflow", "eval/loss"]
-    running, missing = lines[2].split(), lines[3].split()
-    assert running[2:5] == ["running", "40/100", "3.250"] and re.fullmatch(r"00:1[45]", running[5]), running
-    assert missing[2:6] == ["missing", "—", "—", "—"]
+    # A point is running, so the other is queued behind it (not "missing").
+    assert lines[0] == "sweep s: 2 grid points: 1 running, 1 queued"
+    assert lines[1].split() == ["point", "hash", "state", "step", "eval/loss", "train", "loss", "ETA", "mlflow"]
+    running, queued = lines[2].split(), lines[3].split()
+    assert running[2:6] == ["running", "40/100", "—", "3.250"] and re.fullmatch(r"00:1[45]", running[6]), running
+    assert queued[2:6] == ["queued", "—", "—", "—"]
 
 
 def test_status_falls_back_to_metrics_jsonl(tmp_path, capsys):
@@ -105,7 +107,7 @@ def test_status_falls_back_to_metrics_jsonl(tmp_path, capsys):
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert sweep_status.main([run_dir.name, f"--root={tmp_path}"]) == 0
     cells = capsys.readouterr().out.splitlines()[2].split()
-    assert cells[:3] == ["running", "50/100", "2.500"] and re.fullmatch(r"00:(49|50)", cells[3]), cells
+    assert cells[:4] == ["running", "50/100", "—", "2.500"] and re.fullmatch(r"00:(49|50)", cells[4]), cells
 
 
 def test_status_of_neither_a_sweep_nor_a_run_is_one_line_and_exit_2(tmp_path, capsys):

@@ -3,6 +3,7 @@ own records (manifest, run dirs, MLflow), and `--resume` runs only what is not f
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,12 +21,12 @@ def _status(root, *args):
 
 
 def _states(out: str) -> dict[str, str]:
-    rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
-    # Columns after the grid point and hash: state, step, loss, ETA, mlflow, eval/loss (one word each).
-    return {next(t for t in r if t.startswith("model.mean_recurrence=")): r[-6] for r in rows}
+    rows = [line.split() for line in out.splitlines()[2:-1] if line.strip()]  # the last line: a note
+    # Columns: the point (the run name's label), hash, state ("not started": two words), step, ...
+    return {r[0]: " ".join(r[2:4]) if r[2] == "not" else r[2] for r in rows}
 
 
-def test_status_reports_finished_failed_and_missing_then_resume_completes(tmp_path):
+def test_status_reports_finished_failed_and_not_started_then_resume_completes(tmp_path):
     driver = pretrain(tmp_path, "-m", *GRID, wait=False)
     deadline = time.time() + 300
     # Interrupt (Ctrl-C) while the second job trains: job 1 finished, job 2 failed, job 3 never started.
@@ -37,9 +38,12 @@ def test_status_reports_finished_failed_and_missing_then_resume_completes(tmp_pa
 
     r = _status(tmp_path)
     assert r.returncode == 0, r.stderr
-    assert _states(r.stdout) == {"model.mean_recurrence=1": "finished", "model.mean_recurrence=2": "failed",
-                                 "model.mean_recurrence=4": "missing"}, r.stdout
-    assert "1 finished, 1 failed, 1 missing" in r.stdout
+    # Rows are named as the runs are (mu2-D30720); the driver is gone, so the third point is not queued.
+    assert _states(r.stdout) == {"mu1-D30720": "finished", "mu2-D30720": "failed",
+                                 "mu4-D30720": "not started"}, r.stdout
+    assert "1 finished, 1 failed, 1 not started" in r.stdout
+    finished = next(line for line in r.stdout.splitlines() if line.startswith("mu1-D30720")).split()
+    assert re.fullmatch(r"\d\.\d{4}", finished[4])  # eval/loss, the final evaluation
 
     r = _status(tmp_path, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
