@@ -37,7 +37,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from experiments.config.errors import RunDirError
+from experiments.config.errors import RunDirError, one_line
 from experiments.config.naming import point_label
 from experiments.config.plan import resolve_model
 from experiments.tracking import store as tracking
@@ -74,6 +74,9 @@ def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: 
     serialise on a lock file next to the manifest."""
     path = manifest_path(root, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A secret given as an override is not stored (resume then asks for the original command): store.scrub.
+    task_overrides = [tracking.scrub(o) for o in task_overrides]
+    jobs = [([tracking.scrub(o) for o in overrides], h) for overrides, h in jobs]
     with waiting_lock(path.parent / ".manifest.lock"):
         manifest = read_manifest(root, sweep_id) if path.exists() else {"sweep_id": sweep_id, "jobs": [],
                                                                         "invocations": []}
@@ -302,6 +305,10 @@ def resume_commands(root: Path, sweep_id: str, todo: set[str]) -> list[list[str]
     for inv in manifest["invocations"]:
         if todo & set(inv["config_hashes"]):
             overrides = [o for o in inv["overrides"] if not o.startswith("paths.root=")]
+            if any(tracking.REDACTED in o for o in overrides):
+                raise RunDirError(f"sweep {sweep_id}'s command held a secret, which its manifest does not store "
+                                  f"({' '.join(overrides)}); rerun that command itself, with the secret from the "
+                                  f"environment: finished points are skipped")
             commands.append([sys.executable, "-m", "experiments.pretrain", "-m", f"paths.root={Path(root).resolve()}",
                              *overrides])
     return commands
@@ -345,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             print("nothing to resume")
             return 0
+        try:
+            commands = resume_commands(root, args.sweep_id, {r["config_hash"] for r in todo})
+        except RunDirError as err:
+            print(one_line("sweep", err), file=sys.stderr)
+            return 2
         print(f"resuming {len(todo)} grid point(s); finished ones are skipped", flush=True)
-        for command in resume_commands(root, args.sweep_id, {r["config_hash"] for r in todo}):
+        for command in commands:
             code = subprocess.call(command, cwd=Path(__file__).resolve().parents[2])
             if code:
                 return code

@@ -19,8 +19,9 @@ FORMAT_SECRET = "ghp_" + "PLANTEDformat0123456789abcdefXYZ"
 ENV_SECRET = "PLANTEDenv-4f9c2a"
 RUN = ["model=tiny", "train.tokens=5120", *SMALL, "train.test_loops=[1,2]", "tracking.system_metrics=false",
        f"data.name={ENV_SECRET}", f"data.hf_name={FORMAT_SECRET}"]
-# The sweep's manifest keeps the overrides verbatim, for `make resume` to rerun them (sweep_status).
-UNSCANNED = {"sweeps"}
+# Every file under the project root is scanned, the sweep's manifest too (it stores the overrides scrubbed;
+# `make resume` then asks for the original command instead of rerunning a masked one).
+UNSCANNED: set[str] = set()
 
 
 def _leaks(root: Path) -> list[str]:
