@@ -64,14 +64,14 @@ def exponent_table(sweeps: dict[str, pd.DataFrame], n_boot: int, seed: int,
     for sid, df in sweeps.items():
         for axis, r in sweep_axes(df, sid, opts).items():
             row = {"sweep": sid, "quantity": f"{AXES[axis]} ∝ C^gamma", "runs": len(df),
-                   "gamma": np.nan, "95 % bootstrap (runs)": "—", "budgets used": 0, "left out": "—"}
+                   "gamma": np.nan, "estimator": "—", "95 % bootstrap (runs)": "—", "budgets used": 0, "left out": "—"}
             if isinstance(r, str):
                 row["left out"] = r
             elif r.law is None:
                 row["left out"] = r.reason
             else:
                 left = r.budgets_excluded()
-                row.update({"gamma": r.law.gamma, "budgets used": len(r.law.C),
+                row.update({"gamma": r.law.gamma, "estimator": r.estimator, "budgets used": len(r.law.C),
                             "95 % bootstrap (runs)": interval(*r.interval),
                             "left out": "; ".join(f"C={float(c):.3g} ({', '.join(x.split(':')[0] for x in why)})"
                                                   for c, why in left.items()) or "none"})
@@ -163,8 +163,9 @@ def compare(tracking_uri: str, experiment: str, sweep_ids: list[str], out_dir: s
         f"# Sweep comparison: {', '.join(sweep_ids)}",
         f"Experiment `{experiment}`, store `{tracking_uri}`. Only finished, non-diverged runs.",
         table(best),
-        "## Compute-optimal exponents\n\nPer sweep, the sweep report's Approach 2: shape-free (Akima) optima "
-        f"per budget and a power law over at least {opts.min_budgets} clean budgets; {n_boot} run-bootstrap "
+        "## Compute-optimal exponents\n\nPer sweep, the sweep report's Approach 2: per-budget optima from "
+        "the estimator (spline minimum or parabola vertex) measured better on the sweep's grid, "
+        f"and a power law over at least {opts.min_budgets} clean budgets; {n_boot} run-bootstrap "
         "resamples within each budget. "
         + ("QC-flagged optima are kept (--keep-flagged). " if opts.keep_flagged else
            "QC-flagged optima (grid edge, weak curvature, ...) are left out of the line; the table names them."),

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import least_squares
 
-from analysis.isoflop.approach2 import approach2
+from analysis.isoflop.approach2 import approach2, main_group
 from analysis.isoflop.optima import AXIS_COLUMN, budget_optimum
 from analysis.isoflop.powerlaw import fit_powerlaw
-from scipy.optimize import least_squares
 from analysis.laws.forms import design_from_frame, make_design
 from analysis.laws.point_fit import fit_law
 from analysis.laws.results import MIN_RUNS, candidate_laws
@@ -168,11 +168,6 @@ def holdout_predictions(df: pd.DataFrame, axes: tuple[str, ...], opts: Options, 
 
 
 def sweep_holdout(usable: pd.DataFrame, opts: Options) -> Holdout:
-    """The held-out check of a sweep: over model sizes when µ_rec is fixed (a Chinchilla-style sweep),
-    else on the model group with the most runs, along µ_rec (then D)."""
-    if usable["mean_recurrence"].nunique() <= 1 and usable["n_params"].nunique() >= 3:
-        return holdout_predictions(usable, ("params",), opts, "all models")
-    groups = usable.groupby(["model_kind", "model_name"], sort=True, dropna=False)
-    name, grp = max(groups, key=lambda g: len(g[1]))
-    return holdout_predictions(grp, ("mean_recurrence", "tokens"), opts,
-                               " / ".join(str(n) for n in name))
+    """The held-out check of a sweep, on its main isoFLOP analysis (analysis.isoflop.approach2.main_group)."""
+    name, runs, axes = main_group(usable)
+    return holdout_predictions(runs, axes, opts, name)

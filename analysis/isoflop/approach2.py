@@ -23,6 +23,8 @@ from analysis.options import Options
 PAPER_GAMMA = {"mean_recurrence": 0.40, "tokens": 0.78}
 PAPER_SOURCE = "Parcae (arXiv 2604.12946) §5.2, Fig. 5"
 LABEL = {"mean_recurrence": "µ_rec*", "tokens": "D*", "params": "N*"}
+# The allocation axes of a sweep of looped models (one model per group, µ_rec varied at fixed C).
+SWEEP_AXES = ("mean_recurrence", "tokens")
 XLABEL = {"mean_recurrence": "mean recurrence µ_rec", "tokens": "training tokens D",
           "params": "parameters N"}
 
@@ -103,3 +105,13 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
     if note:
         res.notes.append(note)
     return res
+
+
+def main_group(usable: pd.DataFrame) -> tuple[str, pd.DataFrame, tuple[str, ...]]:
+    """(name, runs, axes) of a sweep's main isoFLOP analysis: over model sizes when µ_rec is fixed (a
+    Chinchilla-style sweep), else the model group with the most runs, along µ_rec and D."""
+    if usable["mean_recurrence"].nunique() <= 1 and usable["n_params"].nunique() >= 3:
+        return "all models", usable, ("params",)
+    name, grp = max(usable.groupby(["model_kind", "model_name"], sort=True, dropna=False),
+                    key=lambda g: len(g[1]))
+    return " / ".join(str(n) for n in name), grp, SWEEP_AXES

@@ -6,9 +6,9 @@ noise favour the spline, coarse grids (4 budgets × 6 sizes) with 0.3 % noise fa
 22: there the spline's exponent ranged 0.365–0.456 over noise seeds, the parabola's 0.437–0.454, truth
 0.452). So the analysis measures it on the grid's own shape:
 
-* truth per clean budget: a smooth curve through its points (a cubic in ln size with >= 5 distinct
-  sizes, else a parabola) on the budget's own sizes; its minimum on the sampled range is the true
-  optimum, the power law through those the true exponent;
+* truth per clean budget: a smooth curve through its points, a polynomial in ln size whose degree (2
+  to MAX_DEGREE, one for all budgets) is chosen by BIC, on the budget's own sizes; its minimum on the
+  sampled range is the true optimum, the power law through those the true exponent;
 * noise: the pooled residual SD of those fits (at least NOISE_FLOOR of the loss), per size divided by
   the square root of its replicate count;
 * N_SIM noisy copies of every budget, each estimator's exponent refitted through its optima: its bias
@@ -32,6 +32,7 @@ N_SIM = 200
 NOISE_FLOOR = 1e-4  # relative: noise-free synthetic curves still get a tie-breaking jitter
 TIE = 0.05          # relative RMSE difference below which the spline (no shape assumed) is kept
 SEED = 12345
+MAX_DEGREE = 5
 ESTIMATORS = ("akima", "parabola")
 NAMES = {"akima": "shape-free (Akima spline minimum)", "parabola": "parabola vertex"}
 
@@ -55,14 +56,33 @@ class EstimatorChoice:
                 "n_sim": self.n_sim, "reason": self.reason()}
 
 
-def _truth(ux: np.ndarray, uy: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+def _truth(ux: np.ndarray, uy: np.ndarray, degree: int) -> tuple[np.ndarray, float, np.ndarray]:
     """(coefficients in z = standardised ln size, true ln optimum, residuals) of the truth curve."""
-    degree = 3 if ux.size >= 5 else 2
+    degree = min(degree, ux.size - 2)  # keep residual dof for the noise
     z = (ux - ux.mean()) / ux.std()
     coef = np.polyfit(z, uy, degree)
     grid = np.linspace(z[0], z[-1], AKIMA_GRID)
     best = grid[int(np.argmin(np.polyval(coef, grid)))]
     return coef, float(best * ux.std() + ux.mean()), uy - np.polyval(coef, z)
+
+
+def _truth_degree(data: list) -> int:
+    """The truth curves' polynomial degree (2 to MAX_DEGREE), by BIC pooled over the budgets: a curve too
+    stiff for the points would count its misfit as noise, one too flexible would call noise shape."""
+    n = sum(ux.size for _, ux, _, _ in data)
+    best, best_bic = 2, np.inf
+    for degree in range(2, MAX_DEGREE + 1):
+        rss, k = 0.0, 0
+        for _, ux, uy, _ in data:
+            r = _truth(ux, uy, degree)[2]
+            rss += float(r @ r)
+            k += min(degree, ux.size - 2) + 1
+        if k >= n:
+            break
+        bic = n * np.log(max(rss, 1e-300) / n) + k * np.log(n)
+        if bic < best_bic:
+            best, best_bic = degree, bic
+    return best
 
 
 def _parabola_optima(ux: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -98,9 +118,10 @@ def choose_estimator(budgets: list[tuple[float, np.ndarray, np.ndarray]],
         data.append((C, ux, uy, counts))
     if len({d[0] for d in data}) < 2:
         return None
-    truths = [_truth(ux, uy) for _, ux, uy, _ in data]
+    degree = _truth_degree(data)
+    truths = [_truth(ux, uy, degree) for _, ux, uy, _ in data]
     resid = np.concatenate([t[2] for t in truths])
-    dof = max(sum(ux.size - (4 if ux.size >= 5 else 3) for _, ux, _, _ in data), 0)
+    dof = max(sum(ux.size - min(degree, ux.size - 2) - 1 for _, ux, _, _ in data), 0)
     mean_loss = float(np.mean(np.concatenate([uy for _, _, uy, _ in data])))
     sd = float(np.sqrt(resid @ resid / dof)) if dof > 0 else 0.0
     sd = max(sd, NOISE_FLOOR * mean_loss)

@@ -196,7 +196,15 @@ def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarra
     ids = [r for r, k in zip(run_ids, keep) if k]
     fit = fit_parabola(x, y)
     ax, ay = akima_optimum(x, y)
-    flags = qc.budget_flags(x, y, fit, ax, axis, cfg)
+    # The budget's verdict (curvature, edges, ...) is always on the points left after outlier and
+    # duplicate removal, also when --keep-flagged keeps them in the fit.
+    clean = np.ones(x_all.size, bool)
+    clean[list(point_flags)] = False
+    if clean.all() or not keep_flagged:
+        flags = qc.budget_flags(x, y, fit, ax, axis, cfg)
+    else:
+        xc, yc = x_all[clean], y_all[clean]
+        flags = qc.budget_flags(xc, yc, fit_parabola(xc, yc), akima_optimum(xc, yc)[0], axis, cfg)
     boot: dict[str, np.ndarray] = {}
     if n_boot and np.unique(x).size >= MIN_DISTINCT_X:
         w = resample_weights(x.size, n_boot, rng)

@@ -31,6 +31,7 @@ class Report:
     laws: list[LawResult] = field(default_factory=list)
     holdout: Holdout | None = None  # predictions checked against held-out budgets
     qc: dict = field(default_factory=dict)  # the QC thresholds used (summary.json["qc"])
+    conventions: dict | None = None  # compute-convention sensitivity of a sweep (summary.json["conventions"])
 
     def add(self, *blocks: str) -> None:
         self.sections.extend(blocks)
@@ -65,6 +66,8 @@ def finish_report(report: Report, out_dir: Path, title: str, n_used: int, exclud
     before fitting with a ``reason``) and returns (report path, summary)."""
     summary = build_summary(report.axes, report.laws, report.testtime,
                             runs_entry(n_used, excluded_reasons), source, report.holdout, report.qc)
+    if report.conventions is not None:
+        summary["conventions"] = report.conventions
     report.sections.insert(0, title)
     report.sections.insert(1, headline_markdown(summary["headline"]))
     report.sections.insert(3, _warnings_section(report.warnings))  # after the metadata block

@@ -164,8 +164,10 @@ def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylab
         if not group:
             continue
         C = np.array([o.budget for o in group])
-        y = np.array([o.opt for o in group])
-        ci = np.array([o.interval() for o in group])
+        # the optima of the estimator the line was fitted through (the spline's or the parabola's)
+        parabola = fit is not None and fit.estimator == "parabola"
+        y = np.array([o.fit.opt if parabola else o.opt for o in group])
+        ci = np.array([o.boot_interval("runs") if parabola else o.interval() for o in group])
         has = np.all(np.isfinite(ci), axis=1)
         yerr = np.vstack([np.where(has, y - ci[:, 0], 0), np.where(has, ci[:, 1] - y, 0)])
         ax.errorbar(C, y, yerr=np.clip(yerr, 0, None), fmt="o", capsize=3, **style)

@@ -7,16 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.isoflop import optima, qc
+from analysis.isoflop import conventions, optima, qc
 from analysis.isoflop.estimator_choice import NAMES
-from analysis.isoflop.approach2 import LABEL, XLABEL, AxisResult, approach2
+from analysis.isoflop.approach2 import LABEL, SWEEP_AXES, XLABEL, AxisResult, approach2, main_group
 from analysis.options import Options
 from analysis.report import figures
 from analysis.report.document import Report, fig_link, slug, with_labels
 from analysis.report.markdown import fmt, interval, table
 
-# The allocation axes of a sweep of looped models (one model per group, µ_rec varied at fixed C).
-SWEEP_AXES = ("mean_recurrence", "tokens")
 
 
 def _flop_check(df: pd.DataFrame) -> str | None:
@@ -172,3 +170,20 @@ def isoflop_section(report: Report, usable: pd.DataFrame, out_dir: Path, opts: O
     # Model sizes varied at fixed budgets and one µ_rec (a Chinchilla-style size sweep): N* across models.
     if usable["mean_recurrence"].nunique() <= 1 and optima.isoflop_supported(usable, "params")[0]:
         isoflop_group(report, "all models", usable, out_dir, opts, ("params",), rng)
+
+
+def conventions_section(report: Report, usable: pd.DataFrame, opts: Options) -> None:
+    """The compute-convention sensitivity table of a sweep (analysis.isoflop.conventions)."""
+    name, runs, _ = main_group(usable)
+    t = conventions.convention_table(runs, name, opts)
+    report.conventions = {"group": name, "default": {"flops": conventions.DEFAULT[0],
+                                                     "params": conventions.DEFAULT[1]},
+                          "why": conventions.DEFAULT_WHY, "table": t.to_dict("records")}
+    report.add("## Compute conventions\n\n"
+               f"The isoFLOP exponents of `{name}` under each way of counting compute (columns) and "
+               "parameters (rows): each budget's optimum is re-read on the parameter count, and under executed "
+               "FLOPs each budget is valued at what its compute-optimal run executes (the budget times the "
+               "executed/reference FLOP ratio at the optimum); exponents with their 95 % run-bootstrap "
+               "interval (analysis/isoflop/conventions.py). "
+               f"**Default: {conventions.DEFAULT_WHY}.** A count the runs did not log says \"not logged\" "
+               "(executed FLOPs and embedding counts are logged by newer runs only).\n\n" + table(t))

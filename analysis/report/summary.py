@@ -96,7 +96,8 @@ def _finite_or_none(value) -> float | None:
 
 def testtime_entries(usable: pd.DataFrame, fits: dict[str, SaturationFit]) -> list[dict]:
     meta = usable.set_index(usable["run_id"].astype(str))
-    return [testtime_entry(meta.loc[rid], fit) for rid, fit in fits.items()]
+    entries = [testtime_entry(meta.loc[rid], fit) for rid, fit in fits.items()]
+    return sorted(entries, key=lambda e: (e["mu_rec"], e["C"] if e["C"] is not None else 0.0))
 
 
 def runs_entry(n_used: int, excluded_reasons: pd.Series | list[str]) -> dict:
@@ -129,7 +130,7 @@ def _testtime_line(entries: list[dict]) -> str | None:
         why = pd.Series([advice(e["flags"]) or "see the test-time flags" for e in entries]).value_counts()
         return (f"test-time saturation: not identified in any of {len(entries)} curve(s) ("
                 + "; ".join(f"{n}: {text}" for text, n in why.items()) + ")")
-    shown = sorted(ident, key=lambda e: e["mu_rec"])[:MAX_TESTTIME_IN_HEADLINE]
+    shown = sorted(ident, key=lambda e: (e["mu_rec"], e.get("C") or 0))[:MAX_TESTTIME_IN_HEADLINE]
     budgets = len({e.get("C") for e in entries}) > 1  # name the budget when curves of one µ_rec differ in it
     pairs = ", ".join(f"µ_rec = {e['mu_rec']:g}" + (f" at C = {e['C']:.2g}" if budgets and e.get("C") else "")
                       + f": T* = {e['T_star']:.1f}" for e in shown)

@@ -22,7 +22,7 @@ from analysis.options import Options
 from analysis.progress import stage
 from analysis.report.document import Report, finish_report, with_labels
 from analysis.report.holdout_section import holdout_section
-from analysis.report.isoflop_section import isoflop_section
+from analysis.report.isoflop_section import conventions_section, isoflop_section
 from analysis.report.law_section import law_section
 from analysis.report.sections import (adaptive_section, approaches_section, excluded_section, runs_section,
                                       scaling_plots_section, stability_section, testtime_section)
@@ -105,6 +105,8 @@ def analyze(tracking_uri: str, experiment: str, sweep_id: str, out_dir: str | Pa
             stability_section(report, raw, out_dir, tracking_uri)
     with stage("isoFLOP (fits, bootstrap, figures)"):
         isoflop_section(report, usable, out_dir, opts)
+    with stage("compute conventions"):
+        conventions_section(report, usable, opts)
     with stage("test-time (fits, figures)"):
         testtime_section(report, usable, out_dir)
     labels = with_labels(usable).set_index(usable["run_id"].astype(str))["run"].to_dict()

@@ -43,9 +43,12 @@ _COLUMNS: dict[str, tuple[str, str, str]] = {
     "flop_budget": ("param", "train.flop_budget", "float"),
     "tokens": ("param", "derived.tokens", "int"),
     "flops_per_token": ("param", "derived.flops_per_token", "int"),
+    # what the kernels execute (attention scores, the recurrence's extra ops); only in newer runs
+    "executed_flops_per_token": ("param", "derived.executed_flops_per_token", "int"),
     "n_params": ("param", "derived.n_params", "int"),
     "n_params_unrolled": ("param", "derived.n_params_unrolled", "int"),
     "n_params_core": ("param", "derived.n_params_core", "int"),  # logged by training (parcae.param_counts)
+    "n_params_embedding": ("param", "derived.n_params_embedding", "int"),  # token (+ value) embeddings
     "train_flops": ("param", "derived.train_flops", "float"),
     "loss": ("metric", "eval/loss", "float"),
 }

@@ -42,7 +42,7 @@ ADVICE = (("exact fit", "evaluate more values of T"),
           ("flat", "the loss does not change with T: nothing to saturate"),
           (FLAG_NO_DECAY, "the loss does not fall with T (e.g. a run trained at µ_rec = 1): nothing to saturate"),
           ("saturates", "evaluate a denser T grid below the second T"),
-          ("bound", "evaluate a denser T grid"),
+          ("z at its bound", "evaluate a denser T grid"),
           ("no plateau", "evaluate larger T"))
 
 

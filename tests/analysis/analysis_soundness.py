@@ -16,7 +16,7 @@ MAX_SE = 1e6
 
 
 def _inside(v: float, lo: float, hi: float) -> bool:
-    slack = 1e-3 * max(abs(lo), abs(hi), 1e-9) + 5e-4  # printed values are rounded
+    slack = 1e-3 * abs(v) + 5e-4  # printed values are rounded
     return lo - slack <= v <= hi + slack
 
 

@@ -112,3 +112,21 @@ def test_the_scan_finds_unsound_numbers():
                                            "isoflop": {"params": {"exponent": 0.217,
                                                                   "interval": [-0.182, 0.576]}}})
     assert len(problems) == 4, problems
+
+
+def test_compute_convention_table_for_a_looped_sweep():
+    """µ_rec varied at fixed model size: unique parameters do not vary within a budget, unrolled ones do;
+    executed FLOPs re-value the budgets (here 10 % more per loop), a count not logged says so."""
+    from analysis.isoflop.conventions import convention_table
+    from analysis_synthetic import isoflop_frame
+
+    df = isoflop_frame(noise=1e-4, seed=1).assign(n_params=65_000_000, n_params_embedding=np.nan)
+    df["n_params_unrolled"] = 40_000_000 + 25_000_000 * df["mean_recurrence"]
+    df["executed_flops_per_token"] = df["flops_per_token"] * (1 + 0.1 * df["mean_recurrence"])  # grows with µ_rec
+    t = convention_table(df, "tiny", Options(n_boot=200)).set_index("quantity")
+    assert t.loc["N* (unique)", "reference FLOPs"].startswith("not varied")
+    assert t.loc["N* (without embedding)", "reference FLOPs"] == "not logged"
+    ref, exe = (float(t.loc["N* (unrolled)", f"{c} FLOPs"].split()[0]) for c in ("reference", "executed"))
+    assert 0.1 < ref < 0.6 and exe != ref  # the count moves the exponent, and the table shows it
+    no_exec = convention_table(df.drop(columns="executed_flops_per_token"), "tiny", Options(n_boot=0))
+    assert no_exec.set_index("quantity").loc["N* (unrolled)", "executed FLOPs"] == "not logged"

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 import analysis.runs as runs
 from analysis.__main__ import main
 from analysis.report.sweep import analyze
+from analysis_soundness import assert_sound
 from analysis_synthetic import CURVATURE, flops_per_token, saturating
 
 EXPERIMENT = "parcae"
@@ -34,7 +35,10 @@ def _log_run(client: MlflowClient, exp_id: str, *, sweep: str, mu: int, budget: 
               "train.flop_budget": "None" if budget is None else f"{budget:g}",
               "derived.tokens": tokens, "derived.flops_per_token": fpt,
               "derived.n_params": n_params, "derived.n_params_unrolled": 40_000_000 + 25_000_000 * mu,
-              "derived.train_flops": tokens * fpt}
+              "derived.train_flops": tokens * fpt,
+              # executed FLOPs grow with µ_rec faster than the reference count (compute conventions)
+              "derived.executed_flops_per_token": int(fpt * (1 + 0.05 * mu)),
+              "derived.n_params_embedding": 16_000_000}
     now = int(time.time() * 1000)
     metrics = [Metric("train/loss", 5.0 - 0.1 * s, now, s) for s in range(3)]
     if loss is not None:
@@ -131,6 +135,15 @@ def test_analyze_end_to_end(store, tmp_path):
     assert "mu_rec* ∝ C^gamma" not in text and "µ_rec* ∝ C^gamma" in text and "D* ∝ C^gamma" in text
     assert "2 run(s) excluded" in text and "diverged" in text and "status FAILED" in text
     assert "## Approach 2 vs Approach 3" in text
+    assert_sound(text, summary)  # no number outside its interval, no se > 1e6, no negative r²
+    # three budgets: no held-out check, and the report says why
+    assert summary["holdout"]["budgets"] == [] and "needs >= 4" in summary["holdout"]["reason"]
+    assert summary["qc"]["exclude_disagreement"] is False
+    conv = {r["quantity"]: r for r in summary["conventions"]["table"]}
+    assert "## Compute conventions" in text and summary["conventions"]["default"] == {"flops": "reference",
+                                                                                       "params": "unique"}
+    assert conv["N* (unique)"]["reference FLOPs"].startswith("not varied")  # one model, µ_rec varied
+    assert conv["N* (unrolled)"]["executed FLOPs"][0].isdigit() and conv["D*"]["reference FLOPs"][0].isdigit()
     assert "| parcae / tiny | parcae |" in text  # interior optima here, so the approaches are compared
     assert "Held out (largest budget)" in text and "Held out (largest unrolled model)" in text
     for name in ("isoflop_parcae_tiny_mean_recurrence", "powerlaw_parcae_tiny_tokens",

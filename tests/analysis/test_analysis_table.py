@@ -49,6 +49,12 @@ def test_csv_end_to_end_recovers_the_allocation_and_writes_summary(tmp_path, cap
     assert points["run"].tolist() == [f"row {i + 1}" for i in range(45)]
     excluded = {float(c) for c in n["budgets_excluded"]} | {float(c) for c in summary["isoflop"]["tokens"]["budgets_excluded"]}
     used = points["used"].astype(str) == "True"
+    assert_sound(text, summary)
+    held = summary["holdout"]  # the largest budget held out and predicted by every approach
+    assert len(held["budgets"]) == 1 and held["mean_abs_error_pct"] < 2
+    assert {r["approach"] for r in held["rows"]} == {"Approach 2", "Approach 3 (chinchilla)"}
+    assert "## Held-out budgets" in text and (out / "figures" / "holdout.png").exists()
+    assert summary["qc"]["outlier_k"] == 5.0 and n["estimator_choice"]["estimator"] in ("akima", "parabola")
     assert used.sum() > 0 and all(points.loc[~used, "flags"].str.len() > 0)  # every exclusion says why
     assert not used[points["budget"].isin(excluded)].any()
 
