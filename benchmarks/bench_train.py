@@ -165,7 +165,7 @@ class LoggingProbe:
         uri = f"sqlite:///{store / 'mlflow.db'}"
         exp = tracking.ensure_experiment(uri, "bench", store / "artifacts")
         self.tracker = tracking.RunTracker(uri, exp, run_name="bench-logging")
-        self.sink = MetricSink(store / "metrics.jsonl", self.tracker.log_metrics, self.tracker.flush)
+        self.sink = MetricSink(store / "metrics.jsonl", self.tracker)
         self.bench = bench
         self.checkpoint_every = checkpoint_every
         self.start = time.time()
