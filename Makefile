@@ -33,9 +33,9 @@ help:
 	@echo "make tune-ui [STUDY=name] [TUNE_UI_PORT=8080]  optuna-dashboard on 127.0.0.1 for a study (default: the latest)"
 	@echo "make mlflow-server            MLflow tracking server (+UI) on 127.0.0.1:5000; off loopback needs"
 	@echo "                              MLFLOW_TRACKING_USERNAME/PASSWORD (basic auth)"
-	@echo "make ui [UI_PORT=5000]        MLflow UI on 127.0.0.1, opening on the experiment's training runs"
+	@echo "make ui [SWEEP=id]            MLflow UI on 127.0.0.1:5000, opening on the latest sweep's runs and charts"
 	@echo "                              (UI_HOST=0.0.0.0 only with MLFLOW_TRACKING_USERNAME/PASSWORD exported: basic auth)"
-	@echo "make test-ui                  headless-browser check that make ui shows the runs (screenshot: reports/ui/)"
+	@echo "make test-ui                  headless-browser check of make ui on two tiny sweeps (screenshots: reports/ui/)"
 	@echo "make flow                     FLOW: base pre-training, method × τ sweep, lr and WiSE-FT curves, report"
 	@echo "make bench                    training throughput (bench-tiny, CPU) and logging overhead, JSON"
 	@echo "make bench-gpu                parcae-small on CUDA GPUs: tokens/s, MFU (executed FLOPs), Muon, DDP, memory"
@@ -137,19 +137,20 @@ mlflow-server: $(STAMP)
 bench-fit: $(STAMP)
 	$(PY) benchmarks/bench_fit.py $(ARGS)
 
-# MLflow 3 opens on its GenAI view unless told otherwise: scripts/ui/serve.py prints the address of the
-# experiment's runs table (workflowType=machine_learning) and tags the experiment as a training one.
+# scripts/ui/serve.py opens on the latest sweep (SWEEP=<id> another): its saved MLflow view (its runs, eval/loss,
+# µ_rec, budget, tokens; its charts first) and the static page reports/<sweep>/ui.html (loss vs µ_rec per budget).
 # One rule for every server (experiments/tracking/server.py check_bind): UI_HOST other than loopback only with
 # MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD exported (basic auth); the dashboard stays on loopback.
 UI_PORT ?= 5000
 UI_HOST ?= 127.0.0.1
 .PHONY: test-ui tune-ui
 ui: $(STAMP)
-	$(PY) scripts/ui/serve.py --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) --host $(UI_HOST) --port $(UI_PORT)
+	$(PY) scripts/ui/serve.py --tracking-uri $(TRACKING_URI) --experiment $(EXPERIMENT) $(if $(ANALYZE_ID),--sweep $(ANALYZE_ID)) --host $(UI_HOST) --port $(UI_PORT)
 
-# Real headless chromium (apt-get installed when missing, as root) on `make ui`'s address: run names visible.
+# Real headless chromium (apt-get installed when missing, as root) on what `make ui` opens, on two tiny sweeps
+# trained for it (UI_STORE=<uri> checks that store instead): the sweep's runs with eval/loss, µ_rec, budget.
 test-ui: $(STAMP)
-	$(PY) scripts/ui/check.py $(if $(wildcard mlflow.db),--tracking-uri $(TRACKING_URI)) --experiment $(EXPERIMENT) --out reports/ui
+	$(PY) scripts/ui/check.py $(if $(UI_STORE),--tracking-uri $(UI_STORE) --experiment $(EXPERIMENT)) $(if $(ANALYZE_ID),--sweep $(ANALYZE_ID)) --out reports/ui
 
 # optuna-dashboard on loopback for a study journal of make tune (<tune.dir>/<study>/journal.log).
 TUNE_DIR ?= tune

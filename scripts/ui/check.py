@@ -1,19 +1,26 @@
-"""make test-ui: the MLflow UI, as `make ui` opens it, shows the training runs — checked in a real headless
-browser (Debian's chromium).
+"""make test-ui: the MLflow view `make ui` opens on a sweep, checked in a real headless browser (Debian's
+chromium) on a real sweep store.
 
-    python scripts/ui/check.py [--tracking-uri URI] [--experiment parcae] [--port 5055] [--out reports/ui]
+    python scripts/ui/check.py [--tracking-uri URI] [--experiment parcae] [--sweep ID] [--port 5055] [--out reports/ui]
 
-Without --tracking-uri (or when its store has no such experiment) a tiny store is made in a temporary
-folder with a couple of runs shaped like the training runs (run_kind=pretrain, named like a sweep's grid
-points). The UI is started through scripts/ui/serve.py on loopback, chromium loads the address it prints,
-the rendered runs table (--dump-dom) must show every run's name, flat (not collapsed under its sweep), and
-must not be the GenAI overview; the screenshot is kept at <out>/runs.png. The compare page `make ui`
-prints beside it is screenshotted too (<out>/compare.png) and must show the latest sweep's run names.
-Exit 0 when the runs are visible, 1 when not, 77 (skipped) when no chromium can be found or installed.
+Without --tracking-uri a store is trained here, in a temporary folder: two sweeps of two grid points each
+(the tiny model at 3e10 and 2e10 FLOPs, about a minute on 2 cores), so that the view of the latest sweep can
+be seen to hold its own runs and no other sweep's. The UI is started through scripts/ui/serve.py on
+loopback and chromium loads the three things `make ui` prints:
+
+- the runs table: every run of the sweep is a row whose cells show its eval/loss, µ_rec and budget (the
+  values in the store), no run of another sweep is on the page, and it is not the GenAI overview;
+- the chart view: the sweep's own section of charts (loss against µ_rec, loss against T, ...) comes first;
+- the static page reports/<sweep>/ui.html: one table row per run and its two figures.
+
+Screenshots: <out>/runs.png, <out>/charts.png, <out>/page.png. Exit 0 when all hold, 1 when not, 77
+(skipped) when no chromium can be found or installed.
 """
 from __future__ import annotations
 
 import argparse
+import html.parser
+import math
 import os
 import shutil
 import socket
@@ -26,12 +33,102 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "ui"))
-from serve import runs_url  # noqa: E402
+from sweep_view import LOSS, latest_sweep, sweep_runs, view_state  # noqa: E402
 
 SKIP = 77
-RUN_NAMES = ("isoflop/mu2-C1e12", "isoflop/mu4-C2e12")
+# Two sweeps at different budgets: a grid point both held would be one run, a member of each (its identity
+# is its config; experiments.training.job), and the view of the latest (uib) must hold none of uia's runs.
+SWEEPS = {"uia": "3e10", "uib": "2e10"}
+# The tiny model of the experiments tests (tests/experiments/helpers.py SMALL) at a budget of seconds.
+TINY = ["model.block_size=64", "train.batch_size=8", "data.val_rows=16", "train.eval_every=10",
+        "train.checkpoint_every=5", "train.test_loops=[1,2,4,8]", "train.threads=1", "model.mean_recurrence=1,2",
+        "sweep.adaptive=false"]
 GENAI_MARKERS = ("Detect issues",)  # the GenAI overview's call to action ("Traces" is also a sidebar item)
-RUNS_MARKER = "matching runs"      # the footer of the runs table
+NAME_COLUMN = "attributes.`Run Name`"  # the runs table's column ids (ag-grid col-id)
+# The chart view's sections, as --dump-dom renders them (the chart cards draw only in the screenshot): the
+# sweep's own section, with its charts (sweep_view: loss vs µ_rec, loss vs T, ...), must come first.
+SECTION_HTML = '>{name}</div><div class="css-wpr0tw" style="visibility: visible; display: inherit;">({n})</div>'
+OTHER_SECTION = ">Model metrics</div>"
+
+
+def sweep_store(root: Path) -> str:
+    """Train SWEEPS in turn under root (real runs through experiments.pretrain -m); the store's URI."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for sweep_id, budget in SWEEPS.items():
+        cmd = [sys.executable, "-m", "experiments.pretrain", "-m", "sweep=isoflop", f"paths.root={root}",
+               f"sweep_id={sweep_id}", f"train.flop_budget={budget}", *TINY]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"training sweep {sweep_id} failed: {r.stderr[-2000:]}")
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def expected(uri: str, experiment: str, sweep: str | None) -> tuple[str, dict[str, dict], list[str]]:
+    """(sweep id, {run name: the values its row must show}, names of other sweeps' training runs)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    sweep = sweep or latest_sweep(client, exp_id)
+    runs = {r.info.run_name: {"loss": r.data.metrics.get(LOSS), "mu_rec": r.data.tags.get("mu_rec"),
+                              "budget": r.data.tags.get("budget")}
+            for r in sweep_runs(client, exp_id, sweep)}
+    others = [r.info.run_name for r in client.search_runs([exp_id], "tags.run_kind = 'pretrain'", max_results=500)
+              if r.info.run_name not in runs]
+    return sweep, runs, others
+
+
+class Grid(html.parser.HTMLParser):
+    """The cells of MLflow's runs table (ag-grid) from the rendered DOM: {row index: {col-id: text}}.
+    The pinned name column and the scrolled columns are separate row elements sharing the row index."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, dict[str, str]] = {}
+        self._row, self._cell, self._depth, self._cell_depth = None, None, 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self._depth += tag not in ("img", "br", "input", "hr", "meta", "link")
+        if a.get("role") == "row" and a.get("row-index") is not None:
+            self._row = a["row-index"]
+        elif self._row is not None and a.get("col-id") and self._cell is None:
+            self._cell, self._cell_depth = a["col-id"], self._depth
+            self.rows.setdefault(self._row, {})[self._cell] = ""
+
+    def handle_endtag(self, tag):
+        if self._cell is not None and self._depth == self._cell_depth:
+            self._cell = None
+        self._depth -= tag not in ("img", "br", "input", "hr", "meta", "link")
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self.rows[self._row][self._cell] += data
+
+
+def row_problems(dom: str, runs: dict[str, dict], others: list[str]) -> list[str]:
+    """What the runs table gets wrong: a run without its row or with a value unlike the store's; another
+    sweep's run on the page."""
+    grid = Grid()
+    grid.feed(dom)
+    by_name = {}
+    for cells in grid.rows.values():  # the name cell also holds the run's colour ("#137dae")
+        name = next((n for n in runs if cells.get(NAME_COLUMN, "").strip().endswith(n)), None)
+        if name:
+            by_name[name] = cells
+    problems = [f"{n}: no row" for n in runs if n not in by_name]
+    for name, cells in by_name.items():
+        want = runs[name]
+        got = {k: cells.get(f"tags.`{k}`", "").strip() for k in ("mu_rec", "budget")}
+        problems += [f"{name}: {k} shows {got[k]!r}, the store has {want[k]!r}" for k in got if got[k] != want[k]]
+        loss = cells.get(f"metrics.`{LOSS}`", "").strip()
+        try:
+            ok = want["loss"] is not None and math.isclose(float(loss), want["loss"], rel_tol=1e-3)
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{name}: eval/loss shows {loss!r}, the store has {want['loss']}")
+    return problems + [f"{n}: another sweep's run is on the page" for n in others if n in dom]
 
 
 def find_chromium(install: bool) -> str | None:
@@ -46,50 +143,6 @@ def find_chromium(install: bool) -> str | None:
     return None
 
 
-def tiny_store(root: Path, experiment: str) -> str:
-    """A store shaped like a sweep's: a parent run (run_kind=sweep) and two finished training runs nested
-    under it (tags, params, a metric history), which the runs table would show collapsed under the parent
-    unless the address `make ui` prints flattens them."""
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = client.create_experiment(experiment, artifact_location=str(root / "artifacts"))
-    parent = client.create_run(exp_id, run_name="sweep-isoflop", tags={"run_kind": "sweep", "sweep_id": "isoflop"})
-    for name in RUN_NAMES:
-        mu, budget = name.split("/")[1].split("-")
-        run = client.create_run(exp_id, run_name=name, tags={"run_kind": "pretrain", "sweep_id": "isoflop",
-                                                             "mlflow.parentRunId": parent.info.run_id})
-        client.log_param(run.info.run_id, "model.mean_recurrence", mu[2:])
-        client.log_param(run.info.run_id, "train.flop_budget", budget[1:])
-        for step in range(5):
-            client.log_metric(run.info.run_id, "train/loss", 5.0 - 0.3 * step, step=step)
-        client.set_terminated(run.info.run_id)
-    client.set_terminated(parent.info.run_id)
-    return uri
-
-
-def _training_runs_of(uri: str, experiment: str) -> tuple[str, str] | None:
-    """(experiment id, training run kind) of the experiment in the store, or None (none, or no runs)."""
-    from mlflow.tracking import MlflowClient
-    from serve import training_kind
-
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    kind = training_kind(uri, exp.experiment_id) if exp else None
-    return (exp.experiment_id, kind) if kind else None
-
-
-def run_names(uri: str, experiment: str) -> list[str]:
-    """Up to 5 names of the experiment's training runs (what the runs table must show)."""
-    from mlflow.tracking import MlflowClient
-
-    found = _training_runs_of(uri, experiment)
-    if found is None:
-        return []
-    runs = MlflowClient(tracking_uri=uri).search_runs([found[0]], f"tags.run_kind = '{found[1]}'", max_results=5)
-    return [r.info.run_name for r in runs if r.info.run_name]
-
-
 def free_port(preferred: int) -> int:
     with socket.socket() as s:
         try:
@@ -98,15 +151,6 @@ def free_port(preferred: int) -> int:
         except OSError:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-
-
-def sweep_names(uri: str, experiment: str) -> list[str]:
-    """Up to 5 run names of the latest sweep (what the compare page must show)."""
-    from serve import latest_sweep_runs
-
-    found = _training_runs_of(uri, experiment)
-    sweep = latest_sweep_runs(uri, *found) if found else None
-    return [n for n in sweep[2] if n][:5] if sweep else []
 
 
 def wait_up(port: int, timeout: float = 90.0) -> bool:
@@ -133,8 +177,9 @@ def browse(chromium: str, url: str, png: Path, budget_ms: int = 20000) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/ui/check.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tracking-uri", default=None, help="a store to show (default: a tiny one made here)")
+    p.add_argument("--tracking-uri", default=None, help="a store to show (default: two tiny sweeps trained here)")
     p.add_argument("--experiment", default="parcae")
+    p.add_argument("--sweep", default=None, help="the sweep to check (default: the latest)")
     p.add_argument("--port", type=int, default=5055)
     p.add_argument("--out", default=str(ROOT / "reports" / "ui"))
     p.add_argument("--no-install", action="store_true", help="skip instead of apt-get installing chromium")
@@ -146,28 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        uri = a.tracking_uri
-        names = run_names(uri, a.experiment) if uri else []
-        if not names:
-            uri = tiny_store(Path(tmp), a.experiment)
-            names = list(RUN_NAMES)
+        uri = a.tracking_uri or sweep_store(Path(tmp))
+        sweep, runs, others = expected(uri, a.experiment, a.sweep)
         port = free_port(a.port)
         serve = [sys.executable, str(ROOT / "scripts" / "ui" / "serve.py"), "--tracking-uri", uri,
-                 "--experiment", a.experiment, "--port", str(port)]
+                 "--experiment", a.experiment, "--port", str(port), "--root", tmp, "--sweep", sweep]
         server = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             if not wait_up(port):
                 print(f"error: the MLflow UI did not come up on port {port}", file=sys.stderr)
                 return 1
             url = subprocess.run(serve + ["--print-url"], check=True, capture_output=True, text=True).stdout.strip()
-            png = out / "runs.png"
-            dom = browse(chromium, url, png)
-            cmp_url = subprocess.run(serve + ["--print-compare-url"], check=True, capture_output=True,
-                                     text=True).stdout.strip()
-            cmp_dom, cmp_png, cmp_names = "", out / "compare.png", []
-            if cmp_url:
-                cmp_dom = browse(chromium, cmp_url, cmp_png)
-                cmp_names = sweep_names(uri, a.experiment)
+            charts_url = subprocess.run(serve + ["--print-compare-url"], check=True, capture_output=True,
+                                        text=True).stdout.strip()
+            dom = browse(chromium, url, out / "runs.png")
+            charts = browse(chromium, charts_url, out / "charts.png")
+            page = Path(tmp) / "reports" / sweep / "ui.html"
+            page_dom = browse(chromium, page.as_uri(), out / "page.png", 3000) if page.exists() else ""
         finally:
             server.terminate()
             try:
@@ -175,17 +215,19 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
     (out / "runs.html").write_text(dom, encoding="utf-8")
-    missing = [n for n in names if n not in dom]
-    if cmp_dom:
-        missing += [f"{n} (compare page)" for n in cmp_names if n not in cmp_dom]
-    genai = [m for m in GENAI_MARKERS if m in dom]
-    where = f"{png}" + (f", {cmp_png} (the latest sweep's runs, compared)" if cmp_dom else "")
-    checked = len(names) + len(cmp_names)
-    print(f"{url}\nscreenshot: {where}\nrun names visible: {checked - len(missing)}/{checked}"
-          + (f"; GenAI view markers: {genai}" if genai else ""))
-    if missing or genai or RUNS_MARKER not in dom or not png.exists():
-        print(f"error: the runs table is not what the UI shows (missing names: {missing}, GenAI markers: "
-              f"{genai}); see {png}", file=sys.stderr)
+    (out / "charts.html").write_text(charts, encoding="utf-8")
+    problems = row_problems(dom, runs, others)
+    problems += [f"GenAI view ({m!r} on the page)" for m in GENAI_MARKERS if m in dom]
+    ours = charts.find(SECTION_HTML.format(name=f"sweep {sweep}", n=len(view_state(sweep)["compareRunCharts"])))
+    if ours < 0 or not 0 <= ours < charts.find(OTHER_SECTION):
+        problems.append(f"chart view: the section 'sweep {sweep}' with its charts is not the first")
+    problems += [f"static page: no row for {n}" for n in runs if f"<td>{n}</td>" not in page_dom]
+    print(f"sweep {sweep!r}: {url}\ncharts: {charts_url}\nscreenshots: {out}/runs.png, charts.png, page.png\n"
+          f"runs checked: {len(runs)} (eval/loss, mu_rec, budget in their rows); other sweeps' runs absent: "
+          f"{len(others)}")
+    if problems or not runs:
+        print("error: the sweep's view is not what the UI shows:\n  " + "\n  ".join(problems or ["no runs"]),
+              file=sys.stderr)
         return 1
     return 0
 
