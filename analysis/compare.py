@@ -84,7 +84,7 @@ def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0, opts: Opti
     D* vs C with each sweep's power law (hollow: flagged, left out). Right: test-time loss vs T at each
     sweep's largest budget, one line per µ_rec (nothing averaged over budgets or loop counts)."""
     opts = replace(opts or Options(), seed=seed)
-    fig, (iso, opt, tt) = plt.subplots(1, 3, figsize=(15.0, 4.6), layout="constrained")
+    fig, (iso, opt, tt) = plt.subplots(1, 3, figsize=(17.0, 4.6), layout="constrained")
     mus = sorted({float(m) for df in sweeps.values() for m in df["mean_recurrence"].dropna()})
     styles = dict(zip(mus, ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (3, 1))] * 3))
     Ts: set[float] = set()
@@ -135,7 +135,7 @@ def comparison_figure(sweeps: dict[str, pd.DataFrame], seed: int = 0, opts: Opti
     for ax in (iso, opt, tt):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            figures.legend_outside(ax)
     return fig
 
 

@@ -3,12 +3,15 @@ curves are drawn on top, never instead.  Each figure is written as PNG (for
 the markdown report) and PDF (for papers); the ``plot_*`` functions return the
 PNG path, the ``*_figure`` functions build the figure (tests read its legends).
 
-Conventions (what a paper figure needs): log ticks read 1, 2, 4, 8 or 2×10¹²,
-never 10⁰ or 2×10⁰; axis labels and legends carry units (FLOPs, tokens,
-nats/token); discrete quantities (budgets, µ_rec, learning rates) get discrete
-colours and a legend, never a colour bar; panels that are compared share their
-y range; no offset axis ("+3.05"). A fit through flagged points is drawn grey
-and dashed and labelled as such on the figure.
+Conventions (what a paper figure needs): ticks are round values read plainly
+(1, 2, 4, 8, 2×10¹²; never 10⁰, 2.05696×10⁵ or an offset "+3.05"): every axis
+goes through ``plain_ticks``; sampled values are the ticks only when they are
+round. Axis labels and legends carry units (FLOPs, tokens, nats/token). Colour
+carries a variable the axes do not show (the budget, µ_rec, the learning rate),
+as discrete colours with a legend, never a colour bar; every point can be
+traced to its budget and µ_rec. Legends sit outside the axes, so they cover
+neither data nor text. Panels that are compared share their axes. A fit
+through flagged points is drawn grey and dashed and labelled as such.
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
 from analysis.isoflop.optima import BudgetOptimum
 from analysis.isoflop.profiles import akima_curve  # noqa: E402
@@ -46,7 +48,7 @@ def fmt_num(v: float) -> str:
     if not np.isfinite(v) or v == 0:
         return f"{v:g}"
     if 1e-2 <= abs(v) < 1e4:
-        return f"{v:.3g}"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 1000, not 1e+03
     exp = int(np.floor(np.log10(abs(v))))
     mant = v / 10**exp
     if abs(mant - round(mant)) < 0.05:
@@ -59,22 +61,61 @@ def budget_label(C: float) -> str:
     return f"C = {fmt_num(C)} FLOPs"
 
 
+def is_round(v: float) -> bool:
+    """A value a tick may show as it is: at most two significant digits (2, 12, 2×10¹², 0.25), unlike a
+    sampled 205,696 parameters or a jittered 5.61×10¹⁸ FLOPs."""
+    if not np.isfinite(v) or v == 0:
+        return True
+    mant = abs(v) / 10 ** np.floor(np.log10(abs(v)))
+    return abs(mant * 10 - round(mant * 10)) < 1e-6
+
+
+def fmt_tick(v: float, log: bool) -> str:
+    """A tick label: ``fmt_num`` on log axes (2×10⁵, 10⁹); on linear axes the value as written by hand
+    (0.005, −0.015, 3.05), never in powers of ten beside plain neighbours."""
+    if log:
+        return fmt_num(v)
+    v = round(float(v), 12)
+    return f"{v:.6g}".replace("-", "−") if v != 0 else "0"
+
+
+def plain_ticks(axis, minor: bool = True) -> None:
+    """The one tick formatter of every figure (``fmt_tick``): plain labels, no offset, and (minor=True)
+    no minor labels. Call it after the axis scale is set."""
+    log = axis.get_scale() == "log"
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_tick(v, log)))
+    if minor:
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def log_axis(ax, which: str = "x", values=None) -> None:
-    """Log scale with readable ticks: the sampled values themselves when there are few (µ_rec 1, 2, 4,
-    8), else 1-2-5 steps; labels by ``fmt_num``; no minor labels."""
+    """Log scale with readable ticks: the sampled values themselves when there are few and they are
+    round (µ_rec 1, 2, 4, 8), else 1-2-5 steps; labels by ``plain_ticks``; no minor labels."""
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     fixed = None if values is None else np.unique(np.asarray(values, dtype=float))
-    if fixed is not None and 2 <= fixed.size <= MAX_FIXED_TICKS:
+    if fixed is not None and 2 <= fixed.size <= MAX_FIXED_TICKS and all(is_round(v) for v in fixed):
         axis.set_major_locator(ticker.FixedLocator(fixed))
     else:  # every integer mantissa within a decade, 1-2-5 steps up to 2 decades, 1-3 up to 4, then powers
         lo, hi = (ax.get_xlim() if which == "x" else ax.get_ylim())
         decades = np.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-        subs = (tuple(range(1, 10)) if decades < 1 else (1.0, 2.0, 5.0) if decades < 2
+        # below half a decade every mantissa (else too few ticks), below one 1-2-3-5 (1-9 would crowd)
+        subs = (tuple(range(1, 10)) if decades < 0.5 else (1.0, 2.0, 3.0, 5.0) if decades < 1
+                else (1.0, 2.0, 5.0) if decades < 2
                 else (1.0, 3.0) if decades < 4 else (1.0,))
         axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
-    axis.set_minor_formatter(ticker.NullFormatter())
+    plain_ticks(axis)
+
+
+def legend_outside(ax, handles=None, labels=None, **kw):
+    """The legend to the right of the axes, top-aligned: it can cover neither data nor the text drawn
+    on the axes (the layout engine, or save_figure's tight bounding box, makes room for it)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))  # one entry per label, first handle wins
+    kw = {"fontsize": 7, "title_fontsize": 7, "frameon": False, **kw}
+    return ax.legend(list(uniq.values()), list(uniq.keys()), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                     borderaxespad=0.0, **kw)
 
 
 def discrete_colors(values, cmap: str = "viridis") -> dict:
@@ -91,8 +132,9 @@ def save_figure(fig: plt.Figure, stem: Path) -> Path:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     png = stem.with_suffix(".png")
-    fig.savefig(png, dpi=130)
-    fig.savefig(stem.with_suffix(".pdf"))
+    # tight: legends outside the axes are part of the figure, never cut off
+    fig.savefig(png, dpi=130, bbox_inches="tight")
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return png
 
@@ -102,17 +144,35 @@ def _budget_colors(budgets: list[float]):
     return lambda b: colors[float(b)]
 
 
-def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str) -> None:
+MU_MARKERS = "o^sDvPXhd<>p"  # no "*": the star marks an optimum
+
+
+def mu_markers(mus) -> dict[float, str]:
+    """One marker shape per µ_rec (ordered by value), so a point is traced to its µ_rec where the x-axis
+    is not µ_rec (loss vs tokens or parameters: colour is the budget, shape the µ_rec)."""
+    return {m: MU_MARKERS[i % len(MU_MARKERS)] for i, m in enumerate(sorted({float(v) for v in mus}))}
+
+
+def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str, mu_of: dict[str, float] | None = None) -> None:
     """Loss vs allocation variable per budget: points, Akima spline (the estimate, solid) with its
-    minimum (star: filled = used, hollow = flagged) and run-bootstrap 95 % bar, parabola (dotted)."""
+    minimum (star: filled = used, hollow = flagged) and run-bootstrap 95 % bar, parabola (dotted).
+    Colour is the budget; mu_of (run id -> µ_rec) gives each point its µ_rec's marker shape, with a
+    legend of its own, unless the x-axis is µ_rec itself."""
     color = _budget_colors([o.budget for o in optima])
+    mu_of = {str(k): float(v) for k, v in (mu_of or {}).items() if np.isfinite(v)}
+    ids = [str(r) for o in optima for r in list(o.run_ids) + [p["run_id"] for p in o.points_excluded]]
+    mus = {mu_of[r] for r in ids if r in mu_of}
+    shapes = mu_markers(mus) if len(mus) > 1 and "µ_rec" not in xlabel and "recurrence" not in xlabel else {}
+    marker = (lambda r: shapes.get(mu_of.get(str(r), np.nan), "o"))
     values = []
     for o in optima:
         c = color(o.budget)
         f = o.fit
         xs_pts = np.exp(f.x)
         values.extend(xs_pts)
-        ax.scatter(xs_pts, f.y, color=c, s=22, zorder=3, label=budget_label(o.budget))
+        ax.plot([], [], "o", color=c, ms=5, label=budget_label(o.budget))  # the legend's budget entry
+        for x_, y_, r in zip(xs_pts, f.y, o.run_ids):
+            ax.scatter([x_], [y_], color=c, s=30, zorder=3, marker=marker(r))
         for p in o.points_excluded:  # QC-flagged points: shown, crossed, not fitted
             ax.scatter([p["value"]], [p["loss"]], marker="x", color=c, s=36, zorder=3)
         spline = akima_curve(f.x, f.y)
@@ -128,23 +188,27 @@ def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str) -> None:
             if np.isfinite(lo) and np.isfinite(hi):
                 ax.errorbar([o.opt], [o.y_opt], xerr=[[max(o.opt - lo, 0)], [max(hi - o.opt, 0)]],
                             color=c, capsize=3, lw=1.0, zorder=3)
+    for m, shape in shapes.items():
+        ax.plot([], [], shape, color="0.3", mfc="none", ms=5, label=f"µ_rec = {m:g}")
     log_axis(ax, "x", values)
+    plain_ticks(ax.yaxis, minor=False)
     ax.set_xlabel(AXIS_UNITS.get(xlabel, xlabel))
     ax.set_ylabel(LOSS_LABEL)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, title="★ optimum (hollow: flagged)", title_fontsize=7)
+    legend_outside(ax, title="★ optimum (hollow: flagged)")
 
 
-def isoflop_figure(optima: list[BudgetOptimum], xlabel: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    draw_isoflop(ax, optima, xlabel)
+def isoflop_figure(optima: list[BudgetOptimum], xlabel: str, mu_of: dict[str, float] | None = None) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
+    draw_isoflop(ax, optima, xlabel, mu_of)
     ax.set_title("IsoFLOP profiles: Akima spline (solid) and its minimum ★ with 95 % run-bootstrap bar;\n"
                  "parabola dotted; × a point left out by QC", fontsize=9)
     return fig
 
 
-def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path) -> Path:
-    return save_figure(isoflop_figure(optima, xlabel), stem)
+def plot_isoflop(optima: list[BudgetOptimum], xlabel: str, stem: Path,
+                 mu_of: dict[str, float] | None = None) -> Path:
+    return save_figure(isoflop_figure(optima, xlabel, mu_of), stem)
 
 
 def _flagged_in_fit(fit: PowerLawFit, optima: list[BudgetOptimum]) -> bool:
@@ -189,18 +253,17 @@ def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylab
         if band is not None:
             ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, label="95 % bootstrap band (runs)")
     else:
-        ax.text(0.5, 0.5, "no power law: too few clean budgets", transform=ax.transAxes,
-                ha="center", va="center", color="C3", fontsize=9)
+        ax.set_title("no power law: too few clean budgets", color="C3", fontsize=9)  # above, not over, the data
     log_axis(ax, "x", budgets + ([max(budgets) * EXTRAPOLATE] if fit is not None else []))
     log_axis(ax, "y")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel(OPTIMUM_UNITS.get(ylabel, ylabel))
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     ax.grid(alpha=0.3, which="both")
 
 
 def powerlaw_figure(fit: PowerLawFit | None, optima: list[BudgetOptimum], ylabel: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
     draw_powerlaw(ax, fit, optima, ylabel)
     return fig
 
@@ -211,21 +274,21 @@ def plot_powerlaw(fit: PowerLawFit | None, optima: list[BudgetOptimum], ylabel: 
 
 
 def isoflop_summary_figure(panels: list[tuple[list[BudgetOptimum], PowerLawFit | None, str, str]],
-                           title: str) -> plt.Figure:
+                           title: str, mu_of: dict[str, float] | None = None) -> plt.Figure:
     """The Chinchilla-style figure of one model: per allocation axis a row with the isoFLOP curves
     coloured by budget and their optima (left) beside optimum vs compute on log-log with the fitted
     law, its 95 % band and its extrapolation (right). panels: (optima, law, xlabel, optimum label)."""
-    fig, axes = plt.subplots(len(panels), 2, figsize=(12.0, 4.4 * len(panels)), squeeze=False,
+    fig, axes = plt.subplots(len(panels), 2, figsize=(14.0, 4.4 * len(panels)), squeeze=False,
                              layout="constrained")
     for row, (optima, law, xlabel, ylabel) in zip(axes, panels):
-        draw_isoflop(row[0], optima, xlabel)
+        draw_isoflop(row[0], optima, xlabel, mu_of)
         draw_powerlaw(row[1], law, optima, ylabel)
     fig.suptitle(title, fontsize=10)
     return fig
 
 
-def plot_isoflop_summary(panels, title: str, stem: Path) -> Path:
-    return save_figure(isoflop_summary_figure(panels, title), stem)
+def plot_isoflop_summary(panels, title: str, stem: Path, mu_of: dict[str, float] | None = None) -> Path:
+    return save_figure(isoflop_summary_figure(panels, title, mu_of), stem)
 
 
 def testtime_figure(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> plt.Figure:
@@ -258,11 +321,16 @@ def testtime_figure(df: pd.DataFrame, fits: dict[str, SaturationFit]) -> plt.Fig
         ax.set_title(f"{'C' if facet == 'flop_budget' else 'D'} = {fmt_num(group)} {unit}"
                      if group is not None else "all runs", fontsize=9)
         log_axis(ax, "x", Ts)
+        plain_ticks(ax.yaxis, minor=False)
         ax.set_xlabel("test-time loops T")
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, title="trained at", title_fontsize=7)
+    # one legend for all panels (the colours are the same in each), outside them: at T = 1 the curves
+    # start high in one corner and end low in the other, so no corner of a panel is free
+    handles = {}
+    for ax in axes.flat:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside right upper", fontsize=7,
+               title="trained at", title_fontsize=7, frameon=False)
     for ax in axes[:, 0]:
         ax.set_ylabel(LOSS_LABEL)
     for ax in list(axes.flat)[len(groups):]:
@@ -275,33 +343,58 @@ def plot_testtime(df: pd.DataFrame, fits: dict[str, SaturationFit], stem: Path) 
     return save_figure(testtime_figure(df, fits), stem)
 
 
-def loss_vs_figure(df: pd.DataFrame, column: str, xlabel: str,
-                   color_by: str = "mean_recurrence") -> plt.Figure:
-    """Final loss against one run attribute (tokens, parameters, FLOPs), log x, one colour per µ_rec."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+# the x columns that already show the budget or µ_rec (FLOPs ≈ budget; unrolled size grows with µ_rec)
+SHOWS = {"train_flops": "flop_budget", "flop_budget": "flop_budget",
+         "n_params_unrolled": "mean_recurrence", "mean_recurrence": "mean_recurrence"}
+
+
+def _values(df: pd.DataFrame, column: str) -> np.ndarray:
+    return (df[column].astype(float).to_numpy() if column in df and df[column].notna().any()
+            else np.full(len(df), np.nan))
+
+
+def draw_runs(ax, df: pd.DataFrame, x: np.ndarray, y: np.ndarray, shown: str | None = None) -> None:
+    """Every run as a point traced to its budget and µ_rec: colour is the one of the two the x-axis does
+    not show (shown: "flop_budget" or "mean_recurrence"; the budget by default), marker shape the other
+    unless the x-axis shows it; both in a legend outside the axes."""
+    budget, mu = _values(df, "flop_budget"), _values(df, "mean_recurrence")
+    colour, shape = (mu, budget) if shown == "flop_budget" else (budget, mu)
+    cname, sname = ("µ_rec", "C") if shown == "flop_budget" else ("C", "µ_rec")
+    label = {"C": lambda v: budget_label(v), "µ_rec": lambda v: f"µ_rec = {v:g}"}
+    colors = discrete_colors(colour[np.isfinite(colour)], "plasma" if cname == "C" else "viridis") \
+        if np.isfinite(colour).any() else {}
+    # no shapes for what the x-axis shows already (FLOPs: the budget; unrolled size: µ_rec)
+    shapes = mu_markers(shape[np.isfinite(shape)]) if np.isfinite(shape).any() and shown is None and \
+        np.unique(shape[np.isfinite(shape)]).size > 1 else {}
+    for i in range(len(x)):
+        ax.scatter([x[i]], [y[i]], s=26, zorder=3, color=colors.get(float(colour[i]), "C0"),
+                   marker=shapes.get(float(shape[i]), "o"))
+    for v, col in colors.items():  # legend entries: colours (filled circles), then shapes (hollow, grey)
+        ax.plot([], [], "o", color=col, ms=5, label=label[cname](v))
+    for v, m in shapes.items():
+        ax.plot([], [], m, color="0.3", mfc="none", ms=5, label=label[sname](v))
+    if colors or shapes:
+        legend_outside(ax)
+
+
+def loss_vs_figure(df: pd.DataFrame, column: str, xlabel: str) -> plt.Figure:
+    """Final loss against one run attribute (tokens, parameters, FLOPs), log x; every point traced to its
+    budget and µ_rec (``draw_runs``)."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
     x = df[column].astype(float).to_numpy()
     y = df["loss"].astype(float).to_numpy()
-    c = df[color_by].astype(float).to_numpy()
-    colors = discrete_colors(c[np.isfinite(c)]) if np.isfinite(c).any() else {}
-    name = "µ_rec" if color_by == "mean_recurrence" else color_by
-    for v, col in colors.items():
-        sel = c == v
-        ax.scatter(x[sel], y[sel], color=col, s=26, zorder=3, label=f"{name} = {v:g}")
-    if not colors:
-        ax.scatter(x, y, color="C0", s=26, zorder=3)
+    draw_runs(ax, df, x, y, SHOWS.get(column))
     unit = UNITS.get(column)
     log_axis(ax, "x", x if np.unique(x).size <= 4 else None)
     ax.set_xlabel(f"{xlabel} ({unit})" if unit and unit not in xlabel else xlabel)
     ax.set_ylabel(LOSS_LABEL)
+    plain_ticks(ax.yaxis, minor=False)
     ax.grid(alpha=0.3, which="both")
-    if colors:
-        ax.legend(fontsize=7)
     return fig
 
 
-def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path,
-                 color_by: str = "mean_recurrence") -> Path:
-    return save_figure(loss_vs_figure(df, column, xlabel, color_by), stem)
+def plot_loss_vs(df: pd.DataFrame, column: str, xlabel: str, stem: Path) -> Path:
+    return save_figure(loss_vs_figure(df, column, xlabel), stem)
 
 
 def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
@@ -342,36 +435,52 @@ def plot_stability(table: pd.DataFrame, hist: pd.DataFrame, stem: Path) -> Path:
     return save_figure(fig, stem)
 
 
-def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path) -> Path:
+def _design_runs(design, meta: pd.DataFrame | None, n: int) -> pd.DataFrame:
+    """Budget and µ_rec of each point of a law's design, looked up by run id in meta (the usable runs;
+    a unified-law point's id is "<run id>@T<T>"); NaN where unknown."""
+    ids = [str(i).split("@T")[0] for i in design.ids] if len(design.ids) == n else [None] * n
+    cols = ["flop_budget", "mean_recurrence"]
+    if meta is None:
+        return pd.DataFrame(np.nan, index=range(n), columns=cols)
+    m = meta.set_index(meta["run_id"].astype(str))
+    return pd.DataFrame({c: [float(m.at[i, c]) if i in m.index and c in m else np.nan for i in ids]
+                         for c in cols})
+
+
+def law_fit_figure(design, predicted: np.ndarray, name: str, meta: pd.DataFrame | None = None) -> plt.Figure:
     """A parametric law against its data: predicted vs observed (left) and log residuals vs the
-    training tokens D (right), every point shown, coloured by D."""
+    training tokens D (right), every point shown, coloured by budget and shaped by µ_rec (meta: the
+    runs, to look both up; D is the right panel's axis, so colour never repeats it)."""
     observed = np.asarray(design.loss, dtype=float)
     predicted = np.asarray(predicted, dtype=float)
     D = design.raw.get("D", np.arange(observed.size, dtype=float))
     resid = np.log(observed) - np.log(predicted)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2))
-    norm = LogNorm(D.min(), D.max()) if D.min() > 0 and D.max() > D.min() else Normalize()
-    points = left.scatter(predicted, observed, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
+    runs = _design_runs(design, meta, observed.size)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), layout="constrained")
     lims = [min(observed.min(), predicted.min()), max(observed.max(), predicted.max())]
-    left.plot(lims, lims, color="k", lw=0.8, label="y = x")
+    left.plot(lims, lims, color="k", lw=0.8)
+    left.text(0.03, 0.97, "line: y = x", transform=left.transAxes, ha="left", va="top", fontsize=8)
+    draw_runs(left, runs, predicted, observed)
+    if left.get_legend() is not None:  # one legend, beside the right panel
+        left.get_legend().remove()
     left.set_xlabel("predicted loss (nats/token)")
     left.set_ylabel("observed loss (nats/token)")
     left.set_title(f"{name}: predicted vs observed")
-    left.legend(fontsize=8)
-    right.scatter(D, resid, c=D, cmap="viridis", norm=norm, s=20, zorder=3)
+    draw_runs(right, runs, D, resid)
     right.axhline(0, color="k", lw=0.8)
     log_axis(right, "x")
     right.set_xlabel("training tokens D (tokens)")
     right.set_ylabel("ln observed − ln predicted")
     right.set_title(f"residuals (RMS {np.sqrt(np.mean(resid ** 2)):.2g})")
-    bar = fig.colorbar(points, ax=right, label="training tokens D (tokens)")
-    if isinstance(norm, LogNorm):
-        bar.ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
-        bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     for ax in (left, right):
+        plain_ticks(ax.yaxis, minor=False)
         ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, stem)
+    plain_ticks(left.xaxis, minor=False)
+    return fig
+
+
+def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path, meta: pd.DataFrame | None = None) -> Path:
+    return save_figure(law_fit_figure(design, predicted, name, meta), stem)
 
 
 def holdout_figure(rows: list[dict], axis_label: str, band_pct: float | None = None) -> plt.Figure:
@@ -401,8 +510,8 @@ def holdout_figure(rows: list[dict], axis_label: str, band_pct: float | None = N
             ax.set_ylim(*lims)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
         ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+        plain_ticks(ax.xaxis, minor=False)
+        plain_ticks(ax.yaxis, minor=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     left.set_xlabel("observed compute-optimal loss (nats/token)")

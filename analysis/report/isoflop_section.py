@@ -64,10 +64,11 @@ def _optima_section(r: AxisResult) -> str:
     return text
 
 
-def _axis_block(report: Report, r: AxisResult, name: str, out_dir: Path) -> list[str]:
+def _axis_block(report: Report, r: AxisResult, name: str, out_dir: Path,
+                mu_of: dict[str, float] | None = None) -> list[str]:
     label, xlabel = LABEL[r.axis], XLABEL[r.axis]
     stem = out_dir / "figures" / f"isoflop_{slug(name)}_{r.axis}"
-    blocks = [f"#### {label}", fig_link(report, figures.plot_isoflop(r.optima, xlabel, stem), out_dir,
+    blocks = [f"#### {label}", fig_link(report, figures.plot_isoflop(r.optima, xlabel, stem, mu_of), out_dir,
                                          f"isoFLOP {name}: loss vs {xlabel}"),
               _optima_section(r)]
     for o in r.optima:
@@ -108,6 +109,8 @@ def isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path, op
         blocks.append(check)
     skipped = []
     df = with_labels(df)
+    # the figures mark each point's µ_rec; optima name runs by the "run" label (isoflop_optima)
+    mu_of = dict(zip(df["run"].astype(str), df["mean_recurrence"].astype(float)))
     for axis in axes:
         supported, why = optima.isoflop_supported(df, axis)
         if not supported:
@@ -120,7 +123,7 @@ def isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path, op
                 report.approach2[name] = r.law
             else:
                 report.approach2_skipped[name] = f"no D* power law ({r.reason})"
-        blocks += _axis_block(report, r, name, out_dir)
+        blocks += _axis_block(report, r, name, out_dir, mu_of)
     if skipped and len(skipped) == len(axes):
         report.add(f"### `{name}`\n\nIsoFLOP analysis skipped: " + "; ".join(skipped) + ".")
         return
@@ -129,7 +132,7 @@ def isoflop_group(report: Report, name: str, df: pd.DataFrame, out_dir: Path, op
     if mine:  # the Chinchilla-style figure of this model: isoFLOP curves beside optimum vs compute
         png = figures.plot_isoflop_summary([(r.optima, r.law, XLABEL[r.axis], LABEL[r.axis]) for r in mine],
                                          f"{name}: isoFLOP curves and compute-optimal power laws",
-                                         out_dir / "figures" / f"chinchilla_{slug(name)}")
+                                         out_dir / "figures" / f"chinchilla_{slug(name)}", mu_of)
         blocks.insert(1, fig_link(report, png, out_dir, f"{name}: isoFLOP curves and compute-optimal laws"))
     report.add("\n\n".join(blocks))
 

@@ -84,7 +84,7 @@ def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
             metrics[f"law.{res.name}.holdout{suffix}_mean_are"] = h["mean_are"]
         if out_dir is not None:
             png = plot_law_fit(res.design, res.fit.predict(res.design), res.name,
-                               out_dir / "figures" / f"law_{res.name}_residuals")
+                               out_dir / "figures" / f"law_{res.name}_residuals", meta=usable)
             lines.append(figure_link(png, out_dir, f"law {res.name}: predicted vs observed, residuals"))
         for w in res.warnings:
             report_warnings.append(f"parametric law `{res.name}`: {w}")

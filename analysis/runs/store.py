@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -236,7 +238,10 @@ def log_analysis_run(tracking_uri: str, experiment: str, sweep_id: str, out_dir:
     parent = _sweep_parent(client, experiment, sweep_id)
     if parent is not None:  # beside the jobs it analysed
         tags[PARENT_TAG] = parent.info.run_id
-    run_id = client.create_run(exp.experiment_id, run_name=f"analysis-{sweep_id}", tags=tags).info.run_id
+    # One name per analysis (a sweep is analysed again after each extension): the time it ran plus a
+    # short random suffix, so two analyses within one second are still told apart in the UI.
+    name = f"analysis-{sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run_id = client.create_run(exp.experiment_id, run_name=name, tags=tags).info.run_id
     try:
         for key, value in metrics.items():
             if np.isfinite(value):

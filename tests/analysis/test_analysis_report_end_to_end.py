@@ -169,6 +169,9 @@ def test_analyze_end_to_end(store, tmp_path):
     # The analysis run shares the sweep tag but must not be read back as a training run.
     assert len(runs.load_runs(store, EXPERIMENT, SWEEP)) == len(BUDGETS) * len(MUS) + 2
     assert runs.latest_sweep_id(store, EXPERIMENT) == SWEEP
+    # Every analysis run gets its own name (a sweep is analysed again after each extension).
+    again = client.get_run(runs.store.log_analysis_run(store, EXPERIMENT, SWEEP, out, {}, {}, "again"))
+    assert run.info.run_name.startswith(f"analysis-{SWEEP}-") and again.info.run_name != run.info.run_name
 
 
 def test_cli_prints_report_path_last(store, tmp_path, capsys):
