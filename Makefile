@@ -12,7 +12,7 @@ EXPERIMENT ?= parcae
 TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: bench-fit setup sweep sweep-detached status show-config resume analyze test test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
+.PHONY: bench-fit setup sweep sweep-detached status show-config resume analyze test test-slow test-slurm slurm-up slurm-down tune mlflow-server ui clean-runs help
 
 help:
 	@echo "make setup                    create .venv and install the project (every target does it once)"
@@ -27,6 +27,7 @@ help:
 	@echo "make analyze CSV=FILE [ARGS=..] the same analysis of your own table (columns C, N, D, loss; docs/analysis.md)"
 	@echo "make compare SWEEPS=a,b       two sweeps on one figure, with their exponents"
 	@echo "make test                     the default test suite (sets up .venv)"
+	@echo "make test-slow                the tests marked slow (CI runs them too)"
 	@echo "make test-slurm               the tests marked slurm, on a private single-node SLURM (root)"
 	@echo "make slurm-up / slurm-down    start / stop that private SLURM ($(SLURM_DIR))"
 	@echo "make tune [TUNE=lr] [ARGS=..] Optuna search (journal storage, pruning, 2 local workers)"
@@ -109,7 +110,12 @@ compare: $(STAMP)
 # a trained sweep are built once); TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm and not slow" $(ARGS)
+
+# The tests marked slow (minutes each: more torchrun launches and fault cases, store repairs, compile, the UI's
+# sweep store); CI runs them after make test.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow and not slurm" $(ARGS)
 
 # A private single-node SLURM (Debian packages, own ports and state in .cache/slurm); stopped by pid.
 SLURM_DIR ?= .cache/slurm

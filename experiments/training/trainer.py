@@ -146,6 +146,29 @@ def batch_split(batch_size: int, micro_batch_size: int | None, world_size: int) 
     return batch_size // world_size, micro
 
 
+def auto_micro_batch(model_cfg: ModelConfig, t, ctx: "distributed.Context") -> int | None:
+    """train.micro_batch_size, or on a GPU when it is null, the largest that parcae.memory estimates to fit this
+    GPU's memory (gradient accumulation makes up the rest of the process's share; the result does not change)."""
+    given = getattr(t, "micro_batch_size", None)
+    if given is not None or ctx.device.type != "cuda" or t.batch_size % ctx.world_size:
+        return given
+    from parcae.memory import choose_micro_batch
+
+    gpu_gb = torch.cuda.get_device_properties(ctx.device).total_memory / 1e9
+    est = choose_micro_batch(model_cfg, t.batch_size // ctx.world_size, gpu_gb=gpu_gb,
+                             precision=getattr(t, "precision", "fp32"), optimizer=t.optimizer,
+                             world_size=ctx.world_size,
+                             activation_checkpointing=bool(getattr(t, "activation_checkpointing", False)))
+    if est is None:
+        raise ConfigError("train.micro_batch_size", None, f"not even one sequence of {model_cfg.name} is estimated to "
+                          f"fit this GPU's {gpu_gb:.0f} GB (parcae.memory)",
+                          "set train.activation_checkpointing=true, or use a GPU with more memory")
+    if ctx.is_main:
+        log.info("micro-batch %d per GPU (estimated peak %.1f GB of %.0f GB; parcae.memory)", est.micro_batch,
+                 est.total_gb, gpu_gb)
+    return est.micro_batch
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_steps: int | None,
              batch_size: int, seed: int, ctx: "distributed.Context | None" = None,
@@ -231,7 +254,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     """
     t = train_cfg
     ctx = distributed.setup(t.device)
-    local_bs, micro_bs = batch_split(t.batch_size, getattr(t, "micro_batch_size", None), ctx.world_size)
+    local_bs, micro_bs = batch_split(t.batch_size, auto_micro_batch(model_cfg, t, ctx), ctx.world_size)
     n_micro = local_bs // micro_bs
     device = ctx.device
     if device.type == "cuda":

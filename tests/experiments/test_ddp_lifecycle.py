@@ -108,6 +108,7 @@ def test_two_identical_launches_leave_one_finished_run(tmp_path, reference):
     assert _once(tmp_path).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_a_crash_on_rank_1_ends_rank_0_and_fails_the_run(tmp_path, reference):
     t0 = time.monotonic()
     r = torchrun(tmp_path, fault="train.step:SIGKILL:1:7", timeout=120)
@@ -122,6 +123,7 @@ def test_a_crash_on_rank_1_ends_rank_0_and_fails_the_run(tmp_path, reference):
     assert abs(_status(tmp_path)["final"]["eval/loss"] - reference) <= RTOL * reference
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_preemption_of_one_rank_then_resume_on_2_1_2_processes(tmp_path, reference):
     # SIGUSR2 to rank 1 after step 7: both ranks learn it from step 8's all-reduce, checkpoint step 8 and stop.
     r = torchrun(tmp_path, fault="train.step:SIGUSR2:1:7")
@@ -143,6 +145,7 @@ def test_preemption_of_one_rank_then_resume_on_2_1_2_processes(tmp_path, referen
     assert abs(_status(tmp_path)["final"]["eval/loss"] - reference) <= RTOL * reference
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_muon_under_ddp_leaves_identical_weights_on_every_rank():
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "tests/experiments/ddp_muon_check.py")]

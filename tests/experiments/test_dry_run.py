@@ -26,6 +26,7 @@ def sweep(tmp_path, *args):
                           env=ENV, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_gpu_sweep_dry_run_on_slurm_prices_every_point_and_submits_nothing(tmp_path):
     # The isoflop-gpu file's recipe, with the grid narrowed on the command line to its extremes.
     r = sweep(tmp_path, "sweep=isoflop-gpu", "sweep_id=isoflop-gpu", "launcher=slurm_gpu", "sweep.dry_run=true",
@@ -43,6 +44,7 @@ def test_gpu_sweep_dry_run_on_slurm_prices_every_point_and_submits_nothing(tmp_p
     assert not any(tmp_path.iterdir())  # no store, manifest, run dir or submitit folder
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_cpu_sweep_dry_run_with_the_local_launcher(tmp_path):
     r = sweep(tmp_path, "sweep=isoflop", "sweep.dry_run=true", "model.mean_recurrence=1,4", "train.flop_budget=1e12")
     assert r.returncode == 0, r.stderr

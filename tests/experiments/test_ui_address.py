@@ -19,6 +19,8 @@ from serve import runs_url, training_kind  # noqa: E402
 from sweep_page import write_page  # noqa: E402
 from sweep_view import COLUMNS, SHARE_TAG  # noqa: E402
 
+pytestmark = pytest.mark.slow  # minutes of training: CI's `make test-slow`, not `make test`
+
 SERVE = [sys.executable, str(REPO / "scripts" / "ui" / "serve.py")]
 
 

@@ -11,6 +11,8 @@ import pytest
 
 import harness as h
 
+pytestmark = pytest.mark.slow  # minutes of training: CI's `make test-slow`, not `make test`
+
 
 @pytest.mark.parametrize("fault", [
     # The chain of test_phases has a full disk at a metrics flush; these run with the full matrix.

@@ -13,6 +13,8 @@ from torch._dynamo.utils import counters
 from experiments.config.plan import dense_test_loops
 from parcae import build_model, get_preset
 
+pytestmark = pytest.mark.slow  # about a minute of compiling on a CPU: CI's `make test-slow`, not `make test`
+
 MAX_GRAPHS = 8  # (value gate or not) × (grad mode) × (static, dynamic batch); compile_blocks allows 32
 
 
