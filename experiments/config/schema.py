@@ -40,7 +40,7 @@ class DataSchema:
     name: str = "stdlib"  # a label for the corpus; `source` says where it comes from
     val_percent: float = 2.0  # share of documents held out for validation
     val_rows: int = 64  # validation rows of model.block_size tokens
-    # Real data (experiments.data.run_data; README "Real data and evaluation"). stdlib = the embedded corpus.
+    # Real data (experiments.data.run_data; docs/data.md). stdlib = the embedded corpus.
     source: str = "stdlib"  # stdlib | text | jsonl | parquet | hf (a Hugging Face `datasets` id)
     paths: list[str] = field(default_factory=list)  # text/jsonl/parquet files or globs
     text_field: str = "text"  # the column (jsonl/parquet/hf) that holds a document
