@@ -33,6 +33,7 @@ def _leaks(root: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_a_planted_token_is_nowhere_after_a_run_a_sweep_and_an_analysis(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", ENV_SECRET)
     root = tmp_path / "lab"

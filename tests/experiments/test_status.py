@@ -1,3 +1,4 @@
+import pytest
 """`experiments.status` tells finished, failed, interrupted and never-started grid points apart from our
 own records (manifest, run dirs, MLflow), and `--resume` runs only what is not finished."""
 
@@ -26,6 +27,7 @@ def _states(out: str) -> dict[str, str]:
     return {r[0]: " ".join(r[2:4]) if r[2] == "not" else r[2] for r in rows}
 
 
+@pytest.mark.slow  # CI's `make test-slow`
 def test_status_reports_finished_failed_and_not_started_then_resume_completes(tmp_path):
     driver = pretrain(tmp_path, "-m", *GRID, wait=False)
     deadline = time.time() + 300
