@@ -1,4 +1,3 @@
-import pytest
 """`experiments.status` tells finished, failed, interrupted and never-started grid points apart from our
 own records (manifest, run dirs, MLflow), and `--resume` runs only what is not finished."""
 
@@ -9,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from helpers import REPO, SMALL, pretrain
 
