@@ -483,11 +483,28 @@ def plot_law_fit(design, predicted: np.ndarray, name: str, stem: Path, meta: pd.
     return save_figure(law_fit_figure(design, predicted, name, meta), stem)
 
 
+def _si(x: float, _pos=None) -> str:
+    """A tick as 206k, 1.8M, 2.4B: plain for counts of parameters and tokens on a linear axis."""
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _merged_handles(*axes) -> tuple[list, list]:
+    """The legend entries of several panels, each label once."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    return list(seen.values()), list(seen.keys())
+
+
 def holdout_figure(rows: list[dict], axis_label: str, band_pct: float | None = None) -> plt.Figure:
     """Held-out budgets: predicted against observed compute-optimal loss (left) and allocation (right),
     one marker per approach, the line y = x; band_pct shades ±band_pct % around it on the loss panel
     (the paper's held-out error, for comparison)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.4))
     approaches = list(dict.fromkeys(r["approach"] for r in rows))
     markers = dict(zip(approaches, "osD^v<>"))
     for i, name in enumerate(approaches):
@@ -512,8 +529,11 @@ def holdout_figure(rows: list[dict], axis_label: str, band_pct: float | None = N
         ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
         plain_ticks(ax.xaxis, minor=False)
         plain_ticks(ax.yaxis, minor=False)
+        if ax is right and values.size and values.max() >= 1e4:  # parameters or tokens: 1.8B, not 1.8e+09
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(ticker.FuncFormatter(_si))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+    legend_outside(right, *_merged_handles(left, right), fontsize=8)  # one legend, beside the panels
     left.set_xlabel("observed compute-optimal loss (nats/token)")
     left.set_ylabel("predicted compute-optimal loss (nats/token)")
     left.set_title("held-out budgets: compute-optimal loss", fontsize=10)
