@@ -83,7 +83,7 @@ _SHARED_ERRORS = {c.__name__: c for c in (RunBusyError, RunDirError, TrackingErr
 def _rebuild(name: str, message: str) -> BaseException:
     cls = _SHARED_ERRORS.get(name)
     if cls is None:
-        return RuntimeError(f"rank 0 failed: {message}")
+        return RuntimeError(f"rank 0 failed: {name}: {message}")
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     return err
@@ -121,26 +121,18 @@ class Job:
 
         The one way rank 0's decisions reach the other ranks: without it a skipped, busy or broken run returns on
         rank 0 while the others wait in their first collective until the job's time limit."""
-        outcome: tuple
-        if self.main:
-            try:
-                outcome = ("ok", fn(*args, **kwargs))
-            except (RunBusyError, RunDirError, TrackingError, ConfigError) as err:
-                outcome = ("error", type(err).__name__, str(err))
-            except BaseException as err:
-                if not self.ctx.enabled:
-                    raise
-                outcome = ("error", type(err).__name__, f"{type(err).__name__}: {err}")
-                self.ctx.broadcast_object(outcome)
-                raise
-        else:
-            outcome = ("ok", None)
-        outcome = self.ctx.broadcast_object(outcome)
-        if outcome[0] == "error":
-            if self.main:
-                raise _rebuild(outcome[1], outcome[2]) if outcome[1] in _SHARED_ERRORS else RuntimeError(outcome[2])
-            raise _rebuild(outcome[1], outcome[2])
-        return outcome[1]
+        if not self.main:
+            outcome = self.ctx.broadcast_object(None)
+            if outcome[0] == "error":
+                raise _rebuild(outcome[1], outcome[2])
+            return outcome[1]
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as err:  # every rank raises it: the same type, handling and exit code
+            self.ctx.broadcast_object(("error", type(err).__name__, str(err)))
+            raise
+        self.ctx.broadcast_object(("ok", result))
+        return result
 
     def __enter__(self) -> "Job":
         # Rank 0 locks and reads the run dir; every rank learns the status (skip when finished) from it.
@@ -197,8 +189,7 @@ class Job:
     def _join_sweep(self) -> None:
         """This sweep, and any sweep whose job found the run busy (it left a note: pending_sweeps), join it."""
         sweeps = list(self.status.get("sweeps") or [s for s in [self.status.get("sweep_id")] if s])
-        wanted = [*sweeps, *(x for x in [*pending_sweeps(self.run_dir), self.cfg.sweep_id] if x not in sweeps)]
-        wanted = list(dict.fromkeys(wanted))
+        wanted = list(dict.fromkeys([*sweeps, *pending_sweeps(self.run_dir), self.cfg.sweep_id]))
         if wanted != sweeps and (self.status or len(wanted) > 1):
             self.record(sweeps=wanted)
         elif not self.status:

@@ -122,15 +122,20 @@ def sync(tracker, rows: Iterable[Row], allowed: Mapping[tuple[str, int], float] 
     for (key, step), value in want.items():
         if (key, step) not in have:
             missing.setdefault(step, {})[key] = value
-    for step, values in sorted(missing.items()):
-        tracker.log_metrics(values, step)
-    fault_point("metrics.before_mlflow")
-    tracker.flush()
-    fault_point("metrics.after_mlflow")
+    send(tracker, [{"step": step, **values} for step, values in sorted(missing.items())])
     n = sum(len(v) for v in missing.values())
     if n:
         log.info("logged %d metric value(s) of the run's record that MLflow did not have", n)
     return n
+
+
+def send(tracker, rows: list[Row]) -> None:
+    """Hand rows of the record to the MLflow run and flush them: the one way metrics reach MLflow."""
+    for r in rows:
+        tracker.log_metrics({k: v for k, v in r.items() if k != "step"}, r["step"])
+    fault_point("metrics.before_mlflow")
+    tracker.flush()
+    fault_point("metrics.after_mlflow")
 
 
 def curve_rows(curve: Mapping[int, Mapping[str, float]]) -> list[Row]:

@@ -91,9 +91,9 @@ class RunLock:
     HEARTBEAT_S = 30.0
     HEARTBEAT_STALE_S = 300.0
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_NAME
-        self.excl_path = Path(run_dir) / (LOCK_NAME + ".excl")
+    def __init__(self, run_dir: Path, name: str = LOCK_NAME):
+        self.path = Path(run_dir) / name
+        self.excl_path = Path(run_dir) / (name + ".excl")
         self._fd: int | None = None
         self._beat: threading.Event | None = None
 
@@ -180,26 +180,11 @@ class RunLock:
 @contextlib.contextmanager
 def waiting_lock(path: Path, poll_s: float = 0.2) -> Iterator[None]:
     """Hold an exclusive lock on `path`, waiting for it: a short critical section (creating a store, adding to a
-    sweep's manifest). flock where the filesystem has it; elsewhere RunLock's O_EXCL file, polled."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError as err:
-            if err.errno not in _NO_FLOCK:
-                raise
-        else:
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            return
-    lock = RunLock(path.parent)
-    lock.excl_path = path.with_name(path.name + ".excl")
+    sweep's manifest): RunLock (flock, or its O_EXCL file where flock is missing), polled until free."""
+    lock = RunLock(Path(path).parent, Path(path).name)
     while True:
         try:
-            lock._acquire_excl()
+            lock.acquire()
             break
         except RunBusyError:
             time.sleep(poll_s)

@@ -226,11 +226,7 @@ class MetricSink:
         self._rows = [r for r in self._rows if not (upto is None or r["step"] <= upto)]
         record.append_rows(self.path, rows)
         if self.tracker and rows:
-            for r in rows:
-                self.tracker.log_metrics({k: v for k, v in r.items() if k != "step"}, r["step"])
-            fault_point("metrics.before_mlflow")
-            self.tracker.flush()
-            fault_point("metrics.after_mlflow")
+            record.send(self.tracker, rows)
 
     def pending(self, upto: int | None = None) -> list[dict]:
         """The rows not flushed yet: a checkpoint carries them, since it is written before they are flushed."""
