@@ -29,6 +29,14 @@ ANALYSIS_KIND = "analysis"
 MEMBER_TAG = "sweep.member.{}"
 ADAPTIVE_TAG = "sweep.adaptive"    # on the sweep's parent: JSON list of the points bracketing added
 
+# Cooldown branches (sweep.branching=true): a branch run names the trunk it was cut from and where.
+BRANCH_TRUNK_TAG = "branch.trunk"          # the trunk's hash (its run dir: runs/trunk-<hash>/)
+BRANCH_FROM_STEP_TAG = "branch.from_step"  # the trunk step the branch's cooldown starts at
+BRANCH_FROM_TOKENS_TAG = "branch.from_tokens"  # the same, in training tokens
+# Seeds as an axis (sweep.seeds=K): replicates of one grid point differ only in train.seed (the run param
+# `train.seed`); `replicate_of` is the hash of the point's config without its seed, shared by the replicates.
+REPLICATE_TAG = "replicate_of"
+
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (e.g. no server at the URI); the message says what to do."""

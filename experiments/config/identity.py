@@ -61,9 +61,9 @@ def _group(values: dict[str, Any], group: str, defaults: dict[str, Any]) -> dict
                 defaults.get(k, _ABSENT), sort_keys=True, default=str)}
 
 
-def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
-    """Hash of what the run computes: the resolved config minus where/how it runs, minus any key added
-    after IDENTITY_V1 whose value is its default."""
+def _computed(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> dict[str, Any]:
+    """The resolved config minus where/how it runs, minus any key added after IDENTITY_V1 whose value is its
+    default: what identity hashes."""
     c = OmegaConf.to_container(cfg, resolve=True)
     c = {k: v for k, v in c.items() if k not in _NOT_IDENTITY}
     defaults = _defaults()
@@ -72,4 +72,41 @@ def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
     c["model"] = _group(dataclasses.asdict(model), "model", defaults["model"])
     data = {k: v for k, v in c["data"].items() if k not in _NOT_IDENTITY_DATA}
     c["data"] = _group({**data, "content_hash": corpus_hash}, "data", defaults["data"])
+    return c
+
+
+def _hash(c: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _branching(cfg: DictConfig) -> bool:
+    return bool(cfg.get("sweep") is not None and cfg.sweep.get("branching", False))
+
+
+def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
+    """Hash of what the run computes (see _computed). A cooldown branch (sweep.branching=true) computes
+    something else than the independent run of the same config: its hash adds its trunk's."""
+    c = _computed(cfg, model, corpus_hash)
+    if _branching(cfg):
+        c["branch_of"] = trunk_identity(cfg, model, corpus_hash)
+    return _hash(c)
+
+
+# What a trunk does not depend on: its length is set by whichever branch needs it, it never cools down, and
+# the final evaluation is its branches'.
+_NOT_TRUNK_TRAIN = {"tokens", "flop_budget", "cooldown_fraction", "test_loops", "test_loops_dense"}
+
+
+def trunk_identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
+    """Hash of a trunk (experiments.training.branching): every branch of one (model, µ_rec, seed, lr, warm-up,
+    data, ...) shares it, whatever its budget."""
+    c = _computed(cfg, model, corpus_hash)
+    c["train"] = {k: v for k, v in c["train"].items() if k not in _NOT_TRUNK_TRAIN}
+    return _hash({**c, "trunk": True})
+
+
+def replicate_identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
+    """Hash of a grid point without its seed: the replicates of sweep.seeds=K share it (tag replicate_of)."""
+    c = _computed(cfg, model, corpus_hash)
+    c["train"].pop("seed", None)
+    return _hash({**c, "branch": _branching(cfg)})

@@ -176,6 +176,30 @@ def budget_overrides(overrides: list[str]) -> list[str]:
                               if named.get(key) and other not in named]
 
 
+def check_schedule(cfg: DictConfig, steps: int, tokens_per_step: int) -> None:
+    """train.warmup_tokens fits the run, and sweep.branching has what branches need (experiments.training.branching):
+    the warm-up in tokens, and a schedule that up to the cooldown does not depend on the run's length."""
+    t = cfg.train
+    warmup_tokens = t.get("warmup_tokens")
+    if warmup_tokens is not None:
+        cooldown_start = steps - int(t.cooldown_fraction * steps)
+        if warmup_tokens < 0 or warmup_tokens // tokens_per_step > cooldown_start:
+            raise ConfigError("train.warmup_tokens", warmup_tokens,
+                              f"must lie in [0, {cooldown_start * tokens_per_step:,}] (the warm-up ends before the "
+                              f"cooldown starts at step {cooldown_start} of {steps})",
+                              "lower it, or raise the budget")
+    if not (cfg.get("sweep") is not None and cfg.sweep.get("branching", False)):
+        return
+    if t.optimizer != "adamw":
+        raise ConfigError("sweep.branching", True, f"needs train.optimizer=adamw (with {t.optimizer}, the weight decay "
+                          "ramps to 0 over the whole run, so runs of different lengths share no trunk)",
+                          "use train.optimizer=adamw, or sweep.branching=false")
+    if warmup_tokens is None:
+        raise ConfigError("train.warmup_tokens", None, "sweep.branching=true needs the warm-up in tokens (the same "
+                          "for every branch of a trunk; a sweep sets it from its smallest run)",
+                          "e.g. train.warmup_tokens=4096, or run it as a sweep (-m sweep=...)")
+
+
 def plan(cfg: DictConfig) -> Plan:
     """Validate a job config and derive its budget; raises ConfigError naming the first bad key."""
     check_plain_name("sweep_id", cfg.sweep_id)
@@ -256,6 +280,7 @@ def plan(cfg: DictConfig) -> Plan:
     if steps > MAX_STEPS:
         raise ConfigError(key, value, f"buys {steps:.3g} optimizer steps, more than the {MAX_STEPS:.0e} any run "
                                       "here can take", "lower it (e.g. train.flop_budget=2e12 or train.tokens=500000)")
+    check_schedule(cfg, steps, tokens_per_step)
     counts = param_counts(model)
     return Plan(model, fpt, steps * tokens_per_step, steps, counts["total"], counts["unrolled"], counts["core"])
 

@@ -84,6 +84,9 @@ class TrainSchema:
     eps: float = 1e-8
     grad_clip: float = 1.0
     warmup_fraction: float = 0.02  # WSD: linear warm-up, constant, then linear cooldown to 0
+    # The warm-up in tokens instead (wins over warmup_fraction): the same for runs of any length, which is
+    # what cooldown branches need (sweep.branching sets it for a sweep when null; experiments.training.branching).
+    warmup_tokens: Optional[int] = None
     cooldown_fraction: float = 0.5
     eval_every: int = 50  # steps between validation losses at T = µ_rec
     checkpoint_every: int = 50  # steps between checkpoints (metrics are flushed with them)
@@ -142,6 +145,10 @@ class SweepSchema:
     # Validate every point and print its tokens, steps, micro-batch, memory and estimated cost; submit nothing.
     dry_run: bool = False
     gpu_memory_gb: float = 80.0  # the dry run's memory check per GPU (an H100 SXM; parcae.memory)
+    # Cooldown branches: per (model, µ_rec, seed) one trunk trains warm-up + stable phase; each budget's run loads
+    # the trunk's checkpoint at its own cooldown start and only cools down (experiments.training.branching).
+    branching: bool = False
+    seeds: int = 1  # every grid point runs this many seeds (train.seed, train.seed + 1, ...) as ordinary runs
 
 
 @dataclass

@@ -65,7 +65,9 @@ def extensions(points: list[tuple[float, int, str, float | None]], ladder: list[
         if any(state != FINISHED or loss is None for _, _, state, loss in pts):
             continue  # decided once every point of the budget has its loss (a rerun resumes the rest)
         mus = sorted({mu for _, mu, _, _ in pts})
-        best = min(pts, key=lambda p: p[3])[1]
+        # Replicates (sweep.seeds=K) of one µ_rec decide by their mean loss.
+        mean = {mu: sum(p[3] for p in pts if p[1] == mu) / sum(1 for p in pts if p[1] == mu) for mu in mus}
+        best = min(mus, key=mean.__getitem__)
         if best == mus[-1] and len(mus) > 1:
             above = [m for m in ladder if m > best]
             if above:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,9 +63,11 @@ def effective_grid(sweeper_params: dict[str, str] | None, task_overrides: list[s
 
 
 def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
-                  task_overrides: list[str]) -> list[tuple[list[str], str]]:
+                  task_overrides: list[str], register_branches: bool = False) -> list[tuple[list[str], str]]:
     """Compose and validate every grid point; returns each point's overrides and run identity. Raises
-    SystemExit(2) listing every invalid point, before any job starts."""
+    SystemExit(2) listing every invalid point, before any job starts. register_branches: ask each cooldown
+    branch's trunk to keep its stop (experiments.training.branching), so whichever job trains a trunk keeps all."""
+    from experiments.training import branching  # torch: only once a sweep is really prepared
     errors, jobs = [], []
     corpus_hashes: dict[tuple[Path, str, int], str] = {}
     grid = grid_overrides(sweeper_params, task_overrides)
@@ -80,6 +83,9 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
             if key not in corpus_hashes:  # builds the data once for all jobs (an empty corpus fails here)
                 corpus_hashes[key] = identify(cfg, key[0], p=p).content_hash
             jobs.append((overrides, identify(cfg, key[0], corpus_hashes[key], p).hash))
+            branch = branching.branch_of(cfg, p, key[0], corpus_hashes[key]) if register_branches else None
+            if branch:
+                branching.register_stop(branch)
         except ConfigError as err:
             errors.append(f"  {' '.join(overrides)} -> {err}")
     stop_on_invalid_points(errors, len(grid))
@@ -151,6 +157,67 @@ def _hand_to_jobs(config: DictConfig, key: str, value: str) -> None:
         task.append(f"{key}={value}")
 
 
+SEED_KEY = "train.seed"
+
+
+def _task_value(config: DictConfig, key: str) -> str | None:
+    for o in config.hydra.overrides.task:
+        k, eq, v = str(o).lstrip("+").partition("=")
+        if k == key and eq:
+            return v
+    return None
+
+
+def add_seed_axis(config: DictConfig) -> None:
+    """sweep.seeds=K: every grid point runs train.seed, train.seed + 1, ..., + K - 1 as K ordinary runs (a grid axis
+    like any other, so names, status and resume show the seed). A seed grid of one's own is refused beside it."""
+    k = int(config.sweep.get("seeds", 1))
+    if k < 1 or k > 1000:
+        raise ConfigError("sweep.seeds", k, "must lie in [1, 1000]", "e.g. sweep.seeds=2")
+    if k == 1:
+        return
+    base = int(config.train.seed)
+    axis = ",".join(str(base + i) for i in range(k))
+    grid = effective_grid(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
+    given = grid.get(SEED_KEY) or _task_value(config, SEED_KEY)
+    if given is not None and "," in given:
+        if given.replace(" ", "") == axis:  # a resume: the manifest holds the axis this rule wrote
+            return
+        raise ConfigError("sweep.seeds", k, f"is given together with the seed grid {SEED_KEY}={given}",
+                          f"keep one: sweep.seeds={k} (seeds {axis}), or the {SEED_KEY} grid alone")
+    task = config.hydra.overrides.task
+    with read_write(config.hydra), open_dict(config.hydra):
+        kept = [o for o in task if str(o).lstrip("+").partition("=")[0] != SEED_KEY]
+        task.clear()
+        task.extend([*kept, f"{SEED_KEY}={axis}"])
+
+
+BRANCHING_RECORD = "branching.json"
+
+
+def branch_warmup_tokens(config: DictConfig) -> int:
+    """The warm-up every branch of the sweep shares (train.warmup_tokens, when not given): train.warmup_fraction of
+    the grid's smallest run, in whole steps. Kept in sweeps/<id>/branching.json at the first pass, so that the
+    points adaptive bracketing adds later (and every resume) branch from the same trunks."""
+    path = Path(config.paths.root).resolve() / "sweeps" / config.sweep_id / BRANCHING_RECORD
+    if path.exists():
+        return int(json.loads(path.read_text())["warmup_tokens"])
+    task = [o for o in config.hydra.overrides.task if not str(o).startswith("hydra.")]
+    tokens = []
+    for overrides in grid_overrides(config.hydra.sweeper.get("params"), task):
+        cfg = compose(config_name=config.hydra.job.config_name, overrides=[*overrides, "sweep.branching=false"])
+        p = plan(cfg)
+        tokens.append((p.tokens, cfg.train.batch_size * p.model.block_size))
+    smallest, per_step = min(tokens)
+    warmup = int(config.train.warmup_fraction * smallest) // per_step * per_step
+    if not config.sweep.get("dry_run"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"warmup_tokens": warmup, "smallest_run_tokens": smallest}, indent=2))
+        os.replace(tmp, path)
+    return warmup
+
+
 class PrepareSweep(Callback):
     def __init__(self) -> None:
         self._parent: tuple[str, str] | None = None
@@ -164,12 +231,16 @@ class PrepareSweep(Callback):
     def _prepare(self, config: DictConfig) -> None:
         from experiments.launch import dry_run, preflight  # both import this module
 
+        add_seed_axis(config)
+        if config.sweep.get("branching") and config.train.get("warmup_tokens") is None:
+            _hand_to_jobs(config, "train.warmup_tokens", str(branch_warmup_tokens(config)))
         if config.sweep.get("dry_run"):
             dry_run.report(config)  # validates and prices every point, then exits: nothing is launched
         preflight.check_device(config.train.device,
                                needs_visible_gpu=preflight.runs_here(config.hydra.launcher.get("_target_")))
         task_overrides = list(config.hydra.overrides.task)
-        jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides)
+        jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides,
+                             register_branches=bool(config.sweep.get("branching")))
         n = len(jobs)
         # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
         write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,

@@ -26,6 +26,10 @@ from experiments.training.job import METRICS_NAME, Job, identify
 from experiments.training.run_dir import DIVERGED, FINISHED
 from experiments.training.faults import fault_point
 from experiments.training.trainer import MetricSink, TrainResult, train
+from experiments.training import branching
+from experiments.config.identity import replicate_identity
+from tracking_contract import (BRANCH_FROM_STEP_TAG, BRANCH_FROM_TOKENS_TAG, BRANCH_TRUNK_TAG,
+                               REPLICATE_TAG)
 from parcae import executed_flops_per_token, param_counts
 
 log = logging.getLogger("experiments.pretrain")
@@ -71,6 +75,11 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
     resolved = p.resolved_config(cfg)
     name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
     corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
+    branch = branching.branch_of(cfg, p, root, data.content_hash)
+    tags[REPLICATE_TAG] = replicate_identity(cfg, p.model, data.content_hash)
+    if branch:
+        tags.update({BRANCH_TRUNK_TAG: branch.trunk_hash, BRANCH_FROM_STEP_TAG: str(branch.from_step),
+                     BRANCH_FROM_TOKENS_TAG: str(branch.from_tokens)})
     with Job(cfg, ident, PRETRAIN_KIND, ctx) as job:
         if job.finished:
             # Joins this sweep; a run the store lost, or one killed before MLflow heard it finished, is repaired.
@@ -78,6 +87,9 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
             log.info("[skip] %s already finished (eval/loss=%.4f)", run_hash, job.final_loss)
             return job.final_loss
         try:
+            if branch:  # its checkpoint from the trunk's stop at its cooldown start, training the trunk there if needed
+                branching.prepare(job, branch, p, data, naming.point_label(resolved))
+
             def prepare():
                 job.save_config()
                 tokenizers.save(data.tokenizer, run_dir / "tokenizer.json")  # evaluation reads the run's own

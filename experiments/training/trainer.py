@@ -39,15 +39,29 @@ log = logging.getLogger("experiments.training.trainer")
 LOG_EVERY = 10  # steps between train/* metrics
 
 
-def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fraction: float) -> float:
-    """Warm-up, stable, decay: linear warm-up, constant, then linear cooldown to 0 at `total`."""
-    warmup = int(warmup_fraction * total)
+def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fraction: float,
+                   warmup_steps: int | None = None) -> float:
+    """Warm-up, stable, decay: linear warm-up, constant, then linear cooldown to 0 at `total`. The warm-up is a
+    fraction of `total`, or `warmup_steps` when given (train.warmup_tokens: the same for runs of any length)."""
+    warmup = int(warmup_fraction * total) if warmup_steps is None else warmup_steps
     cooldown = int(cooldown_fraction * total)
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if step >= total - cooldown and cooldown > 0:
         return max(0.0, (total - step) / cooldown)
     return 1.0
+
+
+def cooldown_start(total: int, cooldown_fraction: float) -> int:
+    """The first step of the cooldown (wsd_multiplier's rule): where a cooldown branch leaves its trunk. Up to it
+    the schedule does not depend on `total` when the warm-up is given in steps."""
+    return total - int(cooldown_fraction * total)
+
+
+def warmup_steps_of(t, tokens_per_step: int) -> int | None:
+    """train.warmup_tokens in whole steps (None: the warm-up is train.warmup_fraction of the run)."""
+    tokens = getattr(t, "warmup_tokens", None)
+    return None if tokens is None else int(tokens) // tokens_per_step
 
 
 def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.Optimizer:
@@ -235,7 +249,8 @@ class MetricSink:
 
 def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, val: tuple[torch.Tensor, torch.Tensor],
           run_dir: Path, sink: MetricSink, on_eval: Callable[[int, float], None] | None = None,
-          tokens_per_byte: float | None = None, label: str | None = None) -> TrainResult:
+          tokens_per_byte: float | None = None, label: str | None = None, final_eval: bool = True,
+          keep_at: frozenset[int] = frozenset(), keep: Callable[[int], None] | None = None) -> TrainResult:
     """Train to `steps`, resuming from run_dir's checkpoint if there is one.
 
     The job has already cut metrics.jsonl back to that checkpoint (experiments.training.record.restore); a
@@ -247,6 +262,10 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
 
     Every decision that changes what the ranks do next (checkpoint now, stop for a preemption) is taken from one
     all-reduce per step, so all ranks take it together.
+
+    A cooldown branch's trunk (experiments.training.branching) trains with final_eval=False: it ends with a
+    checkpoint at `steps` instead of an evaluation ("paused"), and at every step of `keep_at` (and at `steps`) it
+    checkpoints, waits for the file, and calls keep(step) on rank 0 (which keeps a copy for a branch).
     """
     t = train_cfg
     ctx = distributed.setup(t.device)
@@ -265,7 +284,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
     precision = getattr(t, "precision", "fp32")
     optimizer = build_optimizer(raw_model, t, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction))
+        optimizer, lambda s: wsd_multiplier(s, steps, t.warmup_fraction, t.cooldown_fraction,
+                                            warmup_steps_of(t, t.batch_size * model_cfg.block_size)))
     gen = torch.Generator().manual_seed(t.seed + 1)  # depth draws and the steps' h_0 seeds
     ckpt_path = run_dir / checkpoint.CHECKPOINT_NAME
     main = ctx.is_main
@@ -291,6 +311,8 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
         if start >= steps and state.get("final"):
             # Killed after the final checkpoint: the evaluation is in it (and in the record). Never evaluate twice.
             return TrainResult("finished", steps, dict(state["final"]), skipped)
+        if start >= steps and not final_eval:
+            return TrainResult("paused", start, skipped_steps=skipped)
     model = ctx.wrap(raw_model)
     skipped_new = torch.zeros((), device=device)  # skipped steps not yet read back from the device
 
@@ -399,7 +421,7 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
                 progress.update(done, loss=metrics["train/loss"], **{"tok/s": metrics["train/tokens_per_s"]})
             else:
                 progress.update(done)
-            if done % t.eval_every == 0 and done < steps:
+            if done % t.eval_every == 0 and (done < steps or not final_eval):  # a trunk's last step is a branch's
                 # Split across the ranks and all-reduced: the same number everywhere, so an on_eval hook that
                 # prunes stops all ranks alike.
                 val_loss = validate(mu)
@@ -408,13 +430,21 @@ def train(model_cfg: ModelConfig, train_cfg, steps: int, stream: PackedStream, v
                     on_eval(done, val_loss)
             if not ctx.enabled:
                 preempt = preemption.requested()  # a signal during validation counts at once
-            if done < steps and (done % t.checkpoint_every == 0 or preempt or due):
-                save_checkpoint(done, wait=preempt)
+            kept = done in keep_at
+            if done < steps and (done % t.checkpoint_every == 0 or preempt or due or kept):
+                save_checkpoint(done, wait=preempt or kept)
+                if kept and main and keep is not None:
+                    keep(done)
                 if preempt:
                     progress.close()
                     preemption.hand_over()
         progress.close()
         writer.wait()
+        if not final_eval:  # a trunk: its branches evaluate
+            save_checkpoint(steps, wait=True)
+            if main and keep is not None:
+                keep(steps)
+            return TrainResult("paused", steps, skipped_steps=skipped)
 
         final = {"eval/loss": validate(mu)}
         if model_cfg.kind == "parcae":
