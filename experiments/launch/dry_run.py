@@ -31,7 +31,10 @@ from experiments.config.naming import compact, point_label
 from experiments.config.plan import plan
 from experiments.launch.preflight import check_device, cuda_build, runs_here
 from experiments.launch.sweep import effective_grid, grid_overrides, point_error, stop_on_invalid_points
+from experiments.config.identity import trunk_identity
+from experiments.training.branching import sweep_cost
 from experiments.training.progress import fmt_seconds
+from experiments.training.trainer import cooldown_start
 from parcae import executed_flops_per_token
 from parcae.memory import choose_micro_batch, estimate
 
@@ -146,7 +149,7 @@ def report(config: DictConfig) -> None:
     root = Path(config.paths.root).resolve()
     gpu_flops, source = throughput(root)
     cpu_flops, cpu_source = cpu_throughput(root)
-    errors, rows = [], []
+    errors, rows, branches = [], [], []
     for overrides in points:
         try:
             cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
@@ -155,6 +158,9 @@ def report(config: DictConfig) -> None:
             errors.append(point_error(overrides, err))
             continue
         rows.append((point_label(cfg, varied), pp))
+        p = plan(cfg)  # the trunk a branch would share: its key without data (the same data for all points)
+        branches.append((trunk_identity(cfg, p.model, "dry-run"), pp.steps,
+                         cooldown_start(pp.steps, cfg.train.cooldown_fraction), pp.device_hours / pp.steps))
     stop_on_invalid_points(errors, len(points))
     unit = "GPU-h" if any(pp.device == "GPU" for _, pp in rows) else "CPU-h"
     where = "this machine" if world == 1 and runs_here(config.hydra.launcher.get("_target_")) else \
@@ -179,6 +185,14 @@ def report(config: DictConfig) -> None:
     else:
         out.append(f"  estimated wall time: {fmt_seconds(total_h * 3600 / world)} in total, training only, one job at a "
                    f"time, at {cpu_flops / 1e9:.0f} GFLOP/s executed ({cpu_source})")
+    with_b, without_b, trunks = sweep_cost(branches)
+    if config.sweep.get("branching"):
+        out.append(f"  cooldown branches (sweep.branching=true): {trunks} trunk(s); the sweep trains "
+                   f"{with_b:.2f} {unit} instead of {without_b:.2f} ({with_b / without_b:.0%}); each point still counts "
+                   "its whole budget (trunk prefix + cooldown)")
+    elif trunks < len(rows):
+        out.append(f"  with sweep.branching=true ({trunks} trunks) the sweep would train {with_b:.2f} {unit} instead of "
+                   f"{without_b:.2f} ({with_b / without_b:.0%})")
     too_big = [label for label, pp in rows if not pp.fits]
     if too_big:
         out.append(f"  memory: {len(too_big)} point(s) would not fit their micro-batch; set train.micro_batch_size "

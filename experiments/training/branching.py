@@ -78,6 +78,20 @@ def branch_of(cfg: DictConfig, p: Plan, root: Path, content_hash: str) -> Branch
                   start * cfg.train.batch_size * p.model.block_size)
 
 
+def sweep_cost(points: list[tuple[str, int, int, float]]) -> tuple[float, float, int]:
+    """(cost with branching, cost without, number of trunks) of a sweep's points, each given as (trunk key, steps,
+    cooldown start, cost of one step): a trunk trains once up to its furthest stop, each branch only its cooldown.
+    Each branch still counts as its whole budget (trunk prefix + cooldown) in its own run; this is what the sweep
+    spends."""
+    furthest: dict[str, float] = {}
+    without = with_branching = 0.0
+    for key, steps, start, step_cost in points:
+        without += steps * step_cost
+        with_branching += (steps - start) * step_cost
+        furthest[key] = max(furthest.get(key, 0.0), start * step_cost)
+    return with_branching + sum(furthest.values()), without, len(furthest)
+
+
 def stop_path(trunk_dir: Path, step: int) -> Path:
     return Path(trunk_dir) / f"stop-{step}.pt"
 
