@@ -76,7 +76,7 @@ def run(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) ->
     name = naming.run_name(resolved)  # e.g. isoflop/mu4-C2e12
     corpus = describe.dataset_input(resolved["data"], data.content_hash, root / cfg.paths.cache)
     branch = branching.branch_of(cfg, p, root, data.content_hash)
-    tags[REPLICATE_TAG] = replicate_identity(cfg, p.model, data.content_hash)
+    tags.update({REPLICATE_TAG: replicate_identity(cfg, p.model, data.content_hash), "seed": str(cfg.train.seed)})
     if branch:
         tags.update({BRANCH_TRUNK_TAG: branch.trunk_hash, BRANCH_FROM_STEP_TAG: str(branch.from_step),
                      BRANCH_FROM_TOKENS_TAG: str(branch.from_tokens)})

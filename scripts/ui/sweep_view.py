@@ -11,7 +11,8 @@ such view per sweep:
   of the sweep's grid points, experiments.training.job), flat and sorted by name (MLflow nests runs
   under their sweep, collapsed, only while sorted by date without a filter);
 - the columns: ``eval/loss`` (metric, at T = µ_rec) and the sweep's axes as the short tags
-  (``mu_rec``, ``budget``, ``tokens``; experiments.tracking.describe.search_fields);
+  (``mu_rec``, ``budget``, ``tokens``, ``seed``; experiments.tracking.describe.search_fields), and where a
+  cooldown branch left its trunk (``branch.from_tokens``, empty for independent runs; docs/branching.md);
 - the charts, first: eval/loss against µ_rec (one point per run), eval/loss against T (the metric
   ``eval/loss_vs_T`` is logged with step = T; MLflow labels that axis "Step" and cannot rename it),
   eval/loss against the budget, and parallel coordinates µ_rec → budget → eval/loss; every run shown.
@@ -25,7 +26,8 @@ import json
 
 SHARE_TAG = "mlflow.sharedViewState."  # the experiment tag prefix MLflow's UI reads a shared view from
 SECTION = "sweep-charts"               # the chart section that holds the sweep's own charts, first
-COLUMNS = ("metrics.`eval/loss`", "tags.`mu_rec`", "tags.`budget`", "tags.`tokens`")
+COLUMNS = ("metrics.`eval/loss`", "tags.`mu_rec`", "tags.`budget`", "tags.`tokens`", "tags.`seed`",
+           "tags.`branch.from_tokens`")
 LOSS, LOSS_VS_T = "eval/loss", "eval/loss_vs_T"
 BY_NAME = "tags.`mlflow.runName`"      # the runs table's own sort key for its Run Name column
 
