@@ -242,3 +242,25 @@ def test_a_time_limit_requeues_the_job_and_the_second_attempt_finishes(slurm_clu
     steps = [m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id,
                                                                                                "train/loss")]
     assert min(steps) < int(resumed.group(1)) < max(steps) == 600  # both attempts logged into the one run
+
+
+def test_cooldown_branches_as_a_slurm_array_match_the_local_launcher(slurm_cluster, tmp_path):
+    """Both branches of one trunk start at once as array tasks: one trains the trunk, the other waits for its
+    stop (experiments.training.branching), and both end where the local launcher's branches end."""
+    grid = [*SMALL, "model.mean_recurrence=2", "train.tokens=10240,20480", "sweep.branching=true",
+            "sweep_id=slurm-branch"]
+    slurm = _pretrain(tmp_path / "slurm", "-m", "launcher=slurm_local", *grid)
+    assert slurm.returncode == 0, slurm.stderr[-3000:]
+    local = _pretrain(tmp_path / "local", "-m", *grid)
+    assert local.returncode == 0, local.stderr[-3000:]
+    losses = {}
+    for where in ("slurm", "local"):
+        runs = _runs(tmp_path / where)
+        assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
+        assert len({run.data.tags["branch.trunk"] for run in runs}) == 1
+        (trunk,) = (tmp_path / where / "runs").glob("trunk-*")
+        assert len(list(trunk.glob("stop-*.pt"))) == 2
+        losses[where] = {run.data.tags["config_hash"]: run.data.metrics["eval/loss"] for run in runs}
+    assert losses["slurm"].keys() == losses["local"].keys()
+    for h, loss in losses["slurm"].items():
+        assert abs(loss - losses["local"][h]) <= 1e-6 * abs(loss), (h, loss, losses["local"][h])
