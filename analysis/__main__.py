@@ -3,6 +3,8 @@ and summary.json.
 
     python -m analysis --tracking-uri URI [--experiment parcae] [--sweep-id ID] --out DIR
     python -m analysis --csv FILE [--flops C] [--params N] [--tokens D] [--loss loss] [--loops COL] --out DIR
+    python -m analysis --redraw DIR [--out DIR2]   redraw report.md, figures and summary.json from
+                                                   DIR/results.pkl (saved by every analysis), no refit
 
 Bad input (a malformed table, an unknown sweep) is one line on stderr and exit status 2, with nothing
 written. docs/analysis.md describes the table contract, the quality flags and summary.json.
@@ -16,7 +18,8 @@ from pathlib import Path
 from analysis import progress
 from analysis.isoflop.qc import parse_qc
 from analysis.options import MIN_BUDGETS, Options
-from analysis.report import analyze, analyze_table
+from analysis.report import analyze, analyze_table, render
+from analysis.results import ResultsError, load, save
 from analysis.runs import NoRunsError, latest_sweep_id
 from analysis.runs.table import DEFAULT_TOLERANCE, TableError, load_table
 from analysis.runs.store import check_readable_store
@@ -32,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--sweep-id", default=None,
                      help="sweep to analyse (default: sweep of the latest pretrain run)")
     src.add_argument("--csv", metavar="FILE", help="a table, one row per training run")
+    src.add_argument("--redraw", metavar="DIR", help="redraw the report, figures and summary.json of an earlier "
+                     "analysis from DIR/results.pkl without refitting (into --out, default DIR)")
     cols = p.add_argument_group("table columns (with --csv)")
     cols.add_argument("--flops", default="C", help="FLOPs column (default C)")
     cols.add_argument("--params", default=None, help="parameters column (default N; optional when "
@@ -40,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                       "--params is given: D = C/(6N))")
     cols.add_argument("--loss", default="loss", help="loss column (default loss)")
     cols.add_argument("--loops", default=None, help="mean recurrence µ_rec column (looped models)")
+    cols.add_argument("--train-seed", default=None, metavar="COL",
+                      help="training-seed column: rows at one grid point that differ only in it are seeds "
+                           "(replicates), averaged and compared over seeds (--seed is the bootstrap's)")
     cols.add_argument("--budget-tolerance", type=float, default=DEFAULT_TOLERANCE,
                       help="FLOP values within this relative tolerance share a budget (default %(default)s)")
     p.add_argument("--out", default=None, help="output directory for report.md, summary.json, figures "
@@ -57,16 +65,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="with >= 4 FLOP budgets, fit every approach without the K largest and check its "
                         "predictions of them (default %(default)s; 0: off)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     p.add_argument("--reuse", action="store_true",
                    help="keep the existing report if its runs, settings and analysis code are unchanged")
     return p
+
+
+def _redraw(folder: str, out: str | None) -> int:
+    """The report of DIR/results.pkl drawn again (into out, default DIR), nothing refitted."""
+    try:
+        results = load(folder)
+    except ResultsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path, _ = render(results, out or folder)
+    if out and Path(out).resolve() != Path(folder).resolve():
+        save(results, out)  # the new folder can be redrawn in turn
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     progress.enable()  # a bar per stage on a terminal, plain lines under SLURM/nohup/pipes
+    if args.redraw:
+        if args.csv or args.tracking_uri:
+            parser.error("--redraw DIR redraws saved results: give it without --csv or --tracking-uri")
+        return _redraw(args.redraw, args.out)
     if bool(args.csv) == bool(args.tracking_uri):
         parser.error("give either --csv FILE or --tracking-uri URI")
     if args.min_budgets < 2:
@@ -83,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.csv:
             table = load_table(args.csv, {"flops": args.flops, "params": args.params,
-                                          "tokens": args.tokens, "loss": args.loss, "loops": args.loops},
+                                          "tokens": args.tokens, "loss": args.loss, "loops": args.loops,
+                                          "seed": args.train_seed},
                                args.budget_tolerance)
             path = analyze_table(table, args.out or f"reports/table-{Path(args.csv).stem}", opts)
         else:

@@ -81,6 +81,13 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
     """looped: the runs vary µ_rec at fixed model size, so the paper's exponents are comparable."""
     optima = isoflop_optima(df, axis, n_boot=opts.n_boot, rng=rng, keep_flagged=opts.keep_flagged,
                             cfg=opts.qc)
+    return approach2_from_optima(optima, group, axis, opts, looped)
+
+
+def approach2_from_optima(optima: list[BudgetOptimum], group: str, axis: str, opts: Options,
+                          looped: bool = True) -> AxisResult:
+    """The power laws through given per-budget optima (their QC flags decide which enter), the headline
+    estimator chosen on them."""
     res = AxisResult(group, axis, optima, paper=PAPER_GAMMA.get(axis) if looped else None)
     try:
         akima = powerlaw_from_optima(optima, "akima", opts.min_budgets, opts.keep_flagged)
@@ -96,7 +103,7 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
         parabola = powerlaw_from_optima(kept, "parabola", opts.min_budgets, keep_flagged=True)
     except NoPowerLaw:
         parabola = None
-    res.choice = choose_estimator([(o.budget, o.fit.x, o.fit.y) for o in kept])
+    res.choice = choose_estimator([(o.budget, o.x, o.y) for o in kept])
     if parabola is not None and res.choice is not None and res.choice.estimator == "parabola":
         res.law, res.alternative = parabola, akima
     else:

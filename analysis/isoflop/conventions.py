@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.estimation import not_identified
-from analysis.isoflop.approach2 import approach2
+from analysis.isoflop.approach2 import approach2, main_group
 from analysis.isoflop.powerlaw import NoPowerLaw, powerlaw_from_optima
 from analysis.isoflop.optima import isoflop_supported
 from analysis.options import Options
@@ -91,3 +91,10 @@ def convention_table(df: pd.DataFrame, group: str, opts: Options) -> pd.DataFram
         row["executed FLOPs"] = _executed(r, runs, column, opts) if executed else "not logged"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def convention_entry(usable: pd.DataFrame, opts: Options) -> dict:
+    """summary.json["conventions"] of a sweep: the table on its main isoFLOP group, and the default."""
+    name, runs, _ = main_group(usable)
+    return {"group": name, "default": {"flops": DEFAULT[0], "params": DEFAULT[1]}, "why": DEFAULT_WHY,
+            "table": convention_table(runs, name, opts).to_dict("records")}

@@ -2,7 +2,7 @@
 an allocation variable (parameters, tokens, mean recurrence) is the compute-optimal value at that budget.
 
 The estimate is shape-free: the minimum of an Akima spline through the budget's points (replicates at
-one size averaged) on the sampled range, with a run-bootstrap interval (the budget's runs resampled with
+one size, e.g. seeds of one grid point, averaged; so are they for the parabola) on the sampled range, with a run-bootstrap interval (the budget's runs resampled with
 replacement, the spline and its minimum recomputed). A parabola's vertex sits beside it: it assumes a
 symmetric curve in log-size, which biases it when the grid is wide, off-centre or the surface is
 asymmetric (Hoffmann et al. 2022 used it as their Approach 2; the bias is the reason the spline is the
@@ -26,7 +26,7 @@ from scipy.interpolate import Akima1DInterpolator
 
 from analysis.estimation import LEVEL, percentile_interval, resample_weights
 from analysis.isoflop import qc
-from analysis.isoflop.profiles import (AKIMA_GRID, MIN_DISTINCT_X, ParabolaFit, akima_optimum,
+from analysis.isoflop.profiles import (AKIMA_GRID, MIN_DISTINCT_X, ParabolaFit, akima_optimum, averaged,
                                        fit_parabola)
 
 # axis name (summary.json, CLI) -> frame column
@@ -44,23 +44,36 @@ def _optimum_rule(coef: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return np.where(a > 0, vertex, best)
 
 
+def _size_means(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per resample (row of w, multiplicities of the runs): the distinct sizes, the mean loss at each
+    (replicates averaged with their multiplicity) and whether the size is present, as (sizes,),
+    (resamples, sizes), (resamples, sizes)."""
+    ux, inverse = np.unique(x, return_inverse=True)
+    indicator = np.eye(ux.size)[inverse]           # (runs, sizes)
+    counts = w @ indicator
+    present = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(present, ((w * y) @ indicator) / np.where(present, counts, 1.0), 0.0)
+    return ux, means, present
+
+
 def _bootstrap_runs(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Parabola optimum per resample (w: multiplicities). Each resample is a weighted least-squares
-    solve of a batched 3x3 system; resamples with fewer than 3 distinct x give NaN. A resample that
-    loses a grid end has its optimum clipped to the narrower grid: conservative (wide) for small
-    designs."""
-    design = np.vander(x, 3)
-    gram = np.einsum("bi,ij,ik->bjk", w, design, design)
-    rhs = np.einsum("bi,ij,i->bj", w, design, y)
-    _, group = np.unique(x, return_inverse=True)
-    indicator = np.eye(group.max() + 1)[group]
-    valid = ((w @ indicator) > 0).sum(axis=1) >= MIN_DISTINCT_X
+    """Parabola optimum per resample (w: multiplicities). As for the point estimate, the parabola goes
+    through the mean loss of each size present in the resample (replicates averaged, every size one
+    point), a least-squares solve of a batched 3x3 system; resamples with fewer than 3 distinct x give NaN.
+    A resample that loses a grid end has its optimum clipped to the narrower grid: conservative (wide)
+    for small designs."""
+    ux, means, present = _size_means(x, y, w)
+    pw = present.astype(float)
+    design = np.vander(ux, 3)
+    gram = np.einsum("bi,ij,ik->bjk", pw, design, design)
+    rhs = np.einsum("bi,ij,bi->bj", pw, design, means)
+    valid = present.sum(axis=1) >= MIN_DISTINCT_X
     gram[~valid] = np.eye(3)  # placeholder; masked below
     coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
-    present = w > 0
-    lo = np.where(present, x, np.inf).min(axis=1)
-    hi = np.where(present, x, -np.inf).max(axis=1)
-    best = x[np.argmin(np.where(present, y, np.inf), axis=1)]
+    lo = np.where(present, ux, np.inf).min(axis=1)
+    hi = np.where(present, ux, -np.inf).max(axis=1)
+    best = ux[np.argmin(np.where(present, means, np.inf), axis=1)]
     out = _optimum_rule(coef, lo, hi, best)
     out[~valid] = np.nan
     return out
@@ -70,11 +83,7 @@ def _bootstrap_akima(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Akima minimum per resample (same resamples as the parabola's): replicates, including a run drawn
     twice, are averaged with their multiplicity; fewer than 3 distinct x gives NaN. Resamples that
     keep the same sizes share one spline construction (Akima1DInterpolator takes many y columns)."""
-    ux, inverse = np.unique(x, return_inverse=True)
-    indicator = np.eye(ux.size)[inverse]           # (runs, sizes)
-    counts = w @ indicator                          # (resamples, sizes)
-    sums = (w * y) @ indicator
-    present = counts > 0
+    ux, means, present = _size_means(x, y, w)
     out = np.full(w.shape[0], np.nan)
     patterns, which = np.unique(present, axis=0, return_inverse=True)
     for k, mask in enumerate(patterns):
@@ -82,7 +91,7 @@ def _bootstrap_akima(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
         if mask.sum() < MIN_DISTINCT_X:
             continue
         xs = ux[mask]
-        ys = (sums[rows][:, mask] / counts[rows][:, mask]).T  # (sizes, resamples)
+        ys = means[rows][:, mask].T  # (sizes, resamples)
         grid = np.linspace(xs[0], xs[-1], AKIMA_GRID)
         curves = Akima1DInterpolator(xs, ys, axis=0)(grid)   # (grid, resamples)
         out[rows] = grid[np.argmin(curves, axis=0)]
@@ -91,8 +100,10 @@ def _bootstrap_akima(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _bootstrap_residuals(x: np.ndarray, y: np.ndarray, n_boot: int,
                          rng: np.random.Generator) -> np.ndarray:
-    """Residual bootstrap of the parabola: the design (grid of x) stays fixed, residuals are resampled
-    (inflated by sqrt(n/(n-3)) for the fitted dof). Undefined (NaN) with exactly 3 points."""
+    """Residual bootstrap of the parabola through the size means: the design (grid of x) stays fixed,
+    residuals are resampled (inflated by sqrt(n/(n-3)) for the fitted dof). Undefined (NaN) with exactly
+    3 sizes."""
+    x, y = averaged(x, y)
     n = x.size
     if n <= 3:
         return np.full(n_boot, np.nan)
@@ -134,6 +145,11 @@ class BudgetOptimum:
     flags: list[qc.Flag] = field(default_factory=list)  # budget-level QC
     points_excluded: list[dict] = field(default_factory=list)  # {"value", "loss", "run_id", "code", "reason"}
     notes: list[str] = field(default_factory=list)  # informative, not exclusions (e.g. replicates)
+    # the kept runs (order of run_ids): ln size, loss and training seed (NaN: not logged); the parabola
+    # in ``fit`` goes through their per-size means
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    seeds: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def akima_opt(self) -> float:
@@ -171,6 +187,16 @@ class BudgetOptimum:
         """Run-bootstrap percentile interval of the estimate (Akima minimum)."""
         return self.boot_interval("akima", level)
 
+    def seed_interval(self, estimator: str = "akima", level: float = LEVEL) -> tuple[float, float]:
+        """Seed-bootstrap interval (each size's replicates resampled, the grid kept); NaN without
+        replicates."""
+        return self.boot_interval(f"{estimator}_seeds", level)
+
+    @property
+    def replicates(self) -> int:
+        """The most runs at one size (1: no replicates)."""
+        return int(np.unique(self.x, return_counts=True)[1].max()) if self.x.size else 0
+
     def boot_interval(self, method: str = "runs", level: float = LEVEL) -> tuple[float, float]:
         if method not in self.boot:
             return float("nan"), float("nan")
@@ -181,20 +207,33 @@ class BudgetOptimum:
         return float(np.exp(lo)), float(np.exp(hi))
 
 
+def within_point_weights(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Seed bootstrap: each size's replicates (its seeds) resampled with replacement, every size kept
+    with its replicate count; multiplicities per run, (n_boot, runs)."""
+    w = np.zeros((n_boot, x.size))
+    for v in np.unique(x):
+        idx = np.flatnonzero(x == v)
+        w[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=n_boot)
+    return w
+
+
 def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarray, run_ids: list[str],
                    n_boot: int = 0, rng: np.random.Generator | None = None,
-                   keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig()) -> BudgetOptimum:
-    """QC, estimate and bootstrap for one budget's runs (values: the allocation variable, > 0)."""
+                   keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig(),
+                   seeds: np.ndarray | None = None) -> BudgetOptimum:
+    """QC, estimate and bootstrap for one budget's runs (values: the allocation variable, > 0; seeds:
+    each run's training seed, NaN where not logged)."""
     rng = rng or np.random.default_rng(0)
     x_all = np.log(np.asarray(values, dtype=float))
     y_all = np.asarray(loss, dtype=float)
+    s_all = np.full(x_all.size, np.nan) if seeds is None else np.asarray(seeds, dtype=float)
     point_flags, notes = qc.point_flags(x_all, y_all, cfg)
     keep = np.ones(x_all.size, bool)
     if not keep_flagged:
         keep[list(point_flags)] = False
     x, y = x_all[keep], y_all[keep]
     ids = [r for r, k in zip(run_ids, keep) if k]
-    fit = fit_parabola(x, y)
+    fit = fit_parabola(*averaged(x, y))  # replicates averaged, as for the spline
     ax, ay = akima_optimum(x, y)
     # The budget's verdict (curvature, edges, ...) is always on the points left after outlier and
     # duplicate removal, also when --keep-flagged keeps them in the fit.
@@ -204,25 +243,45 @@ def budget_optimum(budget: float, axis: str, values: np.ndarray, loss: np.ndarra
         flags = qc.budget_flags(x, y, fit, ax, axis, cfg)
     else:
         xc, yc = x_all[clean], y_all[clean]
-        flags = qc.budget_flags(xc, yc, fit_parabola(xc, yc), akima_optimum(xc, yc)[0], axis, cfg)
+        flags = qc.budget_flags(xc, yc, fit_parabola(*averaged(xc, yc)), akima_optimum(xc, yc)[0], axis, cfg)
     boot: dict[str, np.ndarray] = {}
     if n_boot and np.unique(x).size >= MIN_DISTINCT_X:
         w = resample_weights(x.size, n_boot, rng)
         boot["akima"] = _bootstrap_akima(x, y, w)
         boot["runs"] = _bootstrap_runs(x, y, w)
         boot["residuals"] = _bootstrap_residuals(x, y, n_boot, rng)
+        if np.unique(x).size < x.size:  # replicates: the seed bootstrap beside the run bootstrap
+            ws = within_point_weights(x, n_boot, rng)
+            boot["akima_seeds"] = _bootstrap_akima(x, y, ws)
+            boot["parabola_seeds"] = _bootstrap_runs(x, y, ws)
     excluded = [{"value": float(np.exp(x_all[i])), "loss": float(y_all[i]), "run_id": str(run_ids[i]),
                  "code": f.code, "reason": f.reason + (" (kept: --keep-flagged)" if keep_flagged else "")}
                 for i, f in sorted(point_flags.items())]
-    return BudgetOptimum(float(budget), axis, ids, fit, boot, ax, ay, flags, excluded, notes)
+    return BudgetOptimum(float(budget), axis, ids, fit, boot, ax, ay, flags, excluded, notes,
+                         x, y, s_all[keep])
+
+
+def _mixed_points(grp: pd.DataFrame, column: str) -> str | None:
+    """A note when runs at one size differ in more than the seed (their replicate_of tags differ): the
+    spline and the parabola average them as if they were seeds of one grid point."""
+    if "replicate_of" not in grp or not grp["replicate_of"].notna().any():
+        return None
+    mixed = grp.groupby(column)["replicate_of"].nunique()
+    mixed = mixed[mixed > 1]
+    if mixed.empty:
+        return None
+    return (f"at {', '.join(f'{v:.4g}' for v in mixed.index)}: runs of more than one configuration (their "
+            "`replicate_of` tags differ, so they differ in more than the seed) are averaged as replicates")
 
 
 def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
                    rng: np.random.Generator | None = None,
                    keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig()) -> list[BudgetOptimum]:
     """Per flop_budget, QC + shape-free optimum of ``loss`` vs ln(df[column]) (``axis`` is a column
-    name or an AXIS_COLUMN key). Runs are named by the ``run`` column when present (else run_id).
-    Runs without a FLOP budget (token-budget runs) are ignored."""
+    name or an AXIS_COLUMN key). Runs are named by the ``run`` column when present (else run_id); runs
+    at one size of one budget (seeds of one grid point) are replicates, averaged by both estimators;
+    their ``seed`` column, when present, pairs them across sizes (analysis.isoflop.seeds). Runs without
+    a FLOP budget (token-budget runs) are ignored."""
     column = AXIS_COLUMN.get(axis, axis)
     rng = rng or np.random.default_rng(0)
     data = df[np.isfinite(df["flop_budget"].to_numpy(dtype=float))]
@@ -230,10 +289,15 @@ def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
     for budget, grp in data.groupby("flop_budget", sort=True):
         v = grp[column].to_numpy(dtype=float)
         grp = grp[np.isfinite(v) & (v > 0)]
-        out.append(budget_optimum(float(budget), axis, grp[column].to_numpy(dtype=float),
-                                  grp["loss"].to_numpy(dtype=float),
-                                  list(grp["run" if "run" in grp else "run_id"].astype(str)),
-                                  n_boot, rng, keep_flagged, cfg))
+        seeds = grp["seed"].to_numpy(dtype=float, na_value=np.nan) if "seed" in grp else None
+        o = budget_optimum(float(budget), axis, grp[column].to_numpy(dtype=float),
+                           grp["loss"].to_numpy(dtype=float),
+                           list(grp["run" if "run" in grp else "run_id"].astype(str)),
+                           n_boot, rng, keep_flagged, cfg, seeds)
+        mixed = _mixed_points(grp, column)
+        if mixed:
+            o.notes.append(mixed)
+        out.append(o)
     return out
 
 
@@ -243,11 +307,14 @@ def optima_table(optima: list[BudgetOptimum]) -> pd.DataFrame:
     for o in optima:
         a_lo, a_hi = o.interval()
         b_lo, b_hi = o.boot_interval("runs")
+        s_lo, s_hi = o.seed_interval("akima")
         rows.append({
             "budget": o.budget,
             "n_runs": len(o.run_ids),
+            "seeds": o.replicates,
             "optimum": o.opt,
             "opt_lo": a_lo, "opt_hi": a_hi,
+            "seed_lo": s_lo, "seed_hi": s_hi,
             "parabola_optimum": o.fit.opt,
             "parabola_lo": b_lo, "parabola_hi": b_hi,
             "loss_at_opt": o.y_opt,

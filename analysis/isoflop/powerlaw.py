@@ -8,8 +8,10 @@ Two uncertainties are reported and they answer different questions:
 * bootstrap percentile intervals (noise in the optima): "runs" resamples the
   runs within each budget, recomputes every optimum and the line (the cluster
   bootstrap; wide when a budget has few runs because a resample can lose the
-  grid ends); for the parabola also "residuals", which keeps each budget's grid
-  fixed and resamples its parabola residuals (needs >= 4 runs per budget).
+  grid ends; the headline's interval); for the parabola also "residuals", which
+  keeps each budget's grid fixed and resamples its parabola residuals (needs >= 4
+  sizes per budget); with seeds as replicates also "seeds", which keeps the grid
+  and resamples each grid point's seeds (seed noise alone).
 """
 from __future__ import annotations
 
@@ -144,7 +146,9 @@ def powerlaw_from_optima(optima: list[BudgetOptimum], estimator: str = "akima",
     if keep_flagged and any(not o.ok for o in used):
         fit.warnings.append("flagged budgets kept (--keep-flagged): "
                             + ", ".join(f"{o.budget:.3g}" for o in used if not o.ok))
-    sources = {"runs": "akima"} if estimator == "akima" else {"runs": "runs", "residuals": "residuals"}
+    # "seeds": each grid point's seeds resampled, the grid kept (only where every budget has replicates)
+    sources = ({"runs": "akima", "seeds": "akima_seeds"} if estimator == "akima"
+               else {"runs": "runs", "residuals": "residuals", "seeds": "parabola_seeds"})
     for method, key in sources.items():
         if not all(key in o.boot for o in used):
             continue

@@ -21,7 +21,8 @@ Per budget:
 * ``weak_curvature``: the parabola's curvature is not significantly positive: t = a / se(a) below the
   t distribution's 97.5 % quantile for its residual degrees of freedom (untestable with 0 dof).
 * ``single_point``: leaving one size out moves the minimum to the edge of the remaining grid, or takes
-  the curvature t below the threshold the whole budget passed.
+  the curvature t below the threshold the whole budget passed. A warning unless
+  ``exclude_single_point`` (measured: excluding does not help the exponent, docs/analysis.md).
 * ``parabola_akima_disagreement``: the parabola's vertex and the spline's minimum are more than
   DISAGREE_STEPS median grid steps apart.
 """
@@ -72,6 +73,10 @@ class QCConfig:
     # The parabola is biased on asymmetric curves: its disagreement with the spline is no measured reason
     # to drop a budget (issue 22: published QC keeps such budgets), so by default it only warns.
     exclude_disagreement: bool = False
+    # Measured (analysis/isoflop/qc_measure.py, table in docs/analysis.md): leaving single_point budgets
+    # out never lowered the exponent's error or raised its coverage, and it lost the power law in most
+    # noisy coarse or off-centre tables; so by default it only warns.
+    exclude_single_point: bool = False
 
 
 def parse_qc(items: list[str], base: QCConfig | None = None) -> QCConfig:
@@ -175,7 +180,7 @@ def point_flags(x: np.ndarray, y: np.ndarray, cfg: QCConfig = QCConfig()) -> tup
     _, counts = np.unique(x[alive], return_counts=True)
     if (counts > 1).any():
         notes.append(f"{int((counts > 1).sum())} size(s) with replicate runs: their losses are averaged "
-                     "for the spline")
+                     "(spline and parabola alike)")
     flags.update(_outliers(x, y, alive, cfg))
     return flags, notes
 
@@ -227,7 +232,7 @@ def _single_point(x: np.ndarray, y: np.ndarray, dof: int, curvature_ok: bool,
             return Flag(SINGLE_POINT, f"without the point(s) at {np.exp(xi):.4g} the lowest loss moves to the "
                                       f"grid edge ({np.exp(ux[best]):.4g}): the optimum rests on one point")
         if curvature_ok:
-            loo = fit_parabola(x[keep], y[keep])
+            loo = fit_parabola(ux, uy)
             problem = _curvature_problem(loo, dof) if loo.dof >= 1 else None
             if problem:
                 return Flag(SINGLE_POINT, f"without the point(s) at {np.exp(xi):.4g}: {problem}; the "
@@ -264,7 +269,8 @@ def budget_flags(x: np.ndarray, y: np.ndarray, fit: ParabolaFit, akima_x: float,
                                check_edge=not any(f.code == OFF_CENTRE for f in flags),
                                keep_lowest=at_bound)
         if single:
-            flags.append(single)
+            flags.append(single if cfg.exclude_single_point else
+                         Flag(SINGLE_POINT, single.reason + " (a warning: the budget is kept)", False))
     if not edge and fit.coef is not None and fit.coef[0] > 0:
         steps = abs(fit.x_opt - akima_x) / _step(ux)
         if steps > cfg.disagree_steps:

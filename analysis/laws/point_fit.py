@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from analysis.estimation import HUBER_DELTA, huber
-from analysis.laws.forms import LAWS, LOG_TINY, Design, Law
+from analysis.laws.forms import _COEF_NAME, LAWS, LOG_TINY, Design, Law
 
 FTOL = 1e-15
 GTOL_REL = 1e-9
@@ -121,10 +121,16 @@ def derived_quantities(p: dict[str, float]) -> dict[str, float]:
 
 
 def _bounds(law: Law, lnL: np.ndarray) -> list[tuple[float | None, float | None]]:
+    """Bounds of the internal parameters. A log-coefficient (e, a, b, zl) is floored at LOG_TINY: below it
+    its term is below 1e-11 of any loss here, and unbounded it walked off along the flat direction of a
+    vanishing term (a resample with E → 0: Gauss–Newton steps of about δ/weight took e to −1e157, whose
+    arithmetic overflowed in the bootstrap on the default sweep) without changing any prediction."""
     out = []
     for name in law.params:
         if name == "e":
-            out.append((None, float(lnL.min())))  # E below the minimum observed loss
+            out.append((LOG_TINY, float(lnL.min())))  # E below the minimum observed loss
+        elif name in law.linear:
+            out.append((LOG_TINY, None))
         elif name in law.bounds:
             out.append(law.bounds[name])
         else:
@@ -252,6 +258,10 @@ def fit_flags(fit: LawFit, bounds) -> list[str]:
         if name == "e":
             if hi is not None and v >= hi - 1e-6:
                 flags.append("E at its upper bound (the minimum observed loss)")
+            continue  # E ≈ 0 (at the floor) is flagged below
+        if name in law.linear:
+            if v <= LOG_TINY + 1:
+                flags.append(f"{_COEF_NAME[name]} ≈ 0: its term is negligible (log-coefficient at its floor)")
             continue
         if (lo is not None and v <= lo + 1e-6) or (hi is not None and v >= hi - 1e-6):
             flags.append(f"{name} at its bound {bounds[i]}")

@@ -168,14 +168,14 @@ def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str, mu_of: dict[str, 
     for o in optima:
         c = color(o.budget)
         f = o.fit
-        xs_pts = np.exp(f.x)
+        xs_pts = np.exp(o.x)  # every kept run, replicates (seeds) too
         values.extend(xs_pts)
         ax.plot([], [], "o", color=c, ms=5, label=budget_label(o.budget))  # the legend's budget entry
-        for x_, y_, r in zip(xs_pts, f.y, o.run_ids):
+        for x_, y_, r in zip(xs_pts, o.y, o.run_ids):
             ax.scatter([x_], [y_], color=c, s=30, zorder=3, marker=marker(r))
         for p in o.points_excluded:  # QC-flagged points: shown, crossed, not fitted
             ax.scatter([p["value"]], [p["loss"]], marker="x", color=c, s=36, zorder=3)
-        spline = akima_curve(f.x, f.y)
+        spline = akima_curve(o.x, o.y)  # through the size means
         if spline is not None:
             ax.plot(np.exp(spline[0]), spline[1], color=c, lw=1.4)
         if f.coef is not None:

@@ -9,25 +9,21 @@ import pandas as pd
 from analysis.holdout import MIN_BUDGETS_FOR_HOLDOUT, PAPER_ERRORS_PCT, PAPER_SOURCE, Holdout
 from analysis.isoflop.approach2 import LABEL, XLABEL
 from analysis.report import figures
-from analysis.report.document import Report, fig_link
-from analysis.report.markdown import table
+from analysis.report.markdown import figure_link, table
 
 
 def paper_errors() -> str:
     return " % and ".join(f"{e:g}" for e in PAPER_ERRORS_PCT) + f" % ({PAPER_SOURCE})"
 
 
-def holdout_section(report: Report, h: Holdout, out_dir: Path) -> None:
-    report.holdout = h
+def holdout_section(h: Holdout, out_dir: Path) -> str:
     head = "## Held-out budgets: predictions checked\n\n"
     if h.reason:
-        report.add(head + f"Not checked: {h.reason}. With >= {MIN_BUDGETS_FOR_HOLDOUT} FLOP budgets, "
-                          "`--holdout K` fits every approach without the K largest and predicts them.")
-        return
+        return (head + f"Not checked: {h.reason}. With >= {MIN_BUDGETS_FOR_HOLDOUT} FLOP budgets, "
+                       "`--holdout K` fits every approach without the K largest and predicts them.")
     pred, obs = f"predicted {LABEL[h.axis]}", f"observed {LABEL[h.axis]}"
     t = pd.DataFrame(h.rows).rename(columns={"predicted_optimum": pred, "observed_optimum": obs})
     cols = ["C", "approach", "predicted_loss", "observed_loss", "error_pct", pred, obs]
-    report.metrics["holdout.mean_abs_error_pct"] = h.mean_abs_error_pct
     png = figures.plot_holdout(h.rows, XLABEL[h.axis], out_dir / "figures" / "holdout",
                                max(PAPER_ERRORS_PCT))
     text = (head + f"Every approach is fitted on the budgets below C = {min(h.budgets):.3g} and predicts the "
@@ -41,5 +37,5 @@ def holdout_section(report: Report, h: Holdout, out_dir: Path) -> None:
             + f"Mean absolute held-out loss error: **{h.mean_abs_error_pct:.2f} %**; the paper reports "
             + paper_errors() + ".\n\n"
             + "".join(f"Note: {n}.\n\n" for n in h.notes)
-            + fig_link(report, png, out_dir, "held-out budgets: predicted vs observed"))
-    report.add(text)
+            + figure_link(png, out_dir, "held-out budgets: predicted vs observed"))
+    return text

@@ -1,5 +1,5 @@
 """The "Parametric law" section of a report: per fitted law (analysis.laws.results) its parameters with
-bootstrap intervals, held-out errors, residual figure and warnings."""
+bootstrap intervals, held-out errors, residual figure and warnings; nothing is fitted here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from analysis.estimation import LEVEL
 from analysis.laws.bootstrap import BOOTSTRAP_METHOD
 from analysis.laws.forms import LAWS
 from analysis.laws.point_fit import FitSettings
-from analysis.laws.results import LawResult, fit_sweep_laws, law_supported
+from analysis.laws.results import LawResult
 from analysis.report.figures import plot_law_fit
 from analysis.report.markdown import figure_link, fmt, interval, table
 
@@ -35,17 +35,14 @@ def _param_table(res: LawResult) -> str:
     return table(pd.DataFrame(rows))
 
 
-def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
-                report_warnings: list[str], metrics: dict[str, float],
-                out_dir: Path | None = None, results: list[LawResult] | None = None) -> str:
-    """The section's markdown; residual figures go to out_dir/figures when out_dir is given.
-
-    results: fits already made by fit_sweep_laws (fitted here when None)."""
+def law_section(usable: pd.DataFrame, results: list[LawResult], supported: tuple[bool, str], n_boot: int,
+                out_dir: Path | None = None) -> str:
+    """The section's markdown from fitted laws (analysis.laws.results.fit_sweep_laws); supported: its
+    law_supported verdict on the runs. Residual figures go to out_dir/figures when out_dir is given."""
     head = "## Parametric law\n\n"
-    ok, why = law_supported(usable)
+    ok, why = supported
     if not ok:
         return head + f"Skipped: {why}."
-    results = fit_sweep_laws(usable, n_boot, seed) if results is None else results
     if not results:
         return head + "Skipped: too few runs with complete inputs."
     s = FitSettings()
@@ -80,18 +77,11 @@ def law_section(usable: pd.DataFrame, n_boot: int, seed: int,
                          f"({h['n_train']} runs), predicting the {h['n_test']} runs at "
                          f"{h['column']} = {h['value']:.4g}: mean ARE {100 * h['mean_are']:.2f} %, "
                          f"max {100 * h['max_are']:.2f} %.")
-            suffix = "" if h["column"] == "flop_budget" else "_model"
-            metrics[f"law.{res.name}.holdout{suffix}_mean_are"] = h["mean_are"]
         if out_dir is not None:
             png = plot_law_fit(res.design, res.fit.predict(res.design), res.name,
                                out_dir / "figures" / f"law_{res.name}_residuals", meta=usable)
             lines.append(figure_link(png, out_dir, f"law {res.name}: predicted vs observed, residuals"))
-        for w in res.warnings:
-            report_warnings.append(f"parametric law `{res.name}`: {w}")
         if res.warnings:
             lines.append("Warnings: " + "; ".join(res.warnings) + ".")
-        for k in ("alpha", "beta", "E", "phi", "z"):
-            if k in res.fit.params:
-                metrics[f"law.{res.name}.{k}"] = res.fit.params[k]
         blocks.append("\n\n".join(lines))
     return "\n\n".join(blocks)

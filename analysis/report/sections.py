@@ -1,5 +1,6 @@
 """The other sections of a report: excluded runs, points added by adaptive bracketing, stability,
-test-time looping, Approach 2 against Approach 3, loss against scale, and the runs used."""
+test-time looping, Approach 2 against Approach 3, loss against scale, and the runs used. Each is drawn
+from computed results (analysis.results); nothing is fitted here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +9,12 @@ import pandas as pd
 
 from analysis import stability
 from analysis.estimation import HUBER_DELTA
-from analysis.laws.agreement import compare_approaches
 from analysis.report import figures
-from analysis.report.document import Report, fig_link, slug, with_labels
-from analysis.report.markdown import fmt, interval, table
-from analysis.report.summary import testtime_entries
+from analysis.report.document import with_labels
+from analysis.report.markdown import figure_link, fmt, interval, table
+from analysis.results import Results, Stability, TestTime
 from analysis.runs import testtime_columns
-from analysis.runs.store import adaptive_points, metric_histories
-from analysis.testtime.forms import compare_forms
-from analysis.testtime.saturation import SATURATION_REL, fit_testtime_runs, tabulate_testtime
+from analysis.testtime.saturation import SATURATION_REL, tabulate_testtime
 
 
 # A standard error above this (of a loss or a rate) is a flat direction of the fit, not a measurement.
@@ -34,9 +32,8 @@ def excluded_section(excluded: pd.DataFrame) -> str:
             f"non-diverged runs with a finite final loss enter the fits.\n\n{body}")
 
 
-def adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:
+def adaptive_markdown(added: list[dict]) -> str | None:
     """The points the sweep driver added beyond edge optima (experiments.launch.adaptive), and why."""
-    added = adaptive_points(tracking_uri, experiment, sweep_id)
     if not added:
         return None
     rows = "\n".join(f"| {e['flop_budget']:.3g} | {e['mean_recurrence']} | {e['reason']} |" for e in added)
@@ -45,17 +42,19 @@ def adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str |
             "| C (FLOPs) | µ_rec | why |\n|---|---|---|\n" + rows)
 
 
-def stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, tracking_uri: str) -> None:
-    th = stability.Thresholds()
-    hist = metric_histories(tracking_uri, raw["run_id"].astype(str).tolist(), stability.HISTORY_KEYS)
-    t = stability.stability_table(raw, hist, th)
+def adaptive_section(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:
+    """adaptive_markdown of the points read from the sweep's parent run in MLflow."""
+    from analysis.runs.store import adaptive_points
+
+    return adaptive_markdown(adaptive_points(tracking_uri, experiment, sweep_id))
+
+
+def stability_section(stab: Stability, raw: pd.DataFrame, out_dir: Path) -> str:
+    th, t, hist = stab.thresholds, stab.table, stab.histories
     png = figures.plot_stability(t, hist, out_dir / "figures" / "stability")
-    counts = t.groupby("injection")["outcome"].value_counts().unstack(fill_value=0)
-    for key, value in counts.stack().items():
-        report.metrics[f"stability.{key[0]}.{key[1]}"] = float(value)
     names = with_labels(raw).set_index(raw["run_id"].astype(str))["run"]
     detail = t.assign(run=t["run_id"].astype(str).map(names))
-    report.add(
+    return (
         "## Stability\n\n"
         f"Outcome per injection and learning rate ({stability.SYMBOL['converged']} converged, "
         f"{stability.SYMBOL['spiky']} loss spikes, {stability.SYMBOL['exploded']} state norm exploded, "
@@ -69,7 +68,7 @@ def stability_section(report: Report, raw: pd.DataFrame, out_dir: Path, tracking
         + table(stability.outcome_grid(t)) + "\n\n"
         + table(detail, ["run", "injection", "lr", "mean_recurrence", "outcome", "spikes",
                          "state_growth", "max_state_norm", "max_rho_A", "steps_logged", "final_loss"]) + "\n\n"
-        + fig_link(report, png, out_dir, "loss, state norm and ρ(Ā) over training"))
+        + figure_link(png, out_dir, "loss, state norm and ρ(Ā) over training"))
 
 
 def _loss_by_loops(usable: pd.DataFrame) -> str:
@@ -92,16 +91,11 @@ def _loss_by_loops(usable: pd.DataFrame) -> str:
             f"first T to T = mu_rec).\n\n{summary}" + table(df, cols))
 
 
-def testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
+def testtime_section(tt: TestTime, usable: pd.DataFrame, out_dir: Path) -> str:
     head = "## Test-time looping\n\n"
-    if not testtime_columns(usable):
-        report.add(head + "Skipped: no `eval/loss_T*` metrics logged.")
-        return
-    fits = fit_testtime_runs(usable)
-    if not fits:
-        report.add(head + "Skipped: no run has test-time losses at >= 3 values of T.")
-        return
-    report.testtime = testtime_entries(usable, fits)
+    if tt.reason:
+        return head + f"Skipped: {tt.reason}."
+    fits = tt.fits
     # ordered by µ_rec, then budget; a standard error or r² that says nothing is written as such
     t = tabulate_testtime(usable, fits).sort_values(["mean_recurrence", "flop_budget"], kind="stable")
     names = with_labels(usable).set_index(usable["run_id"].astype(str))["run"]
@@ -113,18 +107,13 @@ def testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> Non
     cols = ["run", "model_name", "mean_recurrence", "flop_budget", "n_T", "L_inf", "se_L_inf", "Z", "z",
             "se_z", "r2", "huber (×1e-7)", "loss_at_mu", "gap_pct", "z_identified", "T_star", "flags"]
     ident = t["z_identified"].astype(bool)
-    # one warning per set of flags, naming its runs: a sweep's curves mostly fail for the same reason,
-    # and one line per run buried the report's other warnings under a dozen near-identical ones
-    for flags, runs in t[~ident].groupby("flags", sort=False)["run"]:
-        report.warnings.append(f"test-time fit not identified for {len(runs)} of {len(t)} runs: {flags} — "
-                               + ", ".join(sorted(runs)))
     summary = "No curve has an identified decay rate."
     if ident.any():
         gaps = t.loc[ident, "gap_pct"].abs()
         summary = (f"|L_inf − L(T=mu_rec)| / L(T=mu_rec) over {int(ident.sum())} identified "
                    f"curves: mean {gaps.mean():.3f} %, max {gaps.max():.3f} %.")
     png = figures.plot_testtime(usable, fits, out_dir / "figures" / "testtime")
-    report.add(head + _loss_by_loops(usable) + "\n\n" + (
+    return (head + _loss_by_loops(usable) + "\n\n" + (
         "### Fits of the test-time law\n\n"
         "Per run, L(T) = L_inf + Z·exp(−z·T) fitted by bounded least squares on **log-loss** "
         "(z in [1e-3, 20], Z >= 0, 16 starts over z). SEs from the Jacobian (no SE with 3 "
@@ -133,41 +122,36 @@ def testtime_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> Non
         f"has fallen to {100 * SATURATION_REL:g} % of L_inf. Huber is the mean Huber(δ={HUBER_DELTA:g}) of log residuals. gap_pct = "
         "100·(L_inf − L(T=mu_rec))/L(T=mu_rec) with L(T=mu_rec) = eval/loss.\n\n"
         + summary + "\n\n" + table(t, cols, shown) + "\n\n"
-        + fig_link(report, png, out_dir, "test-time loss vs T") + "\n\n"
+        + figure_link(png, out_dir, "test-time loss vs T") + "\n\n"
         + "### Test-time law forms (Parcae Table 12 protocol)\n\n"
         f"Per run, each form fitted by least squares on log-loss; score = mean Huber(δ={HUBER_DELTA:g}) "
         "of log residuals ×1e-7, averaged over runs with >= 4 values of T. Extrapolated: "
         "fitted on T <= mu_rec (>= 3 values), scored on T > mu_rec.\n\n"
-        + table(compare_forms(usable))))
+        + table(tt.forms)))
 
 
-def approaches_section(report: Report, results) -> None:
+def approaches_section(res: Results) -> str:
     head = "## Approach 2 vs Approach 3\n\n"
-    head += "".join(f"Not compared for `{g}`: {why}.\n\n" for g, why in report.approach2_skipped.items())
-    if not report.approach2 or not results:
-        report.add(head + "Skipped: needs both an isoFLOP power law for D* from clean budgets and a "
-                          "parametric law fit.")
-        return
-    t, warnings = compare_approaches(report.approach2, results)
+    head += "".join(f"Not compared for `{g}`: {why}.\n\n" for g, why in res.approach2_skipped.items())
+    if not res.approach2 or not res.laws:
+        return head + ("Skipped: needs both an isoFLOP power law for D* from clean budgets and a "
+                       "parametric law fit.")
+    t = res.approaches.copy()
     if t.empty:
-        report.add(head + "Skipped: no fitted law has an allocation exponent b_opt.")
-        return
-    report.warnings += warnings
+        return head + "Skipped: no fitted law has an allocation exponent b_opt."
     t["Approach 2 95 % (runs bootstrap)"] = [interval(a, b) for a, b in zip(t["A2 lo"], t["A2 hi"])]
     t["Approach 3 95 % (runs bootstrap)"] = [interval(a, b) for a, b in zip(t["A3 lo"], t["A3 hi"])]
-    for _, r in t.iterrows():
-        report.metrics[f"approaches.{slug(r['isoFLOP group'])}.{r['law']}.difference"] = r["difference"]
     cols = ["isoFLOP group", "law", "Approach 2: gamma_D", "Approach 2 95 % (runs bootstrap)",
             "Approach 3: b_opt", "Approach 3 95 % (runs bootstrap)", "difference", "basis", "agree"]
-    report.add(head + "The tokens exponent of the compute-optimal allocation, D* ∝ C^gamma, from the "
-               "isoFLOP optima (Approach 2) and from the parametric law's own compute model, b_opt "
-               "(Approach 3; see the parametric law section), "
-               "on the same runs. They agree when their 95 % intervals overlap (or, without intervals, "
-               "differ by at most 0.1). Approach 2 is per model family; the law pools all runs.\n\n"
-               + table(t, cols))
+    return (head + "The tokens exponent of the compute-optimal allocation, D* ∝ C^gamma, from the "
+            "isoFLOP optima (Approach 2) and from the parametric law's own compute model, b_opt "
+            "(Approach 3; see the parametric law section), "
+            "on the same runs. They agree when their 95 % intervals overlap (or, without intervals, "
+            "differ by at most 0.1). Approach 2 is per model family; the law pools all runs.\n\n"
+            + table(t, cols))
 
 
-def scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) -> None:
+def scaling_plots_section(usable: pd.DataFrame, has_laws: bool, out_dir: Path) -> str:
     blocks = ["## Loss vs scale"]
     candidates = [("tokens", "training tokens D"), ("train_flops", "training FLOPs"),
                   ("n_params", "parameters"), ("n_params_unrolled", "unrolled parameters")]
@@ -175,17 +159,19 @@ def scaling_plots_section(report: Report, usable: pd.DataFrame, out_dir: Path) -
         values = usable[col].astype(float)
         if values.notna().sum() >= 2 and values.nunique() >= 2:
             png = figures.plot_loss_vs(usable, col, label, out_dir / "figures" / f"loss_vs_{col}")
-            blocks.append(fig_link(report, png, out_dir, f"loss vs {label}"))
+            blocks.append(figure_link(png, out_dir, f"loss vs {label}"))
     if len(blocks) == 1:
         blocks.append("Skipped: tokens, FLOPs and parameter counts do not vary across runs.")
-    elif not report.laws and usable["n_params"].nunique() >= 2 and usable["tokens"].nunique() >= 2:
+    elif not has_laws and usable["n_params"].nunique() >= 2 and usable["tokens"].nunique() >= 2:
         blocks.insert(1, "Model sizes and token counts both vary (ladder-style sweep); points "
                          "only, no parametric L(N, D) fit is made here.")
-    report.add("\n\n".join(blocks))
+    return "\n\n".join(blocks)
 
 
 def runs_section(usable: pd.DataFrame) -> str:
-    cols = ["run", "model_name", "model_kind", "mean_recurrence", "mean_backprop",
+    cols = ["run", "model_name", "model_kind", "mean_recurrence", "mean_backprop", "seed",
             "flop_budget", "tokens", "n_params", "n_params_unrolled", "train_flops", "loss"]
     t = with_labels(usable.sort_values(["model_name", "flop_budget", "mean_recurrence"]))
+    if "seed" in t and not t["seed"].notna().any():
+        cols.remove("seed")  # no run logged a seed: no empty column
     return f"## Runs used ({len(t)})\n\n" + table(t, [c for c in cols if c in t])

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.estimation import MAX_EXPONENT_WIDTH, not_identified
-from analysis.isoflop.estimator_choice import NAMES
+from analysis.estimation import LEVEL, MAX_EXPONENT_WIDTH, not_identified
 from analysis.isoflop.approach2 import LABEL, PAPER_SOURCE, AxisResult
+from analysis.isoflop.estimator_choice import NAMES
+from analysis.report.seeds_section import seeds_line
+from analysis.runs.labels import run_label
 from analysis.testtime.saturation import SATURATION_REL, SaturationFit, advice
 
 SCHEMA_VERSION = 1
@@ -39,20 +41,16 @@ def _clean(value):
     return value
 
 
-def run_label(row: pd.Series) -> str:
-    """A run's name in tables: MLflow run name and config hash (which names runs/<hash>/)."""
-    name = row.get("run_name")
-    name = str(name) if name is not None and not pd.isna(name) and str(name) else str(row["run_id"])
-    h = row.get("config_hash")
-    return f"{name} ({h})" if h is not None and not pd.isna(h) and str(h) else name
-
-
 def isoflop_entry(r: AxisResult) -> dict:
     law = r.law
     entry = {"group": r.group, "estimator": f"{r.estimator} ({NAMES[r.estimator]}), run bootstrap",
              "estimator_choice": r.choice.entry() if r.choice else None,
              "exponent": law.gamma if law else None,
              "interval": list(r.interval) if law else None,
+             "interval_method": "run bootstrap",
+             # the seed bootstrap beside it (each grid point's seeds resampled, the grid kept); null
+             # without replicates at every budget of the law
+             "interval_seeds": list(law.boot_ci_gamma("seeds", LEVEL)) if law and "seeds" in law.boot else None,
              "prefactor": law.k if law else None,
              "budgets_used": sorted(law.C.tolist()) if law else [],
              "budgets_excluded": r.budgets_excluded(),
@@ -192,13 +190,15 @@ def _holdout_line(entry: dict | None) -> str | None:
 
 
 def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
-             runs: dict, holdout: dict | None = None) -> list[str]:
+             runs: dict, holdout: dict | None = None, seeds: list | None = None) -> list[str]:
+    """seeds: analysis.isoflop.seeds.SeedSummary per group (the optimum against its grid neighbours)."""
     show_group = len({r.group for r in isoflop}) > 1
     regime = _regime_line(isoflop)
     lines = ([regime] if regime else []) + [_exponent_line(r, show_group) for r in isoflop]
     if not isoflop:
         lines.append("isoFLOP exponents: not identified — fewer than 2 FLOP budgets have >= 3 distinct values of "
                      "an allocation variable (an optimum needs points on both sides; see the isoFLOP section)")
+    lines += [seeds_line(s, len(seeds) > 1) for s in seeds or []]
     lines += _law_lines(laws)
     for extra in (_holdout_line(holdout), _testtime_line(testtime)):
         if extra:
@@ -212,8 +212,9 @@ def headline_markdown(lines: list[str]) -> str:
 
 
 def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[dict], runs: dict,
-                  source: dict, holdout=None, qc: dict | None = None) -> dict:
-    """The summary.json object (see module docstring and docs/analysis.md); holdout: analysis.holdout.Holdout."""
+                  source: dict, holdout=None, qc: dict | None = None, seeds: list | None = None) -> dict:
+    """The summary.json object (see module docstring and docs/analysis.md); holdout: analysis.holdout.Holdout;
+    seeds: analysis.isoflop.seeds.SeedSummary per group."""
     laws = {res.name: law_entry(res) for res in law_results}
     groups: dict[str, dict] = {}
     for r in isoflop:
@@ -222,9 +223,9 @@ def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[d
     held = (holdout.entry() if holdout is not None
             else {"budgets": [], "rows": [], "mean_abs_error_pct": None, "reason": "not run"})
     out = {"schema_version": SCHEMA_VERSION, "source": source,
-           "headline": headline(isoflop, laws, testtime, runs, _clean(held)),
+           "headline": headline(isoflop, laws, testtime, runs, _clean(held), seeds),
            "isoflop": main, "laws": laws, "testtime": testtime, "runs": runs, "holdout": held,
-           "qc": qc or {}}
+           "seeds": [s.entry() for s in seeds or []], "qc": qc or {}}
     if len(groups) > 1:
         out["isoflop_groups"] = groups
     return _clean(out)

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs.frame import TESTTIME_COLUMN, testtime_columns
-from tracking_contract import (ADAPTIVE_TAG, ANALYSIS_KIND, DIVERGED_TAG, NOTE_TAG, PARENT_TAG, PRETRAIN_KIND,
-                               RUN_KIND_TAG, SWEEP_ID_TAG, find_sweep_parent, member_filter, quote,
-                               TrackingError, check_server, is_http, sweep_filter)
+from tracking_contract import (ADAPTIVE_TAG, ANALYSIS_KIND, BRANCH_FROM_TOKENS_TAG, BRANCH_TRUNK_TAG, DIVERGED_TAG,
+                               NOTE_TAG, PARENT_TAG, PRETRAIN_KIND, REPLICATE_TAG, RUN_KIND_TAG, SWEEP_ID_TAG,
+                               TrackingError, check_server, find_sweep_parent, is_http, member_filter, quote,
+                               sweep_filter)
 
 if TYPE_CHECKING:  # mlflow is imported where runs are loaded: the fitting modules import this package,
     # and the analysis's worker processes (analysis/workers.py) should not pay mlflow's 1 s import
@@ -42,6 +43,13 @@ _COLUMNS: dict[str, tuple[str, str, str]] = {
     "mean_backprop": ("param", "model.mean_backprop", "int"),
     "injection": ("param", "model.injection", "str"),
     "lr": ("param", "train.lr", "float"),
+    # seeds as replicates (sweep.seeds=K): runs of one grid point differ only in train.seed and share the
+    # replicate_of tag (absent on older runs: then a grid point is its model, µ_rec and budget)
+    "seed": ("param", "train.seed", "int"),
+    "replicate_of": ("tag", REPLICATE_TAG, "str"),
+    # cooldown branches: the trunk a branch was cut from, and where (training tokens)
+    "branch_trunk": ("tag", BRANCH_TRUNK_TAG, "str"),
+    "branch_from_tokens": ("tag", BRANCH_FROM_TOKENS_TAG, "float"),
     "flop_budget": ("param", "train.flop_budget", "float"),
     "tokens": ("param", "derived.tokens", "int"),
     "flops_per_token": ("param", "derived.flops_per_token", "int"),

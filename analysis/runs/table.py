@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_COLUMNS = {"flops": "C", "params": "N", "tokens": "D", "loss": "loss", "loops": None}
+DEFAULT_COLUMNS = {"flops": "C", "params": "N", "tokens": "D", "loss": "loss", "loops": None, "seed": None}
 FLAG_OF = {"flops": "--flops", "params": "--params", "tokens": "--tokens", "loss": "--loss",
-           "loops": "--loops"}
+           "loops": "--loops", "seed": "--train-seed"}
 DEFAULT_TOLERANCE = 0.1
 FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6·N·D (Kaplan et al. 2020, Hoffmann et al. 2022), only to derive a missing N or D
 
@@ -80,6 +80,17 @@ def _numbers(df: pd.DataFrame, column: str, flag: str, path: str, minimum: float
     return values
 
 
+def _integers(df: pd.DataFrame, column: str, flag: str, path: str) -> np.ndarray:
+    """The column as integers (a seed may be 0 or negative), or a TableError naming the first bad row."""
+    text = df[column].astype(str).str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    for i, (raw, v) in enumerate(zip(text, values)):
+        if not (np.isfinite(v) and v == round(v)):
+            raise TableError(f"{path} row {i + 1} (line {i + 2}), column {column!r} ({flag}): {raw!r} is not an "
+                             "integer seed; fix the value or delete the row")
+    return values.astype(np.int64)
+
+
 def bin_budgets(C: np.ndarray, tolerance: float) -> tuple[np.ndarray, pd.DataFrame]:
     """Nominal budget per run: sorted FLOP values chained while neighbours differ by at most
     ``tolerance`` (relative); each bin's nominal value is its geometric mean, rounded to 3 significant
@@ -137,6 +148,8 @@ def load_table(path: str, columns: dict[str, str | None] | None = None,
         N = C / (FLOPS_PER_PARAM_TOKEN * D)
         notes.append("no parameters column: N = C / (6·D)")
     loops = _numbers(df, cols["loops"], "--loops", path) if cols["loops"] else None
+    # training seeds: rows at one grid point differing only in it are replicates (any integer, 0 included)
+    seed = _integers(df, cols["seed"], "--train-seed", path) if cols["seed"] else None
     nominal, bins = bin_budgets(C, tolerance)
     nan = np.full(C.size, np.nan)
     labels = [f"row {i + 1}" for i in range(C.size)]
@@ -148,6 +161,7 @@ def load_table(path: str, columns: dict[str, str | None] | None = None,
         "flop_budget": nominal, "train_flops": C,
         "tokens": D if D is not None else nan, "n_params": N if N is not None else nan,
         "n_params_unrolled": nan, "loss": loss,
+        "seed": pd.array(seed if seed is not None else [pd.NA] * C.size, dtype="Int64"),
     })
     spread = float(bins["max_rel_dev"].max())
     notes.append(f"{C.size} rows binned into {len(bins)} FLOP budget(s) within a relative tolerance of "

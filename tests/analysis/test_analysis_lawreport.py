@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.laws.results import holdout_largest_budget, law_supported
+from analysis.laws.results import fit_sweep_laws, holdout_largest_budget, law_supported
 from analysis.report.law_section import law_section
+from analysis.report.metrics import metrics as report_metrics
+from analysis.results import Results
 
 
 def _frame(noise=0.0, seed=0, mus=(1, 2, 4, 8)):
@@ -31,8 +33,9 @@ def _frame(noise=0.0, seed=0, mus=(1, 2, 4, 8)):
 
 def test_law_section_fits_and_reports():
     df = _frame(noise=0.002)
-    warnings, metrics = [], {}
-    text = law_section(df, n_boot=40, seed=0, report_warnings=warnings, metrics=metrics)
+    laws = fit_sweep_laws(df, n_boot=40, seed=0)
+    text = law_section(df, laws, law_supported(df), n_boot=40)
+    metrics = report_metrics(Results("table", "", {}, None, "", {}, df, df, df.iloc[0:0], laws=laws))
     assert "## Parametric law" in text and "### `parcae`" in text
     assert "### `recurrence`" in text and "### `unified`" in text
     assert "n_params_unrolled" in text and "95 % bootstrap" in text
@@ -45,7 +48,7 @@ def test_law_section_skips_small_sweeps():
     df = _frame().iloc[:4]
     ok, why = law_supported(df)
     assert not ok and "needs >= 6 runs" in why
-    text = law_section(df, n_boot=10, seed=0, report_warnings=[], metrics={})
+    text = law_section(df, [], law_supported(df), n_boot=10)
     assert text.startswith("## Parametric law\n\nSkipped")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -174,12 +175,50 @@ def test_analyze_end_to_end(store, tmp_path):
     assert run.info.run_name.startswith(f"analysis-{SWEEP}-") and again.info.run_name != run.info.run_name
 
 
-def test_cli_prints_report_path_last(store, tmp_path, capsys):
+# Everything that fits: a redraw must call none of them (analysis.compute is the one place they run).
+FITTERS = ("fit_law", "bootstrap_law", "fit_sweep_laws", "fit_testtime", "fit_testtime_runs", "compare_forms",
+           "approach2", "isoflop_optima", "budget_optimum", "fit_parabola", "akima_optimum", "choose_estimator",
+           "powerlaw_from_optima", "fit_powerlaw", "holdout_predictions", "sweep_holdout", "convention_table",
+           "convention_entry", "sweep_groups", "isoflop_group", "seed_summaries", "compute_sweep",
+           "compute_table", "load_runs", "metric_histories", "adaptive_points", "least_squares", "minimize",
+           "curve_fit", "nnls")
+
+
+def _forbid_fitting(monkeypatch) -> None:
+    import sys
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a redraw called a fitter")
+
+    for name, module in list(sys.modules.items()):
+        if name == "analysis" or name.startswith("analysis."):
+            for fitter in FITTERS:
+                if hasattr(module, fitter):
+                    monkeypatch.setattr(module, fitter, refuse)
+
+
+def test_cli_prints_report_path_last_and_redraw_refits_nothing(store, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli"
     rc = main(["--tracking-uri", store, "--experiment", EXPERIMENT, "--out", str(out),
                "--no-mlflow-log", "--n-boot", "100"])
     assert rc == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out / "report.md")
+    report, summary = (out / "report.md").read_text(), (out / "summary.json").read_text()
+    points = (out / "points.csv").read_text()
+    for png in (out / "figures").glob("*.png"):
+        png.unlink()
+    _forbid_fitting(monkeypatch)
+    # redrawn from results.pkl alone: the same report, summary and points, every figure drawn again
+    assert main(["--redraw", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out / "report.md")
+    assert (out / "report.md").read_text() == report and (out / "summary.json").read_text() == summary
+    assert (out / "points.csv").read_text() == points
+    assert {p.stem for p in (out / "figures").glob("*.png")} == {p.stem for p in (out / "figures").glob("*.pdf")}
+    # a folder without results: one line, exit 2
+    capsys.readouterr()
+    assert main(["--redraw", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.pkl" in err
 
 
 def test_cli_fails_cleanly_without_finished_runs(store, tmp_path, capsys):
@@ -230,3 +269,29 @@ def test_compare_two_sweeps(store, tmp_path):
     assert compare_main(["--tracking-uri", store, "--sweeps", f"{SWEEP},nope",
                          "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "y" / "compare.md").exists()
+
+
+def test_seed_replicate_and_branch_tags_are_read(store):
+    """sweep.seeds=K and branching: train.seed, replicate_of, branch.trunk and branch.from_tokens reach the
+    runs frame; a branch is listed with its trunk's run."""
+    from tracking_contract import BRANCH_FROM_TOKENS_TAG, BRANCH_TRUNK_TAG, REPLICATE_TAG
+
+    from analysis.isoflop.seeds import branch_table
+    from analysis.runs.labels import with_labels
+
+    client = MlflowClient(tracking_uri=store)
+    exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    specs = [("trunk", "t9", 0, {}), ("s0", "p1s0", 0, {REPLICATE_TAG: "p1"}),
+             ("s1", "p1s1", 1, {REPLICATE_TAG: "p1", BRANCH_TRUNK_TAG: "t9", BRANCH_FROM_TOKENS_TAG: "6000000"})]
+    for name, h, seed, tags in specs:
+        run = client.create_run(exp_id, run_name=name, tags={"sweep_id": "seeded", "run_kind": "pretrain",
+                                                             "config_hash": h, **tags})
+        client.log_batch(run.info.run_id, metrics=[Metric("eval/loss", 3.0, 0, 1)],
+                         params=[Param("train.seed", str(seed)), Param("derived.tokens", "8000000")])
+        client.set_terminated(run.info.run_id)
+    df = runs.load_runs(store, EXPERIMENT, "seeded").set_index("run_name")
+    assert df.loc["s1", "seed"] == 1 and str(df["seed"].dtype) == "Int64"
+    assert df.loc["s0", "replicate_of"] == "p1" and pd.isna(df.loc["trunk", "replicate_of"])
+    assert df.loc["s1", "branch_trunk"] == "t9" and df.loc["s1", "branch_from_tokens"] == 6e6
+    t = branch_table(with_labels(df.reset_index()))
+    assert t["run"].tolist() == ["s1 (p1s1)"] and t["trunk run"].tolist() == ["trunk (t9)"]

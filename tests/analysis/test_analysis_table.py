@@ -114,13 +114,10 @@ def test_missing_file_and_bad_tolerance(tmp_path):
 
 def test_a_sweep_over_model_sizes_gets_an_N_star_power_law(tmp_path):
     """MLflow path: one model per size, sizes varied at fixed budgets and one µ_rec."""
+    from analysis.isoflop.groups import sweep_groups
     from analysis.options import Options
-    from analysis.report.document import Report
-    from analysis.report.isoflop_section import isoflop_section
     df = load_table(str(chinchilla_table(tmp_path / "t.csv"))).frame
     df = df.assign(mean_recurrence=1, model_name=[f"m{i % 9}" for i in range(len(df))])
-    report = Report()
-    isoflop_section(report, df, tmp_path, Options(n_boot=50))
-    (r,) = report.axes
+    (r,) = [r for g in sweep_groups(df, Options(n_boot=50)) for r in g.results]
     assert (r.group, r.axis, r.paper) == ("all models", "params", None)
     assert r.law.gamma == pytest.approx(TRUE_A, abs=0.06)
