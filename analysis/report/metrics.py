@@ -3,6 +3,8 @@ read off the results (analysis.results): exponents with their intervals, law par
 errors, stability outcome counts."""
 from __future__ import annotations
 
+import re
+
 from analysis.report.document import slug
 from analysis.results import Results
 
@@ -37,4 +39,8 @@ def metrics(res: Results) -> dict[str, float]:
         for b in s.budgets:
             if b.sd == b.sd:  # not NaN: the budget has replicates
                 out[f"{slug(s.group)}.seed_sd.C{b.budget:.3g}"] = b.sd
-    return {k: float(v) for k, v in out.items()}
+    # MLflow accepts only alphanumerics, _ - . space : / in a metric name ("C1e+12" -> "C1e12").
+    return {_METRIC_NAME_BAD.sub("", k): float(v) for k, v in out.items()}
+
+
+_METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")
