@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import schema
+from experiments.config.plan import branching_on
 from parcae import ModelConfig
 
 # Keys that say where or how a run executes, not what it computes: excluded from its identity.
@@ -79,15 +80,11 @@ def _hash(c: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _branching(cfg: DictConfig) -> bool:
-    return bool(cfg.get("sweep") is not None and cfg.sweep.get("branching", False))
-
-
 def identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) -> str:
     """Hash of what the run computes (see _computed). A cooldown branch (sweep.branching=true) computes
     something else than the independent run of the same config: its hash adds its trunk's."""
     c = _computed(cfg, model, corpus_hash)
-    if _branching(cfg):
+    if branching_on(cfg):
         c["branch_of"] = trunk_identity(cfg, model, corpus_hash)
     return _hash(c)
 
@@ -109,4 +106,4 @@ def replicate_identity(cfg: DictConfig, model: ModelConfig, corpus_hash: str) ->
     """Hash of a grid point without its seed: the replicates of sweep.seeds=K share it (tag replicate_of)."""
     c = _computed(cfg, model, corpus_hash)
     c["train"].pop("seed", None)
-    return _hash({**c, "branch": _branching(cfg)})
+    return _hash({**c, "branch": branching_on(cfg)})

@@ -176,19 +176,36 @@ def budget_overrides(overrides: list[str]) -> list[str]:
                               if named.get(key) and other not in named]
 
 
+def cooldown_start(total: int, cooldown_fraction: float) -> int:
+    """The first step of a WSD run's cooldown (trainer.wsd_multiplier): where a cooldown branch leaves its trunk. Up
+    to it the schedule does not depend on `total` when the warm-up is given in steps."""
+    return total - int(cooldown_fraction * total)
+
+
+def warmup_steps_of(t: Any, tokens_per_step: int) -> int | None:
+    """train.warmup_tokens in whole steps (None: the warm-up is train.warmup_fraction of the run)."""
+    tokens = getattr(t, "warmup_tokens", None)
+    return None if tokens is None else int(tokens) // tokens_per_step
+
+
+def branching_on(cfg: Any) -> bool:
+    """Whether the run is a cooldown branch (sweep.branching; experiments.training.branching)."""
+    return bool(cfg.get("sweep") is not None and cfg.sweep.get("branching", False))
+
+
 def check_schedule(cfg: DictConfig, steps: int, tokens_per_step: int) -> None:
     """train.warmup_tokens fits the run, and sweep.branching has what branches need (experiments.training.branching):
     the warm-up in tokens, and a schedule that up to the cooldown does not depend on the run's length."""
     t = cfg.train
     warmup_tokens = t.get("warmup_tokens")
     if warmup_tokens is not None:
-        cooldown_start = steps - int(t.cooldown_fraction * steps)
-        if warmup_tokens < 0 or warmup_tokens // tokens_per_step > cooldown_start:
+        start = cooldown_start(steps, t.cooldown_fraction)
+        if warmup_tokens < 0 or warmup_steps_of(t, tokens_per_step) > start:
             raise ConfigError("train.warmup_tokens", warmup_tokens,
-                              f"must lie in [0, {cooldown_start * tokens_per_step:,}] (the warm-up ends before the "
-                              f"cooldown starts at step {cooldown_start} of {steps})",
+                              f"must lie in [0, {start * tokens_per_step:,}] (the warm-up ends before the "
+                              f"cooldown starts at step {start} of {steps})",
                               "lower it, or raise the budget")
-    if not (cfg.get("sweep") is not None and cfg.sweep.get("branching", False)):
+    if not branching_on(cfg):
         return
     if t.optimizer != "adamw":
         raise ConfigError("sweep.branching", True, f"needs train.optimizer=adamw (with {t.optimizer}, the weight decay "

@@ -28,13 +28,12 @@ from omegaconf import DictConfig
 
 from experiments.config.errors import ConfigError
 from experiments.config.naming import compact, point_label
-from experiments.config.plan import plan
+from experiments.config.plan import Plan, branching_on, cooldown_start, plan
 from experiments.launch.preflight import check_device, cuda_build, runs_here
 from experiments.launch.sweep import effective_grid, grid_overrides, point_error, stop_on_invalid_points
 from experiments.config.identity import trunk_identity
 from experiments.training.branching import sweep_cost
 from experiments.training.progress import fmt_seconds
-from experiments.training.trainer import cooldown_start
 from parcae import executed_flops_per_token
 from parcae.memory import choose_micro_batch, estimate
 
@@ -101,9 +100,10 @@ def cpu_throughput(root: Path) -> tuple[float, str]:
 
 
 def plan_point(cfg: DictConfig, world: int, gpu_gb: float, gpu_flops: float,
-               cpu_flops: float = NOMINAL_CPU_FLOPS) -> PointPlan:
-    """Validate one composed point and price it; ConfigError when it cannot run as launched."""
-    p = plan(cfg)
+               cpu_flops: float = NOMINAL_CPU_FLOPS, p: Plan | None = None) -> PointPlan:
+    """Validate one composed point (p: its plan, when already made) and price it; ConfigError when it cannot run
+    as launched."""
+    p = p or plan(cfg)
     t = cfg.train
     check_device(t.device, needs_visible_gpu=False, needs_cuda_build=False)  # a missing build: one note
     if t.batch_size % world:
@@ -153,12 +153,13 @@ def report(config: DictConfig) -> None:
     for overrides in points:
         try:
             cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
-            pp = plan_point(cfg, world, gpu_gb, gpu_flops, cpu_flops)
+            p = plan(cfg)
+            pp = plan_point(cfg, world, gpu_gb, gpu_flops, cpu_flops, p)
         except Exception as err:  # a ConfigError, or e.g. an unknown config group option
             errors.append(point_error(overrides, err))
             continue
         rows.append((point_label(cfg, varied), pp))
-        p = plan(cfg)  # the trunk a branch would share: its key without data (the same data for all points)
+        # The trunk a branch would share: its key without the data (the same data for every point).
         branches.append((trunk_identity(cfg, p.model, "dry-run"), pp.steps,
                          cooldown_start(pp.steps, cfg.train.cooldown_fraction), pp.device_hours / pp.steps))
     stop_on_invalid_points(errors, len(points))
@@ -186,7 +187,7 @@ def report(config: DictConfig) -> None:
         out.append(f"  estimated wall time: {fmt_seconds(total_h * 3600 / world)} in total, training only, one job at a "
                    f"time, at {cpu_flops / 1e9:.0f} GFLOP/s executed ({cpu_source})")
     with_b, without_b, trunks = sweep_cost(branches)
-    if config.sweep.get("branching"):
+    if branching_on(config):
         out.append(f"  cooldown branches (sweep.branching=true): {trunks} trunk(s); the sweep trains "
                    f"{with_b:.2f} {unit} instead of {without_b:.2f} ({with_b / without_b:.0%}); each point still counts "
                    "its whole budget (trunk prefix + cooldown)")

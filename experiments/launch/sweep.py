@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from experiments.tracking import store as tracking
 from experiments.config.errors import ConfigError, TrackingError, fail
-from experiments.config.plan import budget_overrides, plan
+from experiments.config.plan import branching_on, budget_overrides, plan
 from experiments.launch.sweep_status import write_manifest
 from experiments.training.job import identify
 
@@ -160,14 +160,6 @@ def _hand_to_jobs(config: DictConfig, key: str, value: str) -> None:
 SEED_KEY = "train.seed"
 
 
-def _task_value(config: DictConfig, key: str) -> str | None:
-    for o in config.hydra.overrides.task:
-        k, eq, v = str(o).lstrip("+").partition("=")
-        if k == key and eq:
-            return v
-    return None
-
-
 def add_seed_axis(config: DictConfig) -> None:
     """sweep.seeds=K: every grid point runs train.seed, train.seed + 1, ..., + K - 1 as K ordinary runs (a grid axis
     like any other, so names, status and resume show the seed). A seed grid of one's own is refused beside it."""
@@ -179,7 +171,7 @@ def add_seed_axis(config: DictConfig) -> None:
     base = int(config.train.seed)
     axis = ",".join(str(base + i) for i in range(k))
     grid = effective_grid(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
-    given = grid.get(SEED_KEY) or _task_value(config, SEED_KEY)
+    given = grid.get(SEED_KEY)  # a seed grid, from the sweep file or the command line
     if given is not None and "," in given:
         if given.replace(" ", "") == axis:  # a resume: the manifest holds the axis this rule wrote
             return
@@ -232,7 +224,7 @@ class PrepareSweep(Callback):
         from experiments.launch import dry_run, preflight  # both import this module
 
         add_seed_axis(config)
-        if config.sweep.get("branching") and config.train.get("warmup_tokens") is None:
+        if branching_on(config) and config.train.get("warmup_tokens") is None:
             _hand_to_jobs(config, "train.warmup_tokens", str(branch_warmup_tokens(config)))
         if config.sweep.get("dry_run"):
             dry_run.report(config)  # validates and prices every point, then exits: nothing is launched
@@ -240,7 +232,7 @@ class PrepareSweep(Callback):
                                needs_visible_gpu=preflight.runs_here(config.hydra.launcher.get("_target_")))
         task_overrides = list(config.hydra.overrides.task)
         jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides,
-                             register_branches=bool(config.sweep.get("branching")))
+                             register_branches=branching_on(config))
         n = len(jobs)
         # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
         write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,

@@ -1,7 +1,7 @@
 """Cooldown branches: one trunk per (model, µ_rec, seed, ...), one short cooldown per budget (sweep.branching=true).
 
 Under a WSD schedule (trainer.wsd_multiplier) with the warm-up given in tokens (train.warmup_tokens), a run of
-any length follows the same learning rate up to its cooldown start (trainer.cooldown_start), and its batches
+any length follows the same learning rate up to its cooldown start (config.plan.cooldown_start), and its batches
 (PackedStream.batch(step)), depth draws and h_0 seeds (the generator in the checkpoint) depend only on the step.
 So the isoFLOP points of one (model, µ_rec, seed) share their whole warm-up and stable phase: one trunk trains
 it, and each budget's run is a *branch* that starts from the trunk's checkpoint at its own cooldown start and
@@ -30,7 +30,6 @@ on SLURM give the branches of one trunk a small array_parallelism, or run the gr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -42,15 +41,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.config.errors import RunBusyError
 from experiments.config.identity import trunk_identity
-from experiments.config.plan import Plan
+from experiments.config.plan import Plan, branching_on, cooldown_start
 from experiments.training import checkpoint, record
 from experiments.training.run_dir import RunLock, clean_temp_files
-from experiments.training.trainer import MetricSink, cooldown_start, train
+from experiments.training.job import METRICS_NAME
+from experiments.training.trainer import MetricSink, train
 
 log = logging.getLogger("experiments.training.branching")
 TRUNK_PREFIX = "trunk-"
 STOPS_DIR = "stops.d"
-METRICS_NAME = "metrics.jsonl"
 BRANCH_POLL_S = float(os.environ.get("PARCAE_BRANCH_POLL_S", "5"))
 
 
@@ -70,7 +69,7 @@ class Branch:
 
 def branch_of(cfg: DictConfig, p: Plan, root: Path, content_hash: str) -> Branch | None:
     """The branch a run is under sweep.branching=true (None otherwise)."""
-    if not cfg.sweep.get("branching", False):
+    if not branching_on(cfg):
         return None
     h = trunk_identity(cfg, p.model, content_hash)
     start = cooldown_start(p.steps, cfg.train.cooldown_fraction)
@@ -229,10 +228,10 @@ def seed_branch(branch: Branch, run_dir: Path) -> bool:
         return False
     state = checkpoint.load(branch.stop)
     upto = int(state["step"])
+    # The trunk's record up to the stop, and the rows the stop carried in case a kill came before their flush:
+    # the branch's record.restore adds each row once.
     rows = [r for r in record.read_rows(branch.trunk_dir / METRICS_NAME) if r["step"] <= upto]
-    seen = {json.dumps(r, sort_keys=True) for r in rows}
-    rows += [r for r in state.get("metrics") or [] if json.dumps(r, sort_keys=True) not in seen]
-    state["metrics"] = sorted(rows, key=lambda r: r["step"])
+    state["metrics"] = sorted([*rows, *(state.get("metrics") or [])], key=lambda r: r["step"])
     state["final"] = {}
     state["branch"] = {"trunk": branch.trunk_hash, "from_step": upto}
     checkpoint.save(ckpt, state)

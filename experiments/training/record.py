@@ -81,7 +81,11 @@ def restore(path: Path, step: int, carried: Iterable[Row]) -> list[Row]:
     rows = read_rows(path)
     kept = [r for r in rows if r["step"] <= step]
     seen = {json.dumps(r, sort_keys=True) for r in kept}
-    kept += [r for r in carried if json.dumps(r, sort_keys=True) not in seen and r["step"] <= step]
+    for r in carried:
+        key = json.dumps(r, sort_keys=True)
+        if key not in seen and r["step"] <= step:
+            kept.append(r)
+            seen.add(key)
     if kept or Path(path).exists():  # also drops cut or undecodable lines: the next append starts clean
         _write_rows(Path(path), kept)
     return kept

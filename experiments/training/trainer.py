@@ -9,9 +9,7 @@ checkpoints. A W-process run reproduces the single-process run up to float round
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from experiments.training import record
 from experiments.training.faults import fault_point
 from experiments.training.progress import STATE_NAME, Progress
 from experiments.config.errors import ConfigError
-from experiments.config.plan import default_loops, eval_loops
+from experiments.config.plan import cooldown_start, default_loops, eval_loops, warmup_steps_of
 from experiments.data.bpb import bpb_from_tokens_per_byte
 from experiments.data.corpus import PackedStream
 from experiments.data.packing import check_data_position, data_position
@@ -44,24 +42,12 @@ def wsd_multiplier(step: int, total: int, warmup_fraction: float, cooldown_fract
     """Warm-up, stable, decay: linear warm-up, constant, then linear cooldown to 0 at `total`. The warm-up is a
     fraction of `total`, or `warmup_steps` when given (train.warmup_tokens: the same for runs of any length)."""
     warmup = int(warmup_fraction * total) if warmup_steps is None else warmup_steps
-    cooldown = int(cooldown_fraction * total)
+    start = cooldown_start(total, cooldown_fraction)
     if step < warmup:
         return (step + 1) / (warmup + 1)
-    if step >= total - cooldown and cooldown > 0:
-        return max(0.0, (total - step) / cooldown)
+    if step >= start and start < total:
+        return max(0.0, (total - step) / (total - start))
     return 1.0
-
-
-def cooldown_start(total: int, cooldown_fraction: float) -> int:
-    """The first step of the cooldown (wsd_multiplier's rule): where a cooldown branch leaves its trunk. Up to it
-    the schedule does not depend on `total` when the warm-up is given in steps."""
-    return total - int(cooldown_fraction * total)
-
-
-def warmup_steps_of(t, tokens_per_step: int) -> int | None:
-    """train.warmup_tokens in whole steps (None: the warm-up is train.warmup_fraction of the run)."""
-    tokens = getattr(t, "warmup_tokens", None)
-    return None if tokens is None else int(tokens) // tokens_per_step
 
 
 def build_optimizer(model: torch.nn.Module, t, total_steps: int) -> torch.optim.Optimizer:

@@ -13,6 +13,13 @@ SMALL = ["model.block_size=64", "train.batch_size=8", "data.val_rows=16", "train
          "train.checkpoint_every=5", "train.test_loops=[1,2,4,8]", "train.threads=1"]
 
 
+def sweep(root: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The sweep driver (python -m experiments.sweep, what make sweep runs), one thread per process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "experiments.sweep", f"paths.root={root}", *overrides], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def pretrain(root: Path, *overrides: str, timeout: float = 600, wait: bool = True):
     flags = [o for o in overrides if o.startswith("-")]  # Hydra wants its flags (-m) before overrides
     cmd = [sys.executable, "-m", "experiments.pretrain", *flags, f"paths.root={root}",

@@ -2,21 +2,11 @@
 prices, and how replicates decide an adaptive extension. The branches' training under kills is
 tests/faults/test_branching.py."""
 
-import subprocess
-import sys
-
 from experiments.launch.adaptive import extensions
 from experiments.training.branching import sweep_cost
-from experiments.training.trainer import cooldown_start, wsd_multiplier
-from helpers import REPO, SMALL, pretrain
-
-ENV_RUN = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _sweep(tmp_path, *args):
-    import os
-    return subprocess.run([sys.executable, "-m", "experiments.sweep", f"paths.root={tmp_path}", *args], cwd=REPO,
-                          env={**os.environ, **ENV_RUN}, capture_output=True, text=True, timeout=300)
+from experiments.config.plan import cooldown_start
+from experiments.training.trainer import wsd_multiplier
+from helpers import SMALL, pretrain, sweep
 
 
 def _one_error_line(out, key):
@@ -40,7 +30,7 @@ def test_seeds_beside_a_seed_grid_is_refused_and_nothing_launches(tmp_path):
 
 
 def test_dry_run_prices_branching_and_lists_every_seed(tmp_path):
-    out = _sweep(tmp_path, "sweep=isoflop", "sweep.dry_run=true", "sweep.branching=true", "sweep.seeds=2")
+    out = sweep(tmp_path, "sweep=isoflop", "sweep.dry_run=true", "sweep.branching=true", "sweep.seeds=2")
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr
     assert "mu1-C1e12-seed0" in text and "mu8-C4e12-seed1" in text

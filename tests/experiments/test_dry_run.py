@@ -2,9 +2,6 @@
 CUDA check before launching; the per-point memory estimate (parcae.memory); the executed-FLOP params of a run."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,14 +13,11 @@ from experiments.config.schema import register
 from experiments.launch.preflight import check_device, preflight
 from parcae import executed_flops_per_token, get_preset
 from parcae.memory import _saved_bytes, _shape_key, activation_bytes, choose_micro_batch, estimate
+from helpers import sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def sweep(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "experiments.sweep", f"paths.root={tmp_path}", *args], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow  # CI's `make test-slow`
