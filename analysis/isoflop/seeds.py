@@ -177,19 +177,19 @@ def seed_summaries(groups: list[IsoflopGroup]) -> list[SeedSummary]:
     return out
 
 
-BRANCH_COLUMNS = ["run", "branch_trunk", "trunk run", "branch_from_tokens", "tokens", "mean_recurrence",
+BRANCH_COLUMNS = ["run", "branch_trunk", "trunk directory", "branch_from_tokens", "tokens", "mean_recurrence",
                   "flop_budget", "status"]
 
 
 def branch_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Branched runs (tag branch.trunk) with their trunk, the trunk's run where the sweep holds it (by
-    config hash), the token count the branch was cut at and its own; empty when no run is branched.
-    runs: the sweep's runs with a ``run`` label column."""
+    """Branched runs (tag branch.trunk) with their trunk: its hash and its directory under the sweep's
+    paths.root (a trunk is not an MLflow run: it lives in runs/trunk-<hash>/, with its metrics.jsonl and
+    the checkpoints it keeps; docs/branching.md), the token count the branch was cut at and its own;
+    empty when no run is branched. runs: the sweep's runs with a ``run`` label column."""
     if "branch_trunk" not in runs or not runs["branch_trunk"].notna().any():
         return pd.DataFrame(columns=BRANCH_COLUMNS)
-    by_hash = runs.dropna(subset=["config_hash"]).drop_duplicates("config_hash").set_index("config_hash")["run"]
     br = runs[runs["branch_trunk"].notna()].copy()
-    br["trunk run"] = [by_hash.get(h, by_hash.get(f"trunk-{h}", "not in this sweep")) for h in br["branch_trunk"]]
+    br["trunk directory"] = [f"runs/trunk-{h}/" for h in br["branch_trunk"]]
     for col in BRANCH_COLUMNS:
         if col not in br:
             br[col] = np.nan

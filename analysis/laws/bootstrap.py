@@ -32,7 +32,8 @@ from analysis.progress import Stage
 # of a whole chunk of resamples run as array operations over a leading batch axis (``lm_refine_batch``;
 # every resample keeps its own damping, active set and stopping rule). A resample then costs about
 # 0.5 ms instead of ~20 ms of Python-level iterations; what is left is the L-BFGS-B finish of the
-# resamples LM leaves unconverged (on the default sweep, whose laws are not identified, about a third)
+# resamples LM leaves unconverged (on the default sweep, whose laws are not identified, 10-25 % of them
+# once a vanished term is held at its floor, against 50-85 % before: ``LawBootstrap.n_finished``)
 # and the chunks run on the analysis's worker pool (``analysis.workers``).
 
 BOOTSTRAP_METHOD = ("each refitted from the full-data optimum by a bounded Levenberg–Marquardt solve of the same "
@@ -87,7 +88,13 @@ def lm_refine_batch(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, W: np.n
         capped = ~reached & (it[A] >= LM_MAXITER)
         done[A[reached | capped]] = True
         conv[A[reached]] = True
-        A, free = A[~(reached | capped)], pg[~(reached | capped)] != 0
+        A, pg = A[~(reached | capped)], pg[~(reached | capped)]
+        # A parameter at a bound whose gradient is below the tolerance is held there. Typically a
+        # log-coefficient at its floor (a term that vanished, E -> 0): its curvature is ~exp(-40), so
+        # a free step along it is so long that every step was rejected until the damping gave up, and
+        # the resample fell to L-BFGS-B (most of them on the default sweep).
+        at_bound = (th[A] <= lo[A] + 1e-12) | (th[A] >= hi[A] - 1e-12)
+        free = (pg != 0) & ~(at_bound & (np.abs(pg) <= gtol[A, None]))
         if A.size == 0:
             break
         rA = np.abs(r[A])
@@ -166,9 +173,9 @@ def _grid_scores(law: Law, X: dict, L: np.ndarray, W: np.ndarray, stride: int,
 
 
 def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray,
-                s: FitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                s: FitSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Warm refits of the resamples W (rows) from theta0, all at once by ``lm_refine_batch``, the ones
-    it leaves unconverged finished one by one by L-BFGS-B: (thetas, objectives, ok)."""
+    it leaves unconverged finished one by one by L-BFGS-B: (thetas, objectives, ok, finished by L-BFGS-B)."""
     law = LAWS[law_name]
     X_all, L_all = design.X(), design.loss
     lnL_all = np.log(L_all)
@@ -179,7 +186,8 @@ def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray
     scale = np.array([s.effective_scale(float(w.sum())) for w in W])
     thetas, f, ok, _ = lm_refine_batch(law, theta0, X_all, lnL_all, W, lo, hi, s.delta, scale,
                                        s.gtol_rel * scale * s.delta**2)
-    for i in np.nonzero(~ok)[0]:
+    finished = ~ok
+    for i in np.nonzero(finished)[0]:
         # finish with the reference optimiser from where LM stopped (a long valley, typically E → 0
         # where the gradient fades exponentially: capped, and counted as not converged when the cap
         # is reached — the report warns about such refits)
@@ -192,11 +200,11 @@ def _warm_chunk(law_name: str, design: Design, W: np.ndarray, theta0: np.ndarray
             thetas[i], f[i] = res.x, float(res.fun)
         ok[i] = bool(res.success) or bool(_accept(thetas[i], res.jac, lo[i], hi[i], f[i],
                                                   scale[i] * s.delta**2))
-    return thetas, f / scale, ok
+    return thetas, f / scale, ok, finished
 
 
 def _in_chunks(fn, law_name: str, design: Design, W: np.ndarray, extra: tuple, inline: bool,
-               tick) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               tick) -> tuple[np.ndarray, ...]:
     """fn(law_name, design, W[chunk], *extra) over chunks of resamples, on the shared worker pool
     unless ``inline``; ``tick(n)`` as each chunk finishes. Same result whatever the pool's size."""
     # a few chunks per worker: balance, a progress tick now and then, and batches big enough for
@@ -206,17 +214,18 @@ def _in_chunks(fn, law_name: str, design: Design, W: np.ndarray, extra: tuple, i
     jobs = [(law_name, design, W[sl], *extra) for sl in parts]
     done = workers.run_all(fn, jobs, on_done=lambda i, _: tick(parts[i].stop - parts[i].start),
                            inline=inline)
-    return tuple(np.concatenate([d[k] for d in done]) for k in range(3))
+    return tuple(np.concatenate([d[k] for d in done]) for k in range(len(done[0])))
 
 
 def _warm_refits(law: Law, design: Design, W: np.ndarray, full: LawFit, s: FitSettings,
-                 on_step, inline: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Warm Levenberg–Marquardt refits of every resample; returns (thetas, objectives, ok, needs_cold)."""
-    thetas, objs, ok = _in_chunks(_warm_chunk, law.name, design, W, (full.theta, s), inline, on_step)
+                 on_step, inline: bool) -> tuple[np.ndarray, ...]:
+    """Warm Levenberg–Marquardt refits of every resample; returns (thetas, objectives, ok, needs_cold,
+    finished by L-BFGS-B)."""
+    thetas, objs, ok, finished = _in_chunks(_warm_chunk, law.name, design, W, (full.theta, s), inline, on_step)
     grid_best = _grid_scores(law, design.X(), design.loss, W, s.grid_stride, s.delta)
     # A grid point strictly below the warm optimum (beyond rounding) means another, lower basin.
     needs_cold = grid_best < objs * (1 - 1e-9) - 1e-300
-    return thetas, objs, ok, needs_cold
+    return thetas, objs, ok, needs_cold, finished
 
 
 def _boot_chunk(law_name: str, design: Design, weights: np.ndarray,
@@ -247,6 +256,7 @@ class LawBootstrap:
     settings: FitSettings = field(default_factory=FitSettings)
     seconds: float = float("nan")
     n_cold: int = 0                  # resamples refitted cold (multi-start) instead of warm
+    n_finished: int = 0              # warm refits Levenberg–Marquardt left to L-BFGS-B (the slow path)
 
     @property
     def n_boot(self) -> int:
@@ -302,12 +312,13 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
     objs = np.full(n_boot, np.inf)
     ok = np.zeros(n_boot, dtype=bool)
     cold = np.ones(n_boot, dtype=bool)
+    finished = np.zeros(n_boot, dtype=bool)
     multimodal = False
     if warm:
         full = fit or fit_law(law, design, settings=FitSettings(delta=s.delta, scale=s.scale))
         multimodal = any(f.startswith("distinct minima") for f in full.flags)
         if not multimodal:
-            thetas, objs, ok, cold = _warm_refits(law, design, W, full, s, tick, inline)
+            thetas, objs, ok, cold, finished = _warm_refits(law, design, W, full, s, tick, inline)
     if cold.any():
         idx = np.nonzero(cold)[0]
         # the warm pass already counted these resamples on the bar
@@ -328,7 +339,7 @@ def bootstrap_law(law: Law | str, design: Design, n_boot: int = 1000, seed: int 
             if np.all(np.isfinite(th)):
                 preds[i] = law.predict(th, Xp)
     return LawBootstrap(law, dict(design.centres), samples, thetas, ok, preds,
-                        design.n_clusters, s, seconds, int(cold.sum()))
+                        design.n_clusters, s, seconds, int(cold.sum()), int(finished.sum()))
 
 
 def _raw_samples(law: Law, thetas: np.ndarray, centres: dict[str, float]) -> dict[str, np.ndarray]:

@@ -87,7 +87,9 @@ def branches_section(branches: pd.DataFrame) -> str | None:
                                  "tokens": "tokens (total)", "mean_recurrence": "µ_rec", "flop_budget": "C"})
     return ("## Branched runs\n\nRuns cut from a trunk's checkpoint and cooled down (`branch.trunk`, "
             f"`branch.from_tokens`): {len(t)} branch(es) of {t['trunk (hash)'].nunique()} trunk(s). They share "
-            "the trunk's training up to the branch point, so their losses are not independent.\n\n" + table(t))
+            "the trunk's training up to the branch point, so their losses are not independent. A trunk is not an "
+            "MLflow run: its curve is in the trunk directory's metrics.jsonl, under the sweep's paths.root.\n\n"
+            + table(t))
 
 
 def summary_entry(summaries: list[SeedSummary]) -> list[dict]:

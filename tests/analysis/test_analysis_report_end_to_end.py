@@ -294,4 +294,4 @@ def test_seed_replicate_and_branch_tags_are_read(store):
     assert df.loc["s0", "replicate_of"] == "p1" and pd.isna(df.loc["trunk", "replicate_of"])
     assert df.loc["s1", "branch_trunk"] == "t9" and df.loc["s1", "branch_from_tokens"] == 6e6
     t = branch_table(with_labels(df.reset_index()))
-    assert t["run"].tolist() == ["s1 (p1s1)"] and t["trunk run"].tolist() == ["trunk (t9)"]
+    assert t["run"].tolist() == ["s1 (p1s1)"] and t["trunk directory"].tolist() == ["runs/trunk-t9/"]

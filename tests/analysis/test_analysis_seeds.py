@@ -124,7 +124,7 @@ def test_branched_runs_are_listed_with_their_trunks():
         "tokens": [1e7, 7e6, 9e6, 5e6], "mean_recurrence": [4, 4, 4, 2], "flop_budget": [1e12] * 4,
         "status": ["FINISHED"] * 4})
     t = branch_table(runs)
-    assert t["run"].tolist() == ["b1 (h1)", "b2 (h2)"] and set(t["trunk run"]) == {"trunk (t1)"}
+    assert t["run"].tolist() == ["b1 (h1)", "b2 (h2)"] and set(t["trunk directory"]) == {"runs/trunk-t1/"}
     text = branches_section(t)
-    assert "2 branch(es) of 1 trunk(s)" in text and "| b1 (h1) | t1 | trunk (t1) |" in text
+    assert "2 branch(es) of 1 trunk(s)" in text and "| b1 (h1) | t1 | runs/trunk-t1/ |" in text
     assert branch_table(runs.drop(columns=["branch_trunk"])).empty and branches_section(branch_table(runs[3:])) is None

@@ -1,16 +1,16 @@
-"""The warm-start bootstrap (analysis.fit): same resample optima as the cold multi-start reference,
-its basin check, and a default-sweep-sized analysis that stays in seconds."""
+"""The warm-start bootstrap (analysis.laws.bootstrap): same resample optima as the cold multi-start reference,
+its basin check, and a default-sweep-sized bootstrap that stays on its fast path."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analysis.laws.bootstrap import _grid_scores, bootstrap_law, lm_refine
-from analysis.laws.point_fit import BOOT_GRID_STRIDE, FitSettings, fit_law, objective, varpro_starts
+from analysis.laws.bootstrap import _grid_scores, bootstrap_law, bootstrap_weights, lm_refine
+from analysis.laws.point_fit import (BOOT_GRID_STRIDE, FitSettings, _bound_arrays, _bounds, fit_law, objective,
+                                     varpro_starts)
 from analysis.laws.forms import CHINCHILLA, design_from_frame
 from analysis.synth import chinchilla_design
 
@@ -56,19 +56,41 @@ def test_grid_scores_are_the_variable_projection_scores():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_default_sweep_sized_bootstrap_is_seconds(tmp_path):
-    """12 runs (conf/sweep/isoflop.yaml) × 300 resamples of the Parcae law: warm refits, in seconds
-    (a generous bound for a shared 2-core machine; make bench-fit measures the whole analysis)."""
+def test_default_sweep_sized_bootstrap_stays_on_the_fast_path(tmp_path):
+    """12 runs (conf/sweep/isoflop.yaml) × 200 resamples of the Parcae law: every resample refitted warm,
+    and Levenberg–Marquardt converges for most of them, leaving few to the slow L-BFGS-B finish (the
+    time itself is measured by make bench-fit, not asserted here)."""
     from analysis.runs import load_runs, split_usable
     uri = default_sweep_store(tmp_path)
     usable, _ = split_usable(load_runs(uri, "parcae", "isoflop"))
     d = design_from_frame(usable, "parcae")
-    t0 = time.perf_counter()
-    boot = bootstrap_law("parcae", d, n_boot=300, seed=0, progress=lambda n: None)
-    assert time.perf_counter() - t0 < 30
-    assert boot.n_boot == 300 and boot.success.mean() > 0.9
+    boot = bootstrap_law("parcae", d, n_boot=200, seed=0, progress=lambda n: None)
+    assert boot.n_boot == 200 and boot.success.mean() > 0.9
+    assert boot.n_cold == 0 and boot.n_finished <= 40  # measured: 19 of 200
     lo, hi = boot.interval("beta", 0.95)
     assert lo < 0.3 < hi  # the store's true beta
+
+
+def test_a_vanishing_term_is_held_at_its_floor():
+    """E = 0 in truth: the fit puts ln E at its floor (forms.LOG_TINY). Levenberg–Marquardt must hold it
+    there and converge; free, its ~exp(-40) curvature made every step too long, so every resample was
+    rejected step after step and fell to L-BFGS-B (the analysis of the default sweep slowed down 1.4×)."""
+    from analysis.synth import CHINCHILLA_TRUE
+    truth = dict(CHINCHILLA_TRUE, E=0.0)
+    d = chinchilla_design(truth, rng=np.random.default_rng(3), n_per=6, budgets=np.geomspace(1e18, 1e21, 4))
+    fit = fit_law(CHINCHILLA, d)
+    assert any(f.startswith("E ≈ 0") for f in fit.flags)
+    X, lnL, s = d.X(), np.log(d.loss), FitSettings()
+    lo, hi = (np.array(b) for b in _bound_arrays(_bounds(CHINCHILLA, lnL)))
+    for w in bootstrap_weights(d, 20, np.random.default_rng(0)):
+        scale = s.effective_scale(w.sum())
+        th, _, conv, it = lm_refine(CHINCHILLA, fit.theta, X, lnL, w, lo, hi, s.delta, scale,
+                                    s.gtol_rel * scale * s.delta**2)
+        # measured: at most 5 steps each; free, one resample hit the 200-step cap and three took 14-42
+        assert conv and it <= 10 and th[0] == lo[0]
+    boot = bootstrap_law(CHINCHILLA, d, n_boot=50, seed=1, inline=True, fit=fit, progress=lambda n: None)
+    assert boot.success.all() and boot.n_cold == 0 and boot.n_finished == 0
+    np.testing.assert_allclose(np.median(boot.samples["alpha"]), truth["alpha"], rtol=1e-3)
 
 
 def test_progress_prints_plain_lines_off_a_terminal(monkeypatch):
