@@ -22,7 +22,7 @@ from analysis.isoflop.approach2 import LABEL
 from analysis.isoflop.conventions import convention_entry
 from analysis.isoflop.groups import isoflop_group, sweep_groups
 from analysis.isoflop.optima import AXIS_COLUMN
-from analysis.isoflop.seeds import branch_table, seed_summaries
+from analysis.isoflop.seeds import branch_table, seed_summaries, seed_summaries_from_runs
 from analysis.laws.agreement import compare_approaches
 from analysis.laws.results import fit_sweep_laws, law_supported
 from analysis.options import Options
@@ -89,7 +89,7 @@ def compute_sweep(raw: pd.DataFrame, tracking_uri: str, experiment: str, sweep_i
             res.stability = Stability(stability.stability_table(raw, hist, th), hist, th)
     with stage("isoFLOP (fits, bootstrap)"):
         res.isoflop = sweep_groups(usable, opts)
-        res.seeds = seed_summaries(res.isoflop)
+        res.seeds = seed_summaries(res.isoflop) or seed_summaries_from_runs(usable)
     with stage("compute conventions"):
         res.conventions = convention_entry(usable, opts)
     with stage("test-time (fits)"):
@@ -115,7 +115,7 @@ def compute_table(t: Table, opts: Options) -> Results:
                  if np.isfinite(df[AXIS_COLUMN[a]].to_numpy(dtype=float)).any())
     name = str(df["model_name"].iloc[0])
     res.isoflop = [isoflop_group(name, df, opts, axes, np.random.default_rng(opts.seed))]
-    res.seeds = seed_summaries(res.isoflop)
+    res.seeds = seed_summaries(res.isoflop) or seed_summaries_from_runs(df)
     _laws(res, df)
     res.holdout = holdout_predictions(df, axes, opts, name)
     res.warnings = collect_warnings(res)

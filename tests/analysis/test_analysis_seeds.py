@@ -10,10 +10,11 @@ import pytest
 
 from analysis.compute import compute_table
 from analysis.isoflop.profiles import akima_optimum, averaged, fit_parabola
-from analysis.isoflop.seeds import DISTINGUISHABLE, NOT_DISTINGUISHABLE, NOT_JUDGED, branch_table, compare
+from analysis.isoflop.seeds import (DISTINGUISHABLE, NOT_DISTINGUISHABLE, NOT_JUDGED, branch_table, compare,
+                                    seed_summaries_from_runs)
 from analysis.options import Options
 from analysis.report.render import summary_of
-from analysis.report.seeds_section import branches_section, seeds_section
+from analysis.report.seeds_section import branches_section, seeds_line, seeds_section
 from analysis.runs.table import TableError, load_table
 from analysis.synth import CHINCHILLA_TRUE, chinchilla_loss, isoflop_grid
 
@@ -128,3 +129,22 @@ def test_branched_runs_are_listed_with_their_trunks():
     text = branches_section(t)
     assert "2 branch(es) of 1 trunk(s)" in text and "| b1 (h1) | t1 | runs/trunk-t1/ |" in text
     assert branch_table(runs.drop(columns=["branch_trunk"])).empty and branches_section(branch_table(runs[3:])) is None
+
+
+def test_two_loop_counts_on_two_seeds_are_compared_without_an_isoflop_fit():
+    """isoflop-long on 2 seeds and 2 µ_rec: no budget has the 3 values an optimum needs, so the isoFLOP
+    analysis is skipped, but the seed noise and µ_rec = 2 against µ_rec = 1 are still measured, paired over
+    seeds (the losses are the branched run's, docs/pilot.md)."""
+    runs = pd.DataFrame({"flop_budget": [2.4e13] * 4 + [1.2e13] * 2, "mean_recurrence": [1, 1, 2, 2, 1, 2],
+                         "seed": pd.array([0, 1, 0, 1, 0, 0], dtype="Int64"),
+                         "loss": [1.304419, 1.304431, 1.312067, 1.308940, 1.340814, 1.353137]})
+    (s,) = seed_summaries_from_runs(runs)
+    one, two = s.budgets
+    assert one.budget == 1.2e13 and one.verdict == "cannot be judged"  # one seed there
+    assert two.best == pytest.approx(1) and two.seeds_min == two.seeds_max == 2
+    (c,) = two.comparisons
+    assert c.diff == pytest.approx((0.007648 + 0.004509) / 2, abs=1e-6) and c.method == "paired over 2 seeds"
+    assert c.lo < 0 < c.hi and two.verdict == "not distinguishable"
+    line = seeds_line(s, False)
+    assert "C = 2.4e+13" in line and "µ_rec = 1 not distinguishable from 2 (+0.00608" in line
+    assert seed_summaries_from_runs(runs[runs["mean_recurrence"] == 1]) == []
