@@ -110,7 +110,7 @@ compare: $(STAMP)
 # a trained sweep are built once); TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm and not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 -m "not slurm and not slow" $(ARGS)
 
 # The tests marked slow (minutes each: more torchrun launches and fault cases, store repairs, compile, the UI's
 # sweep store); CI runs them after make test.

@@ -10,7 +10,12 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 import harness as h
+
+# about 3 minutes of sweeps on 2 cores, the last file of the default suite to finish: CI's `make test-slow`
+pytestmark = pytest.mark.slow
 
 # Budgets 2e10 and 4e10 FLOPs of the harness job: 21 and 42 steps, cooldown_fraction 0.5, so the branches leave the
 # trunk at steps 11 and 21. In one process the train.step fault point counts: job 1's trunk steps 1-11, its branch
