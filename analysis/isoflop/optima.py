@@ -18,6 +18,7 @@ point estimate and inside its bootstrap so that the interval describes the same 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -274,6 +275,18 @@ def _mixed_points(grp: pd.DataFrame, column: str) -> str | None:
             "`replicate_of` tags differ, so they differ in more than the seed) are averaged as replicates")
 
 
+def budget_runs(df: pd.DataFrame, axis: str) -> Iterator[tuple[float, pd.DataFrame, np.ndarray | None]]:
+    """Per flop_budget in increasing order (runs without one, token-budget runs, are left out): its runs with a
+    finite, positive value on ``axis`` (a column name or an AXIS_COLUMN key) and their training seeds (None
+    without a ``seed`` column)."""
+    column = AXIS_COLUMN.get(axis, axis)
+    data = df[np.isfinite(df["flop_budget"].to_numpy(dtype=float))]
+    for budget, grp in data.groupby("flop_budget", sort=True):
+        v = grp[column].to_numpy(dtype=float)
+        grp = grp[np.isfinite(v) & (v > 0)]
+        yield float(budget), grp, (grp["seed"].to_numpy(dtype=float, na_value=np.nan) if "seed" in grp else None)
+
+
 def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
                    rng: np.random.Generator | None = None,
                    keep_flagged: bool = False, cfg: qc.QCConfig = qc.QCConfig()) -> list[BudgetOptimum]:
@@ -284,13 +297,9 @@ def isoflop_optima(df: pd.DataFrame, axis: str, n_boot: int = 0,
     a FLOP budget (token-budget runs) are ignored."""
     column = AXIS_COLUMN.get(axis, axis)
     rng = rng or np.random.default_rng(0)
-    data = df[np.isfinite(df["flop_budget"].to_numpy(dtype=float))]
     out: list[BudgetOptimum] = []
-    for budget, grp in data.groupby("flop_budget", sort=True):
-        v = grp[column].to_numpy(dtype=float)
-        grp = grp[np.isfinite(v) & (v > 0)]
-        seeds = grp["seed"].to_numpy(dtype=float, na_value=np.nan) if "seed" in grp else None
-        o = budget_optimum(float(budget), axis, grp[column].to_numpy(dtype=float),
+    for budget, grp, seeds in budget_runs(df, axis):
+        o = budget_optimum(budget, axis, grp[column].to_numpy(dtype=float),
                            grp["loss"].to_numpy(dtype=float),
                            list(grp["run" if "run" in grp else "run_id"].astype(str)),
                            n_boot, rng, keep_flagged, cfg, seeds)

@@ -25,7 +25,7 @@ from scipy import stats
 from analysis.estimation import LEVEL, t_critical
 from analysis.isoflop.approach2 import LABEL
 from analysis.isoflop.groups import IsoflopGroup
-from analysis.isoflop.optima import BudgetOptimum
+from analysis.isoflop.optima import AXIS_COLUMN, BudgetOptimum, budget_runs
 
 DISTINGUISHABLE = "distinguishable"
 NOT_DISTINGUISHABLE = "not distinguishable"
@@ -142,6 +142,16 @@ def compare(best: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.nda
     return Comparison(neighbour, diff, float(lo), float(hi), int(n), method, verdict)
 
 
+@dataclass
+class _GridPoints:
+    """The part of a BudgetOptimum that ``budget_seeds`` reads: one budget's runs along one axis."""
+
+    budget: float
+    x: np.ndarray       # ln of the axis value
+    y: np.ndarray       # loss
+    seeds: np.ndarray   # training seed (NaN: not logged)
+
+
 def budget_seeds(o: BudgetOptimum | _GridPoints) -> BudgetSeeds:
     """Seed noise and the optimum against its grid neighbours, on one budget's kept runs."""
     x, y = o.x, o.y
@@ -177,37 +187,24 @@ def seed_summaries(groups: list[IsoflopGroup]) -> list[SeedSummary]:
     return out
 
 
-@dataclass
-class _GridPoints:
-    """The part of a BudgetOptimum that ``budget_seeds`` reads: one budget's runs along one axis."""
-
-    budget: float
-    x: np.ndarray       # ln of the axis value
-    y: np.ndarray       # loss
-    seeds: np.ndarray   # training seed (NaN: not logged)
-
-
 def seed_summaries_from_runs(usable: pd.DataFrame, axis: str = "mean_recurrence") -> list[SeedSummary]:
     """The seed analysis straight from the runs, for a sweep whose isoFLOP analysis was skipped (fewer than
     3 values of the axis per budget: no optimum to fit). With two µ_rec values and K seeds the question a
     sweep asks, which value is lower and by more than the noise, is still answered: per budget, the seed
     noise and the best grid point against its neighbours, paired over seeds. Empty when no budget has two
     values of the axis (or the columns are missing)."""
-    from analysis.isoflop.optima import AXIS_COLUMN
-
     column = AXIS_COLUMN.get(axis, axis)
     if not {"flop_budget", column, "loss"} <= set(usable.columns):
         return []
     budgets = []
-    for budget, grp in usable.groupby("flop_budget", sort=True):
-        v = grp[column].to_numpy(dtype=float)
-        ok = np.isfinite(v) & (v > 0) & np.isfinite(grp["loss"].to_numpy(dtype=float))
-        if np.unique(v[ok]).size < 2:
+    for budget, grp, seeds in budget_runs(usable, axis):
+        y = grp["loss"].to_numpy(dtype=float)
+        ok = np.isfinite(y)
+        v = grp[column].to_numpy(dtype=float)[ok]
+        if np.unique(v).size < 2:
             continue
-        seeds = (grp["seed"].to_numpy(dtype=float, na_value=np.nan) if "seed" in grp
-                 else np.full(len(grp), np.nan))[ok]
-        budgets.append(budget_seeds(_GridPoints(float(budget), np.log(v[ok]),
-                                                grp["loss"].to_numpy(dtype=float)[ok], seeds)))
+        seeds = np.full(ok.size, np.nan) if seeds is None else seeds
+        budgets.append(budget_seeds(_GridPoints(budget, np.log(v), y[ok], seeds[ok])))
     return [SeedSummary("all runs (isoFLOP analysis skipped)", axis, budgets)] if budgets else []
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from analysis import workers
 from analysis.estimation import LEVEL, cluster_weights, huber, percentile_interval
 from analysis.laws.forms import LAWS, Design, Law
-from analysis.laws.point_fit import (BOOT_GRID_STRIDE, N_STARTS_BOOT, FitSettings, LawFit, _accept,
+from analysis.laws.point_fit import (BOOT_GRID_STRIDE, N_STARTS_BOOT, FitSettings, LawFit, _accept, _at_bounds,
                                      _bound_arrays, _projected, _bounds, _grid_points, _refine, derived_quantities,
                                      fit_law)
 from analysis.progress import Stage
@@ -93,8 +93,8 @@ def lm_refine_batch(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, W: np.n
         # log-coefficient at its floor (a term that vanished, E -> 0): its curvature is ~exp(-40), so
         # a free step along it is so long that every step was rejected until the damping gave up, and
         # the resample fell to L-BFGS-B (most of them on the default sweep).
-        at_bound = (th[A] <= lo[A] + 1e-12) | (th[A] >= hi[A] - 1e-12)
-        free = (pg != 0) & ~(at_bound & (np.abs(pg) <= gtol[A, None]))
+        at_lo, at_hi = _at_bounds(th[A], lo[A], hi[A])
+        free = (pg != 0) & ~((at_lo | at_hi) & (np.abs(pg) <= gtol[A, None]))
         if A.size == 0:
             break
         rA = np.abs(r[A])

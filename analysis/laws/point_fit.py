@@ -202,10 +202,15 @@ def _refine(law: Law, th0: np.ndarray, X: dict, lnL: np.ndarray, w: np.ndarray,
                     method="L-BFGS-B", bounds=bounds, options=options)
 
 
+def _at_bounds(th: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(at its lower bound, at its upper bound) per parameter, to 1e-12."""
+    return th <= lo + 1e-12, th >= hi - 1e-12
+
+
 def _projected(th: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The gradient with the components that push against an active bound zeroed (as L-BFGS-B tests)."""
-    blocked = ((th <= lo + 1e-12) & (g > 0)) | ((th >= hi - 1e-12) & (g < 0))
-    return np.where(blocked, 0.0, g)
+    at_lo, at_hi = _at_bounds(th, lo, hi)
+    return np.where((at_lo & (g > 0)) | (at_hi & (g < 0)), 0.0, g)
 
 
 def _accept(th, g, lo, hi, f, floor):

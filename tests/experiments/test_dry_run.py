@@ -18,8 +18,6 @@ from helpers import sweep
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 @pytest.mark.slow  # CI's `make test-slow`
 def test_gpu_sweep_dry_run_on_slurm_prices_every_point_and_submits_nothing(tmp_path):
     # The isoflop-gpu file's recipe, with the grid narrowed on the command line to its extremes.
