@@ -15,6 +15,8 @@ from analysis.laws.forms import Design, design_from_frame
 from analysis.laws.point_fit import LawFit, fit_law
 
 MIN_RUNS = 6
+# distinct values of each law input (law_supported says why three)
+MIN_DISTINCT = 3
 
 
 @dataclass
@@ -49,15 +51,21 @@ def size_column(usable: pd.DataFrame) -> str:
 
 
 def law_supported(usable: pd.DataFrame) -> tuple[bool, str]:
-    """>= 6 runs, >= 2 distinct values of N (unrolled) or mu_rec, and >= 2 of D."""
+    """>= 6 runs, >= 3 distinct values of N (unrolled) or mu_rec, and >= 3 of D.
+
+    Three, not two: a term A / X^a has a scale and an exponent, and beside the floor E those are three
+    unknowns along X. With two values of X any exponent fits once A and E move with it, so the law is
+    unidentified by design; its bootstrap then finds a different minimum on every resample (each one
+    refitted cold, minutes on a laptop) to report an interval that says nothing."""
     size = size_column(usable)
     ok = usable[np.isfinite(usable[size].astype(float))
                 & np.isfinite(usable["tokens"].astype(float))]
     n_n = max(ok[size].nunique(), ok["mean_recurrence"].nunique())
     n_d = ok["tokens"].nunique()
-    if len(ok) < MIN_RUNS or n_n < 2 or n_d < 2:
-        return False, (f"needs >= {MIN_RUNS} runs with >= 2 distinct N (or mu_rec) and D; "
-                       f"have {len(ok)} runs, {n_n} N/mu_rec values, {n_d} D values")
+    if len(ok) < MIN_RUNS or n_n < MIN_DISTINCT or n_d < MIN_DISTINCT:
+        return False, (f"needs >= {MIN_RUNS} runs with >= {MIN_DISTINCT} distinct N (or mu_rec) and "
+                       f">= {MIN_DISTINCT} distinct D; have {len(ok)} runs, {n_n} N/mu_rec values, "
+                       f"{n_d} D values")
     return True, f"{len(ok)} runs, {n_n} distinct N(mu_rec), {n_d} distinct D"
 
 

@@ -52,6 +52,16 @@ def test_law_section_skips_small_sweeps():
     assert text.startswith("## Parametric law\n\nSkipped")
 
 
+def test_law_needs_three_values_of_each_input():
+    # one model, two loop counts: two unrolled sizes, so A / N^alpha has no third point to pin alpha
+    df = _frame(mus=(1, 2))
+    df = df[df["model_name"] == "w1.0"]
+    ok, why = law_supported(df)
+    assert not ok and "2 N/mu_rec values" in why and ">= 3 distinct N" in why
+    ok, _ = law_supported(_frame(mus=(1, 2, 4)).query("model_name == 'w1.0'"))
+    assert ok
+
+
 def test_holdout_exact_on_noiseless_surface():
     h = holdout_largest_budget("parcae", _frame())
     assert h["n_test"] == 8 and h["max_are"] < 1e-6
