@@ -63,12 +63,14 @@ def effective_grid(sweeper_params: dict[str, str] | None, task_overrides: list[s
 
 
 def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
-                  task_overrides: list[str], register_branches: bool = False) -> list[tuple[list[str], str]]:
-    """Compose and validate every grid point; returns each point's overrides and run identity. Raises
-    SystemExit(2) listing every invalid point, before any job starts. register_branches: ask each cooldown
-    branch's trunk to keep its stop (experiments.training.branching), so whichever job trains a trunk keeps all."""
+                  task_overrides: list[str], register_branches: bool = False
+                  ) -> tuple[list[tuple[list[str], str]], dict[str, str]]:
+    """Compose and validate every grid point; returns each point's overrides and run identity, and the trunk of
+    each cooldown branch (run identity -> trunk hash; empty without branching). Raises SystemExit(2) listing
+    every invalid point, before any job starts. register_branches: ask each cooldown branch's trunk to keep its
+    stop (experiments.training.branching), so whichever job trains a trunk keeps all."""
     from experiments.training import branching  # torch: only once a sweep is really prepared
-    errors, jobs = [], []
+    errors, jobs, trunks = [], [], {}
     corpus_hashes: dict[tuple[Path, str, int], str] = {}
     grid = grid_overrides(sweeper_params, task_overrides)
     for overrides in grid:
@@ -86,10 +88,11 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
             branch = branching.branch_of(cfg, p, key[0], corpus_hashes[key]) if register_branches else None
             if branch:
                 branching.register_stop(branch)
+                trunks[jobs[-1][1]] = branch.trunk_hash
         except ConfigError as err:
             errors.append(f"  {' '.join(overrides)} -> {err}")
     stop_on_invalid_points(errors, len(grid))
-    return jobs
+    return jobs, trunks
 
 
 def point_error(overrides: list[str], err: Exception) -> str:
@@ -231,12 +234,12 @@ class PrepareSweep(Callback):
         preflight.check_device(config.train.device,
                                needs_visible_gpu=preflight.runs_here(config.hydra.launcher.get("_target_")))
         task_overrides = list(config.hydra.overrides.task)
-        jobs = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides,
+        jobs, trunks = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides,
                              register_branches=branching_on(config))
         n = len(jobs)
         # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
         write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,
-                       task_overrides, jobs)
+                       task_overrides, jobs, trunks)
         self._parent = prepare_tracking(config, n)
         if self._parent:
             _hand_to_jobs(config, PARENT_OVERRIDE, self._parent[1])

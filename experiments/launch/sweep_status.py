@@ -41,13 +41,17 @@ from experiments.config.errors import RunDirError, one_line
 from experiments.config.naming import point_label
 from experiments.config.plan import resolve_model
 from experiments.tracking import store as tracking
+from experiments.training.branching import TRUNK_PREFIX, kept_stops, registered_stops
 from experiments.training.job import CONFIG_NAME, METRICS_NAME, read_metrics
 from experiments.training.progress import fmt_seconds, read_state
-from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, process_alive, read_status,
-                                          waiting_lock)
+from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, RunLock, process_alive,
+                                          read_status, waiting_lock)
 
 MANIFEST = "manifest.json"
 QUEUED, NOT_STARTED, INTERRUPTED, CORRUPT = "queued", "not started", "interrupted", "corrupt"
+# A job holds the run's lock but has not written status.json yet: a cooldown branch waiting for, or training, its
+# trunk's stop (AT_TRUNK), or any run in its first seconds (STARTING).
+AT_TRUNK, STARTING = "at trunk", "starting"
 MISSING = NOT_STARTED  # no status.json: not started, or queued while its sweep goes on (sweep_status)
 NOT_DONE = (QUEUED, NOT_STARTED, FAILED, INTERRUPTED)
 
@@ -65,13 +69,14 @@ def read_manifest(root: Path, sweep_id: str) -> dict[str, Any]:
 
 
 def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: list[str],
-                   jobs: list[tuple[list[str], str]]) -> Path:
+                   jobs: list[tuple[list[str], str]], trunks: dict[str, str] | None = None) -> Path:
     """Add one invocation of a sweep (its command's overrides and grid points) to the sweep's manifest.
 
     A sweep grows by running more commands with the same sweep_id (a grid, then extra points): the
     manifest is the union of their grid points (one entry per config hash, first overrides kept) and
     lists every invocation, so that status and resume cover all of them. Concurrent drivers of one sweep
-    serialise on a lock file next to the manifest."""
+    serialise on a lock file next to the manifest. trunks: the trunk hash of each cooldown branch (run identity ->
+    trunk, sweep.branching=true), kept on its entry so that status can show the trunks."""
     path = manifest_path(root, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A secret given as an override is not stored (resume then asks for the original command): store.scrub.
@@ -81,7 +86,8 @@ def write_manifest(root: Path, sweep_id: str, config_name: str, task_overrides: 
         manifest = read_manifest(root, sweep_id) if path.exists() else {"sweep_id": sweep_id, "jobs": [],
                                                                         "invocations": []}
         known = {j["config_hash"] for j in manifest["jobs"]}
-        manifest["jobs"] += [{"overrides": o, "config_hash": h} for o, h in jobs if h not in known]
+        manifest["jobs"] += [{"overrides": o, "config_hash": h, **({"trunk": trunks[h]} if h in (trunks or {}) else {})}
+                             for o, h in jobs if h not in known]
         hashes = [h for _, h in jobs]
         same = [i for i in manifest["invocations"] if i["overrides"] == task_overrides]
         if same:
@@ -166,13 +172,41 @@ def sweep_status(root: Path, sweep_id: str, tracking_uri: str | None = None) -> 
     client = MlflowClient(tracking_uri) if tracking_uri else None
     rows = [{"overrides": " ".join(o for o in job["overrides"] if not o.startswith("sweep=")),
              **run_row(Path(root) / "runs" / job["config_hash"], client)} for job in manifest["jobs"]]
-    going = any(r["state"] == RUNNING for r in rows) or driver_alive(manifest)
+    for r, job in zip(rows, manifest["jobs"]):
+        r["trunk"] = job.get("trunk")
+        if r["state"] == MISSING and RunLock(Path(root) / "runs" / job["config_hash"]).held():
+            r["state"] = AT_TRUNK if r["trunk"] else STARTING
+    going = any(r["state"] in (RUNNING, AT_TRUNK, STARTING) for r in rows) or driver_alive(manifest)
     labels = point_labels(root, manifest["jobs"])
     for r, label in zip(rows, labels):
         r["label"] = label
         if r["state"] == MISSING and going:
             r["state"] = QUEUED
     return rows
+
+
+def trunk_status(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per trunk of a branched sweep's grid points (rows from sweep_status): its state (`training`: a job
+    holds it; `done`: every stop its branches registered is kept; else `idle`), step (the trunk's progress.json or
+    metrics.jsonl), its furthest stop, the stops kept of those registered, and its branches' labels."""
+    branches: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("trunk"):
+            branches.setdefault(r["trunk"], []).append(r["label"])
+    out = []
+    for trunk, labels in branches.items():
+        d = Path(root) / "runs" / f"{TRUNK_PREFIX}{trunk}"
+        registered, kept = registered_stops(d), set(kept_stops(d))
+        held = RunLock(d).held()
+        state = "training" if held else "done" if registered and registered <= kept else "idle"
+        progress = run_progress(d, {}, RUNNING if held else state)
+        if state == "done" and progress["step"] is None:  # its record gone (e.g. cleaned): at least its stops
+            progress["step"] = max(registered)
+        out.append({"trunk": trunk, "dir": d, "state": state, "step": progress["step"],
+                    "steps": max(registered, default=None), "loss": progress["loss"],
+                    "eta_s": progress["eta_s"] if held else None, "kept": len(registered & kept),
+                    "registered": len(registered), "branches": labels})
+    return out
 
 
 def driver_alive(manifest: dict[str, Any]) -> bool:
@@ -280,15 +314,38 @@ NOTE = ("eval/loss: the final evaluation at T = µ_rec; ~: the latest validation
         "queued: waits for its sweep's running jobs; not started: make resume SWEEP=<id> runs it")
 
 
-def format_table(sweep_id: str, rows: list[dict[str, Any]]) -> str:
+def format_table(sweep_id: str, rows: list[dict[str, Any]], trunks: list[dict[str, Any]] | None = None) -> str:
     counts = Counter(r["state"] for r in rows)
-    order = (FINISHED, RUNNING, QUEUED, INTERRUPTED, FAILED, DIVERGED, NOT_STARTED, CORRUPT)
+    order = (FINISHED, RUNNING, AT_TRUNK, STARTING, QUEUED, INTERRUPTED, FAILED, DIVERGED, NOT_STARTED, CORRUPT)
     width = max((len(r.get("label") or r["overrides"]) for r in rows), default=10)
     lines = ["  ".join([f"{'point':<{width}}", f"{'hash':<16}", *HEADER])]
     lines += ["  ".join([f"{r.get('label') or r['overrides']:<{width}}", f"{r['config_hash']:<16}", *_cells(r)])
               for r in rows]
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
-    return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines, NOTE])
+    return "\n".join([f"sweep {sweep_id}: {len(rows)} grid points: {summary}", *lines, NOTE,
+                      *format_trunks(trunks or [])])
+
+
+def format_trunks(trunks: list[dict[str, Any]]) -> list[str]:
+    """The trunks section under a branched sweep's table (none: no lines)."""
+    if not trunks:
+        return []
+    counts = Counter(t["state"] for t in trunks)
+    width = max(len(f"runs/{t['dir'].name}/") for t in trunks)
+    lines = ["", f"trunks (sweep.branching=true): {len(trunks)}: "
+             + ", ".join(f"{counts[s]} {s}" for s in ("training", "idle", "done") if counts[s]),
+             "  ".join([f"{'trunk dir':<{width}}", f"{'state':<9}", f"{'step':<13}", f"{'stops kept':<11}",
+                        f"{'train loss':<10}", f"{'ETA':<8}", "branches"])]
+    for t in trunks:
+        step = "—" if t["step"] is None else f"{t['step']}"
+        step += f"/{t['steps']}" if t["steps"] is not None else ""
+        loss = "—" if t["loss"] is None else f"{t['loss']:.3f}"
+        lines.append("  ".join([f"runs/{t['dir'].name}/".ljust(width),
+                                f"{t['state']:<9}", f"{step:<13}", f"{t['kept']} of {t['registered']:<6}",
+                                f"{loss:<10}", f"{fmt_seconds(t['eta_s']):<8}", " ".join(t["branches"])]))
+    lines.append("a trunk trains once, up to its furthest stop; each branch starts from the stop at its own "
+                 "cooldown start. at trunk: the branch's job waits for its stop, or trains the trunk to it")
+    return lines
 
 
 def format_run(run_dir: Path, row: dict[str, Any]) -> str:
@@ -346,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(format_run(run_dir, run_row(run_dir, MlflowClient(uri) if uri else None)))
         return 0
-    print(format_table(args.sweep_id, rows))
+    print(format_table(args.sweep_id, rows, trunk_status(root, rows)))
     if args.resume:
         todo = [r for r in rows if r["state"] in NOT_DONE]
         if not todo:

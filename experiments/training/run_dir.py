@@ -160,6 +160,28 @@ class RunLock:
             except OSError:
                 return
 
+    def held(self) -> bool:
+        """Whether some process holds the lock now (for a status, never to decide who trains): a shared flock
+        probe, released at once (a job claiming the lock in that instant sees it busy and polls again), or, on
+        the O_EXCL fallback, a lock file that is not stale. False when there is no lock file yet."""
+        if self.excl_path.exists():
+            return not self._excl_stale()
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # no flock here: the holder used the O_EXCL file, checked above
+            return False
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -13,7 +13,7 @@ from experiments import show_config
 from experiments.config.errors import ConfigError
 from experiments.launch import sweep_status
 from experiments.training import progress
-from experiments.training.run_dir import write_status
+from experiments.training.run_dir import RunLock, write_status
 from helpers import SMALL, pretrain
 
 RUN = [*SMALL, "train.tokens=30720", "model.mean_recurrence=2", "tracking=none"]  # 60 steps
@@ -97,6 +97,42 @@ def test_status_shows_step_loss_and_eta_of_a_running_sweep(tmp_path, capsys):
     running, queued = lines[2].split(), lines[3].split()
     assert running[2:6] == ["running", "40/100", "—", "3.250"] and re.fullmatch(r"00:1[45]", running[6]), running
     assert queued[2:6] == ["queued", "—", "—", "—"]
+
+
+def test_status_of_a_branched_sweep_shows_its_trunks_and_the_branch_at_its_trunk(tmp_path, capsys):
+    """A branch whose job holds its run dir but waits for (or trains) its trunk reads `at trunk`; each trunk gets a
+    row: training (a job holds it) at its step towards its furthest stop, or done (every registered stop kept)."""
+    runs = tmp_path / "runs"
+    live, ended = runs / "trunk-1111000000000000", runs / "trunk-2222000000000000"
+    for d, registered, kept in ((live, (10, 20), (10,)), (ended, (30,), (30,))):
+        (d / "stops.d").mkdir(parents=True)
+        for step in registered:
+            (d / "stops.d" / str(step)).touch()
+        for step in kept:
+            (d / f"stop-{step}.pt").write_bytes(b"")
+    p = progress.Progress("trunk", 20, stream=io.StringIO(), state_path=live / progress.STATE_NAME, interval_s=1e9)
+    p.update(14, loss=2.75)
+    p.write_state()
+    jobs = [(["m=1", "C=1"], "aaaa000000000000"), (["m=1", "C=2"], "bbbb000000000000"),
+            (["m=2", "C=1"], "cccc000000000000")]
+    trunks = {"aaaa000000000000": "1111000000000000", "bbbb000000000000": "1111000000000000",
+              "cccc000000000000": "2222000000000000"}
+    sweep_status.write_manifest(tmp_path, "b", "config", [], jobs, trunks)
+    with RunLock(live), RunLock(runs / "bbbb000000000000"):
+        assert sweep_status.main(["b", f"--root={tmp_path}"]) == 0
+        out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sweep b: 3 grid points: 1 at trunk, 2 queued", out
+    states = {line.split()[1]: line for line in out[2:5]}
+    assert "at trunk" in states["bbbb000000000000"] and "queued" in states["aaaa000000000000"]
+    head = out.index("trunks (sweep.branching=true): 2: 1 training, 1 done")
+    live_row, ended_row = out[head + 2].split(), out[head + 3].split()
+    assert live_row[:6] == ["runs/trunk-1111000000000000/", "training", "14/20", "1", "of", "2"], live_row
+    assert live_row[6] == "2.750" and live_row[-2:] != [] and "C=2" not in live_row  # labels, not overrides
+    assert ended_row[:6] == ["runs/trunk-2222000000000000/", "done", "30/30", "1", "of", "1"], ended_row
+    # Released: the branch is queued again and the trunk idle (its stop at 20 not kept yet).
+    assert sweep_status.main(["b", f"--root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "3 grid points: 3 queued" in out and "1 idle, 1 done" in out  # queued: this process wrote the manifest
 
 
 def test_status_falls_back_to_metrics_jsonl(tmp_path, capsys):

@@ -5,6 +5,8 @@ losses. A rerun trains nothing, and a branch computes what the independent run o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from collections import Counter
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import harness as h
+from experiments.launch import sweep_status
 
 # about 3 minutes of sweeps on 2 cores, the last file of the default suite to finish: CI's `make test-slow`
 pytestmark = pytest.mark.slow
@@ -35,6 +38,14 @@ def _state(root: Path) -> dict[str, dict]:
                     "status": run.info.status, "trunk": run.data.tags.get("branch.trunk"),
                     "from_step": run.data.tags.get("branch.from_step")}
     return out
+
+
+def _status(root: Path) -> str:
+    """What `make status` prints for the harness's sweep."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert sweep_status.main([h.SWEEP, f"--root={root}"]) == 0
+    return buf.getvalue()
 
 
 def _volatile(pairs: Counter) -> Counter:
@@ -73,6 +84,10 @@ def test_branched_sweep_killed_in_trunk_and_branch_resumes_exactly_once(tmp_path
     for nth in (5, 8, 10):
         out = h.launch(root, *BRANCHED, cache=cache, fault=f"train.step:SIGKILL::{nth}")
         assert out.killed_by == "SIGKILL", out.tail()
+        if nth == 5:  # make status after a kill in the trunk: idle, towards its furthest stop (21), no stop kept
+            trunk_line = _status(root).split("trunks (sweep.branching=true): 1: 1 idle\n")[1].splitlines()[1]
+            fields = trunk_line.split()
+            assert fields[1] == "idle" and fields[2].endswith("/21") and fields[3:6] == ["0", "of", "2"], trunk_line
     out = h.launch(root, *BRANCHED, cache=cache)
     assert out.returncode == 0, out.tail()
     got = _state(root)
@@ -85,6 +100,9 @@ def test_branched_sweep_killed_in_trunk_and_branch_resumes_exactly_once(tmp_path
             assert max(g[where].values()) == 1, (where, [k for k, n in g[where].items() if n > 1])
             assert _volatile(g[where]) == _volatile(want[where]), where
     assert sorted(d.name for d in h.run_dirs(root)) == sorted(d.name for d in h.run_dirs(ref_root))
+    status = _status(root)
+    assert "2 grid points: 2 finished" in status and "trunks (sweep.branching=true): 1: 1 done" in status, status
+    assert " 2 of 2 " in status, status
 
     # A rerun trains nothing: neither trunk nor branch takes a step.
     again = h.launch(root, *BRANCHED, cache=cache)
