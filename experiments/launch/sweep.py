@@ -84,11 +84,12 @@ def validate_grid(config_name: str, sweeper_params: dict[str, str] | None,
         try:
             if key not in corpus_hashes:  # builds the data once for all jobs (an empty corpus fails here)
                 corpus_hashes[key] = identify(cfg, key[0], p=p).content_hash
-            jobs.append((overrides, identify(cfg, key[0], corpus_hashes[key], p).hash))
+            run_hash = identify(cfg, key[0], corpus_hashes[key], p).hash
+            jobs.append((overrides, run_hash))
             branch = branching.branch_of(cfg, p, key[0], corpus_hashes[key]) if register_branches else None
             if branch:
                 branching.register_stop(branch)
-                trunks[jobs[-1][1]] = branch.trunk_hash
+                trunks[run_hash] = branch.trunk_hash
         except ConfigError as err:
             errors.append(f"  {' '.join(overrides)} -> {err}")
     stop_on_invalid_points(errors, len(grid))
@@ -234,8 +235,8 @@ class PrepareSweep(Callback):
         preflight.check_device(config.train.device,
                                needs_visible_gpu=preflight.runs_here(config.hydra.launcher.get("_target_")))
         task_overrides = list(config.hydra.overrides.task)
-        jobs, trunks = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"), task_overrides,
-                             register_branches=branching_on(config))
+        jobs, trunks = validate_grid(config.hydra.job.config_name, config.hydra.sweeper.get("params"),
+                                     task_overrides, register_branches=branching_on(config))
         n = len(jobs)
         # Before tracking adds the parent id: a resume looks the parent up again by sweep id.
         write_manifest(Path(config.paths.root).resolve(), config.sweep_id, config.hydra.job.config_name,

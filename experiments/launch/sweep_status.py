@@ -41,7 +41,7 @@ from experiments.config.errors import RunDirError, one_line
 from experiments.config.naming import point_label
 from experiments.config.plan import resolve_model
 from experiments.tracking import store as tracking
-from experiments.training.branching import TRUNK_PREFIX, kept_stops, registered_stops
+from experiments.training.branching import kept_stops, registered_stops, trunk_dir
 from experiments.training.job import CONFIG_NAME, METRICS_NAME, read_metrics
 from experiments.training.progress import fmt_seconds, read_state
 from experiments.training.run_dir import (DIVERGED, FAILED, FINISHED, RUNNING, RunLock, process_alive,
@@ -195,7 +195,7 @@ def trunk_status(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
             branches.setdefault(r["trunk"], []).append(r["label"])
     out = []
     for trunk, labels in branches.items():
-        d = Path(root) / "runs" / f"{TRUNK_PREFIX}{trunk}"
+        d = trunk_dir(Path(root) / "runs", trunk)
         registered, kept = registered_stops(d), set(kept_stops(d))
         held = RunLock(d).held()
         state = "training" if held else "done" if registered and registered <= kept else "idle"

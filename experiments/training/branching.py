@@ -73,8 +73,13 @@ def branch_of(cfg: DictConfig, p: Plan, root: Path, content_hash: str) -> Branch
         return None
     h = trunk_identity(cfg, p.model, content_hash)
     start = cooldown_start(p.steps, cfg.train.cooldown_fraction)
-    return Branch(h, Path(root) / cfg.paths.runs / f"{TRUNK_PREFIX}{h}", start,
+    return Branch(h, trunk_dir(Path(root) / cfg.paths.runs, h), start,
                   start * cfg.train.batch_size * p.model.block_size)
+
+
+def trunk_dir(runs: Path, trunk_hash: str) -> Path:
+    """A trunk's directory under the runs folder: runs/trunk-<hash>/."""
+    return Path(runs) / f"{TRUNK_PREFIX}{trunk_hash}"
 
 
 def sweep_cost(points: list[tuple[str, int, int, float]]) -> tuple[float, float, int]:
