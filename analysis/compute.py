@@ -20,12 +20,13 @@ from analysis import stability, workers
 from analysis.holdout import holdout_predictions, sweep_holdout
 from analysis.isoflop.approach2 import LABEL
 from analysis.isoflop.conventions import convention_entry
-from analysis.isoflop.groups import isoflop_group, sweep_groups
+from analysis.isoflop.groups import isoflop_group, sweep_groups, used_runs
 from analysis.isoflop.optima import AXIS_COLUMN
 from analysis.isoflop.seeds import branch_table, seed_summaries, seed_summaries_from_runs
 from analysis.laws.agreement import compare_approaches
 from analysis.laws.results import fit_sweep_laws, law_supported
 from analysis.options import Options
+from analysis.predict import predictions
 from analysis.progress import stage
 from analysis.results import Results, Stability, TestTime
 from analysis.runs import NoRunsError, split_usable, testtime_columns
@@ -87,17 +88,20 @@ def compute_sweep(raw: pd.DataFrame, tracking_uri: str, experiment: str, sweep_i
             th = stability.Thresholds()
             hist = metric_histories(tracking_uri, raw["run_id"].astype(str).tolist(), stability.HISTORY_KEYS)
             res.stability = Stability(stability.stability_table(raw, hist, th), hist, th)
-    with stage("isoFLOP (fits, bootstrap)"):
+    with stage("QC, isoFLOP (fits, noise draws)"):
         res.isoflop = sweep_groups(usable, opts)
         res.seeds = seed_summaries(res.isoflop) or seed_summaries_from_runs(usable)
+    used = used_runs(res.isoflop, usable, opts.keep_flagged)  # the QC stage's decisions, read by every fit
     with stage("compute conventions"):
-        res.conventions = convention_entry(usable, opts)
+        res.conventions = convention_entry(used, opts)
     with stage("test-time (fits)"):
         res.testtime = testtime_fits(usable)
     with stage("laws (fits; each bootstrap has its own bar)"):
-        _laws(res, usable)
+        _laws(res, used)
     with stage("held-out budgets (refits, predictions)"):
-        res.holdout = sweep_holdout(usable, opts)
+        res.holdout = sweep_holdout(used, opts)
+    with stage("predictions"):
+        res.predictions = predictions(res, opts.predict)
     res.branches = branch_table(with_labels(raw))
     res.warnings = collect_warnings(res)
     return res
@@ -111,15 +115,23 @@ def compute_table(t: Table, opts: Options) -> Results:
                           "budget_tolerance": t.tolerance, "budgets": t.bins.to_dict("records")},
                   options=opts, generated=_now(), versions=_versions(),
                   runs=df, usable=df, excluded=df.iloc[0:0].assign(reason=pd.Series(dtype=str)), table=t)
-    axes = tuple(a for a in ("params", "tokens", "mean_recurrence")
-                 if np.isfinite(df[AXIS_COLUMN[a]].to_numpy(dtype=float)).any())
+    axes = table_axes(df)
     name = str(df["model_name"].iloc[0])
     res.isoflop = [isoflop_group(name, df, opts, axes, np.random.default_rng(opts.seed))]
     res.seeds = seed_summaries(res.isoflop) or seed_summaries_from_runs(df)
-    _laws(res, df)
-    res.holdout = holdout_predictions(df, axes, opts, name)
+    used = used_runs(res.isoflop, df, opts.keep_flagged)
+    _laws(res, used)
+    res.holdout = holdout_predictions(used, axes, opts, name)
+    res.predictions = predictions(res, opts.predict)
     res.warnings = collect_warnings(res)
     return res
+
+
+def table_axes(df: pd.DataFrame) -> tuple[str, ...]:
+    """A table's allocation axes: those it has values for (model size first: the QC stage screens along
+    the first that varies within a budget)."""
+    return tuple(a for a in ("params", "tokens", "mean_recurrence")
+                 if np.isfinite(df[AXIS_COLUMN[a]].to_numpy(dtype=float)).any())
 
 
 # --- the report's warnings, derived once from the results --------------------------------------------

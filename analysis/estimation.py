@@ -21,7 +21,7 @@ MAX_EXPONENT_WIDTH = 0.5
 def not_identified(value: float, lo: float, hi: float, max_width: float = MAX_EXPONENT_WIDTH) -> str | None:
     """Why an exponent with interval [lo, hi] is not identified, or None when it is (or has no interval)."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return None if np.isfinite(value) else "no estimate"
+        return "no interval" if np.isfinite(value) else "no estimate"
     if lo <= 0 <= hi:
         return f"its {100 * LEVEL:g} % interval [{lo:.3g}, {hi:.3g}] includes 0"
     if hi - lo > max_width:

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from analysis.isoflop.approach2 import approach2, main_group
-from analysis.isoflop.optima import AXIS_COLUMN, budget_optimum
+from analysis.isoflop.optima import AXIS_COLUMN
 from analysis.isoflop.powerlaw import fit_powerlaw
 from analysis.laws.forms import design_from_frame, make_design
 from analysis.laws.point_fit import fit_law
@@ -131,26 +131,47 @@ def holdout_predictions(df: pd.DataFrame, axes: tuple[str, ...], opts: Options, 
     column = AXIS_COLUMN[axis]
     fb = df["flop_budget"].astype(float)
     train = df[fb < held[0]]
+    # Approach 2 on all budgets (the runs are the QC stage's used ones): the held-out budgets' observed
+    # optima and their intervals come from the same estimator, noise model and draws as the training fit
+    full = approach2(df, group, axis, opts, np.random.default_rng(opts.seed))
     observed = {}
     for C in held:
-        runs = df[fb == C]
-        o = budget_optimum(C, axis, runs[column].to_numpy(dtype=float), runs["loss"].to_numpy(dtype=float),
-                           list(runs["run_id"].astype(str)), cfg=opts.qc)
-        observed[C] = (o.y_opt, o.opt)
+        o = next((o for o in full.optima if o.budget == C), None)
+        if o is None or not np.isfinite(o.x_opt):
+            res.notes.append(f"held-out C = {C:.3g}: no used runs there after QC")
+            continue
+        observed[C] = (o.y_opt, o.opt, o.interval())
         if not o.ok:
-            res.notes.append(f"held-out C = {C:.3g}: its observed optimum is QC-flagged ("
-                             + "; ".join(f.code for f in o.flags if f.excludes) + "): compare with care")
-    # Approach 2: the power laws through the training budgets (no bootstrap: point predictions)
-    a2 = approach2(train, group, axis, replace(opts, n_boot=0), np.random.default_rng(opts.seed))
+            res.notes.append(f"held-out C = {C:.3g}: its observed optimum is flagged ("
+                             + "; ".join(str(f.code) for f in o.flags if f.excludes) + "): compare with care")
+    held = [C for C in held if C in observed]
+    if not held:
+        res.reason = "no held-out budget has an observed optimum after QC"
+        return res
+    est = full.estimator
+    a2 = approach2(train, group, axis, replace(opts, n_boot=opts.n_boot and max(200, opts.n_boot // 4)),
+                   np.random.default_rng(opts.seed))
+    if a2.choice is not None and a2.choice.estimator != est:
+        res.notes.append(f"the training budgets alone choose the {a2.choice.estimator}; the {est} of the "
+                         "full fit is used on both sides")
     if a2.law is None:
         res.notes.append(f"Approach 2: no power law on the training budgets ({a2.reason})")
     else:
-        used = [o for o in a2.optima if o.budget in set(a2.law.C.tolist())]
-        y_opt = [o.y_opt if a2.law.estimator == "akima" else o.fit.y_opt for o in used]
+        from analysis.isoflop.approach2 import approach2_from_optima  # noqa: F401 (same estimator below)
+        from analysis.isoflop.powerlaw import powerlaw_from_optima
+        law = powerlaw_from_optima(a2.optima, est, opts.min_budgets, opts.keep_flagged,
+                                   np.random.default_rng(opts.seed))
+        used = [o for o in a2.optima if o.budget in set(law.C.tolist())]
+        y_opt = [o.minima[est][1] for o in used]
         loss_law = loss_curve(np.array([o.budget for o in used]), np.array(y_opt))
         for C in held:
-            res.rows.append(_row(C, "Approach 2", float(loss_law(C)), observed[C][0],
-                                 float(a2.law.predict(C)), observed[C][1], axis))
+            row = _row(C, "Approach 2", float(loss_law(C)), observed[C][0], float(law.predict(C)),
+                       observed[C][1], axis)
+            band = law.band(np.array([C]))
+            row.update(pred_lo=float(band[0][0]) if band else float("nan"),
+                       pred_hi=float(band[1][0]) if band else float("nan"),
+                       obs_lo=observed[C][2][0], obs_hi=observed[C][2][1])
+            res.rows.append(row)
     # Approach 3: every law the runs support, refitted on the training runs
     for name in candidate_laws(train):
         if name == "unified":  # a test-time law: its compute-optimal loss is the plain law's
@@ -161,7 +182,8 @@ def holdout_predictions(df: pd.DataFrame, axes: tuple[str, ...], opts: Options, 
         fit = fit_law(name, design)
         for C in held:
             loss, opt = _law_on_curve(fit, name, df[fb == C], column)
-            res.rows.append(_row(C, f"Approach 3 ({name})", loss, observed[C][0], opt, observed[C][1], axis))
+            res.rows.append({**_row(C, f"Approach 3 ({name})", loss, observed[C][0], opt, observed[C][1], axis),
+                             "obs_lo": observed[C][2][0], "obs_hi": observed[C][2][1]})
     if not res.rows:
         res.reason = "no approach could be fitted on the training budgets"
     return res

@@ -17,3 +17,4 @@ class Options:
     keep_flagged: bool = False
     qc: QCConfig = field(default_factory=QCConfig)  # every QC threshold (--qc KEY=VALUE)
     holdout: int = 1  # the K largest budgets held out of the prediction check (--holdout; 0: off)
+    predict: tuple[float, ...] = ()  # target FLOP budgets to predict the optimum at (--predict)

@@ -25,7 +25,7 @@ from analysis.runs.table import Table
 from analysis.testtime.saturation import SaturationFit
 
 RESULTS_FILE = "results.pkl"
-RESULTS_VERSION = 1  # raise when a field of the classes below changes meaning
+RESULTS_VERSION = 2  # raise when a field of the classes below changes meaning
 
 
 class ResultsError(ValueError):
@@ -75,6 +75,7 @@ class Results:
     seeds: list = field(default_factory=list)     # analysis.isoflop.seeds.SeedSummary per group (main axis)
     branches: pd.DataFrame = field(default_factory=pd.DataFrame)  # branched runs and their trunks
     warnings: list[str] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)  # summary.json["predictions"] (--predict)
     version: int = RESULTS_VERSION
 
     @property

@@ -9,6 +9,7 @@ import pandas as pd
 
 from analysis.isoflop import optima
 from analysis.isoflop.approach2 import LABEL, SWEEP_AXES, AxisResult, approach2
+from analysis.isoflop.qc import QCConfig, Screen, screen
 from analysis.options import Options
 from analysis.runs.labels import with_labels
 
@@ -23,6 +24,8 @@ class IsoflopGroup:
     skipped: list[str] = field(default_factory=list)  # "<label>: why" per unsupported axis
     flop_check: str | None = None         # realised train FLOPs against the nominal budgets
     mu_of: dict[str, float] = field(default_factory=dict)  # run label -> µ_rec, for the figures' markers
+    qc: Screen | None = None              # the QC stage's decision for every run of the group
+    frame: pd.DataFrame | None = None     # the group's runs, with qc_reason / qc_detail / used
 
     @property
     def all_skipped(self) -> bool:
@@ -39,19 +42,43 @@ def flop_check(df: pd.DataFrame) -> str | None:
             "(fits use the nominal budget as C).")
 
 
+def screen_axis(df: pd.DataFrame, axes: tuple[str, ...]) -> str:
+    """The axis the QC stage screens a group's profiles along: the first of ``axes`` that varies within a
+    budget (model size for a size sweep, µ_rec for a looped sweep; tokens mirror either)."""
+    for axis in axes:
+        column = optima.AXIS_COLUMN[axis]
+        if column in df and df.groupby("flop_budget")[column].nunique().max() >= 2:
+            return axis
+    return axes[0]
+
+
+def screened(df: pd.DataFrame, axes: tuple[str, ...], cfg: QCConfig) -> tuple[pd.DataFrame, Screen]:
+    """The group's runs with the QC stage's decision per row (qc_reason, qc_detail, used)."""
+    axis = screen_axis(df, axes)
+    s = screen(df, optima.AXIS_COLUMN[axis], cfg, bound_at_one=axis == "mean_recurrence")
+    return df.assign(qc_reason=s.reason.astype(str), qc_stage=s.stage, qc_detail=s.detail, used=s.used), s
+
+
 def isoflop_group(name: str, df: pd.DataFrame, opts: Options, axes: tuple[str, ...],
                   rng: np.random.Generator) -> IsoflopGroup:
-    """Approach 2 on every supported axis of one group of runs."""
+    """The QC stage once over the group's runs, then Approach 2 on every supported axis of the used ones."""
     df = with_labels(df)
+    frame, s = screened(df, axes, opts.qc)
+    used = frame[frame["used"]] if not opts.keep_flagged else frame
+    dropped = frame[~frame["used"]]
     # the figures mark each point's µ_rec; optima name runs by the "run" label (isoflop_optima)
     group = IsoflopGroup(name, tuple(axes), flop_check=flop_check(df),
-                         mu_of=dict(zip(df["run"].astype(str), df["mean_recurrence"].astype(float))))
+                         mu_of=dict(zip(df["run"].astype(str), df["mean_recurrence"].astype(float))),
+                         qc=s, frame=frame)
     for axis in axes:
-        supported, why = optima.isoflop_supported(df, axis)
+        supported, why = optima.isoflop_supported(used, axis)
         if not supported:
-            group.skipped.append(f"{LABEL[axis]}: {why}")
+            counts = s.counts()
+            group.skipped.append(f"{LABEL[axis]}: {why}" + (" after QC (" + ", ".join(
+                f"{v} {k}" for k, v in counts.items()) + ")" if counts else ""))
             continue
-        group.results.append(approach2(df, name, axis, opts, rng, looped="mean_recurrence" in axes))
+        group.results.append(approach2(used, name, axis, opts, rng, looped="mean_recurrence" in axes,
+                                       dropped=dropped))
     return group
 
 
@@ -59,8 +86,18 @@ def sweep_groups(usable: pd.DataFrame, opts: Options) -> list[IsoflopGroup]:
     """Per model (µ_rec and D at fixed model), and across models when only the size varies at one µ_rec
     (a Chinchilla-style size sweep: N*)."""
     rng = np.random.default_rng(opts.seed)
-    groups = [isoflop_group(" / ".join(str(n) for n in name), grp, opts, SWEEP_AXES, rng)
-              for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False)]
+    # every run belongs to one group, so the QC stage decides once per run
     if usable["mean_recurrence"].nunique() <= 1 and optima.isoflop_supported(usable, "params")[0]:
-        groups.append(isoflop_group("all models", usable, opts, ("params",), rng))
-    return groups
+        return [isoflop_group("all models", usable, opts, ("params",), rng)]
+    return [isoflop_group(" / ".join(str(n) for n in name), grp, opts, SWEEP_AXES, rng)
+            for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False)]
+
+
+def used_runs(groups: list[IsoflopGroup], runs: pd.DataFrame, keep_flagged: bool = False) -> pd.DataFrame:
+    """The runs every later fit reads (Approach 3, held-out, predictions): those the QC stage kept in
+    their group (all with --keep-flagged). Runs outside every group (no FLOP budget) keep their row."""
+    if keep_flagged or not groups:
+        return runs
+    decided = pd.concat([g.frame for g in groups if g.frame is not None])
+    dropped = set(decided.index[~decided["used"].to_numpy(dtype=bool)])
+    return runs[[i not in dropped for i in runs.index]]

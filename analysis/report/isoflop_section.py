@@ -20,7 +20,6 @@ from analysis.report.markdown import figure_link, fmt, interval, table
 
 def _powerlaw_rows(r: AxisResult) -> list[dict[str, object]]:
     rows = []
-    seeded = any("seeds" in law.boot for law in (r.law, r.alternative) if law is not None)
     for law in (r.law, r.alternative):
         if law is None:
             continue
@@ -28,8 +27,7 @@ def _powerlaw_rows(r: AxisResult) -> list[dict[str, object]]:
         rows.append({
             "quantity": f"{LABEL[r.axis]} ∝ C^gamma", "optima": name,
             "gamma": fmt(law.gamma),
-            "95 % bootstrap (runs)": interval(*law.boot_ci_gamma("runs")),
-            **({"95 % bootstrap (seeds)": interval(*law.boot_ci_gamma("seeds"))} if seeded else {}),
+            "95 % interval (noise draws)": interval(*law.boot_ci_gamma()),
             "95 % t-interval (OLS)": interval(*law.ci_gamma),
             "k": fmt(law.k), "R²": fmt(law.r2), "budgets used": len(law.C),
             "paper gamma": fmt(r.paper),
@@ -39,20 +37,18 @@ def _powerlaw_rows(r: AxisResult) -> list[dict[str, object]]:
 
 def _optima_section(r: AxisResult) -> str:
     t = optima.optima_table(r.optima)
-    t["95 % (run bootstrap)"] = [interval(a, b) for a, b in zip(t["opt_lo"], t["opt_hi"])]
-    t["parabola 95 %"] = [interval(a, b) for a, b in zip(t["parabola_lo"], t["parabola_hi"])]
-    t["95 % (seed bootstrap)"] = [interval(a, b) for a, b in zip(t["seed_lo"], t["seed_hi"])]
+    t["95 %"] = [interval(a, b) for a, b in zip(t["opt_lo"], t["opt_hi"])]
     t["power law"] = ["used" if r.law is not None and b in set(r.law.C.tolist()) else "excluded"
                       for b in t["budget"]]
-    seeded = bool((t["seeds"] > 1).any())  # replicates: seeds per point and the seed bootstrap beside the runs'
-    cols = ["budget", "n_runs", *(["seeds"] if seeded else []), "optimum", "95 % (run bootstrap)",
-            *(["95 % (seed bootstrap)"] if seeded else []), "parabola_optimum", "parabola 95 %",
-            "loss_at_opt", "curvature_t", "dof", "power law", "flags"]
-    text = f"Per-budget optimum of {LABEL[r.axis]} (shape-free estimate, parabola beside it):\n\n" + table(t, cols)
+    seeded = bool((t["seeds"] > 1).any())
+    cols = ["budget", "n_runs", *(["seeds"] if seeded else []), "estimator", "optimum", "95 %",
+            "parabola_optimum", "akima_optimum", "loss_at_opt", "curvature_t", "dof", "power law", "flags"]
+    text = (f"Per-budget optimum of {LABEL[r.axis]} (the chosen estimator; both estimators beside it; 95 % "
+            "from the noise draws):\n\n" + table(t, cols))
     points = r.points_excluded()
     if points:
         pt = pd.DataFrame(points)
-        text += (f"\n\nPoints left out of the fits ({len(points)}):\n\n"
+        text += (f"\n\nRuns the QC stage left out at these budgets ({len(points)}):\n\n"
                  + table(pt, ["C", r.axis, "loss", "run", "reason"]))
     notes = sorted({n for o in r.optima for n in o.notes})
     if notes:
@@ -96,32 +92,29 @@ def group_section(g: IsoflopGroup, out_dir: Path) -> str:
 
 
 def isoflop_intro(opts: Options) -> str:
+    c = opts.qc
     return (
         "## IsoFLOP analysis\n\n"
-        "Per FLOP budget, two estimates of the optimum: the minimum of an Akima spline through the "
-        "points (no shape assumed; replicate runs at one size averaged) and the vertex of a least-squares "
-        "parabola in ln(size) (smooths noise, but biased when the curve is asymmetric or the grid "
-        f"off-centre), each with a 95 % **run-bootstrap** interval ({opts.n_boot} resamples of the budget's "
-        "runs, optimum recomputed). The **headline** power law uses the estimator with the lower error "
-        "of the exponent in a simulation of this grid (its sizes, a smooth curve through its points, its "
-        "noise; docs/analysis.md); the other sits beside it, with a bias note when it leaves the "
-        "headline's interval. Quality control (named flags, defined in docs/analysis.md): per point "
-        f"`{qc.EXACT_DUPLICATE}`, `{qc.NEAR_DUPLICATE}` (< {opts.qc.near_duplicate_steps:g} of the median grid "
-        f"step), `{qc.OUTLIER}` (> {opts.qc.outlier_k:g} residual SDs from a robust smooth fit, with >= "
-        f"{opts.qc.min_sizes_for_outliers} sizes); per budget `{qc.TOO_FEW}`, `{qc.EDGE_LOW}`/`{qc.EDGE_HIGH}`, `{qc.OFF_CENTRE}` (< "
-        f"{opts.qc.min_side} sizes on one side of the optimum), `{qc.WEAK_CURVATURE}` (parabola curvature t "
-        "below the t distribution's 97.5 % quantile for its dof), "
-        f"`{qc.SINGLE_POINT}` (leaving one size out moves the minimum to the edge or fails the curvature "
-        "test; " + ("excludes" if opts.qc.exclude_single_point else "a warning only: leaving such budgets out "
-                    "was measured not to help the exponent") + f"), `{qc.DISAGREE}` (parabola and spline optima > {opts.qc.disagree_steps:g} grid steps apart; "
-        + ("excludes" if opts.qc.exclude_disagreement else "a warning only: the parabola is biased, so "
-           "disagreeing with it is no measured reason to drop a budget") + "). Thresholds: `--qc KEY=VALUE`. "
-        + ("Flagged points and budgets are **kept** (--keep-flagged) and marked. " if opts.keep_flagged else
-           "Flagged points and budgets are **left out** of the power law (--keep-flagged keeps them). ")
-        + f"A power law needs >= {opts.min_budgets} clean budgets (--min-budgets); with fewer there is "
-        "none, never a fit through flagged optima. Power-law intervals: the run bootstrap propagated "
-        "through every budget's optimum, and the OLS t-interval (scatter of the optima about the line). "
-        "The paper's exponents are shown for comparison only.")
+        "**Quality control, one stage** (analysis/isoflop/qc.py, docs/analysis.md), run once per group along "
+        "its size axis, read by every fit (Approach 2 on every axis, Approach 3, the held-out check, "
+        "predictions); in order: "
+        f"`{qc.EXACT_DUPLICATE}` / `{qc.NEAR_DUPLICATE}` (sizes within {100 * c.near_duplicate_rel:g} %: the run "
+        "nearest the nominal compute is kept), "
+        f"`{qc.TOO_FEW}` (< {c.min_points} sizes), `{qc.OFF_CENTER}` (sizes beyond {c.off_center_k:g}× the "
+        f"vertex's distance to the nearer grid end are trimmed; a vertex beyond the grid: `{qc.EDGE_LOW}` / "
+        f"`{qc.EDGE_HIGH}`), `{qc.OUTLIER}` (leave-one-out spline residual beyond a robust z of "
+        f"{c.outlier_z:g}, pooled over budgets), `{qc.WEAK_CURVATURE}` (the parabola's curvature not significant "
+        "at 97.5 %), and too few sizes again. Thresholds: `--qc KEY=VALUE`; points.csv gives every row's "
+        "decision. "
+        + ("The dropped runs are **kept** in the fits (--keep-flagged) and marked. " if opts.keep_flagged else "")
+        + "Per budget, two estimators of the optimum: the parabola vertex in ln(size) and the minimum of an "
+        "Akima spline; the **headline** uses the one with the lower error of ln y* at the end budgets when "
+        "noisy copies of this grid are simulated under Chinchilla-form truths with α = β and α ≠ β "
+        "(docs/analysis.md); an optimum at the edge of the kept grid is never an estimate. "
+        f"Intervals: {opts.n_boot} draws that redraw every run's loss at its grid point from the measured "
+        "per-run noise (its SD with χ² uncertainty), with the budgets resampled when their optima scatter "
+        f"about the line more than that noise explains. A power law needs >= {opts.min_budgets} clean "
+        "budgets (--min-budgets). The paper's exponents are shown for comparison only.")
 
 
 def conventions_section(entry: dict) -> str:
@@ -130,7 +123,7 @@ def conventions_section(entry: dict) -> str:
             f"The isoFLOP exponents of `{entry['group']}` under each way of counting compute (columns) and "
             "parameters (rows): each budget's optimum is re-read on the parameter count, and under executed "
             "FLOPs each budget is valued at what its compute-optimal run executes (the budget times the "
-            "executed/reference FLOP ratio at the optimum); exponents with their 95 % run-bootstrap "
+            "executed/reference FLOP ratio at the optimum); exponents with their 95 % "
             "interval (analysis/isoflop/conventions.py). "
             f"**Default: {entry['why']}.** A count the runs did not log says \"not logged\" "
             "(executed FLOPs and embedding counts are logged by newer runs only).\n\n"

@@ -1,5 +1,7 @@
-"""DIR/points.csv: one row per input row (a table's row, a sweep's run), so every exclusion can be audited:
-its budget, whether it entered the isoFLOP power laws (``used``), and each flag with its reason."""
+"""DIR/points.csv: one row per input row (a table's row, a sweep's run), so every decision can be audited:
+its N, D, µ_rec, budget and loss; ``used`` (the QC stage kept it: every fit reads it), the ``stage`` and
+``reason`` that dropped it (analysis.isoflop.qc) with one line of ``detail``; and ``notes`` where a kept
+run's budget still stayed out of an axis's power law (its optimum at the kept grid's edge)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,40 +9,52 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.isoflop.approach2 import LABEL, AxisResult
+from analysis.isoflop.approach2 import LABEL
 from analysis.report.summary import run_label
 
-COLUMNS = ["run", "budget", "loss", "used", "flags"]
+COLUMNS = ["run", "group", "budget", "N", "D", "mu_rec", "loss", "used", "stage", "reason", "detail", "notes"]
 
 
-def points_frame(runs: pd.DataFrame, axes: list[AxisResult]) -> pd.DataFrame:
-    """runs: every input row (runs excluded before fitting carry a ``reason``); axes: every Approach 2
-    result. A row is used when it entered every power law of an axis it was analysed on."""
+def _num(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def points_frame(res) -> pd.DataFrame:
+    """Every input row of the results with the QC stage's decision."""
+    decided = {}
+    for g in res.isoflop:
+        if g.frame is None:
+            continue
+        for i, r in g.frame.iterrows():
+            decided[i] = (g.name, bool(r["used"]), r["qc_stage"], r["qc_reason"], r["qc_detail"])
+    left_out: dict[str, list[str]] = {}
+    for a in res.axes:
+        used = set(a.law.C.tolist()) if a.law is not None else set()
+        for o in a.optima:
+            if o.budget not in used:
+                why = "; ".join(o.reasons) if o.reasons else (a.reason or "no power law")
+                for rid in o.run_ids:
+                    left_out.setdefault(rid, []).append(f"{LABEL[a.axis]}: budget left out of the power law ({why})")
     rows = []
-    for _, r in runs.iterrows():
+    for i, r in res.runs.iterrows():
         label = run_label(r)
-        flags, used = [], True
+        group, used, stage, reason, detail = decided.get(i, (None, False, "", "", ""))
         if isinstance(r.get("reason"), str) and r.get("reason"):
-            flags.append(f"run excluded: {r['reason']}")
-            used = False
-        for a in axes:
-            for o in a.optima:
-                mine = [p for p in o.points_excluded if p["run_id"] == label]
-                if label not in o.run_ids and not mine:
-                    continue
-                in_law = a.law is not None and o.budget in set(a.law.C.tolist())
-                flags += [f"{LABEL[a.axis]}: {p['code']}: {p['reason']}" for p in mine]
-                if not in_law:
-                    why = "; ".join(o.reasons) if o.reasons else (a.reason or "no power law")
-                    flags.append(f"{LABEL[a.axis]}: budget left out of the power law ({why})")
-                used = used and in_law and label in o.run_ids
-        budget = float(r["flop_budget"]) if np.isfinite(float(r["flop_budget"])) else None
-        rows.append({"run": label, "budget": budget, "loss": float(r["loss"]),
-                     "used": bool(used and axes), "flags": " | ".join(flags)})
+            used, stage, reason, detail = False, "run", "run_excluded", r["reason"]
+        elif i not in decided:
+            stage, reason, detail = "none", "no_group", "in no isoFLOP group (no FLOP budget)"
+        rows.append({"run": label, "group": group, "budget": _num(r.get("flop_budget")), "N": _num(r.get("n_params")),
+                     "D": _num(r.get("tokens")), "mu_rec": _num(r.get("mean_recurrence")), "loss": _num(r.get("loss")),
+                     "used": used, "stage": stage, "reason": reason, "detail": detail,
+                     "notes": " | ".join(left_out.get(label, []))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_points(runs: pd.DataFrame, axes: list[AxisResult], out_dir: Path) -> Path:
+def write_points(res, out_dir: Path) -> Path:
     path = out_dir / "points.csv"
-    points_frame(runs, axes).to_csv(path, index=False)
+    points_frame(res).to_csv(path, index=False)
     return path

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from analysis.progress import stage
 from analysis.report.document import warnings_section
 from analysis.report.holdout_section import holdout_section
@@ -83,12 +86,29 @@ def _sections(res: Results, out_dir: Path) -> list[str]:
     return sections
 
 
+def runs_at_one(res: Results) -> list[float]:
+    """The budgets of a looped sweep whose lowest-loss run has µ_rec = 1 (from the runs, not the fits)."""
+    u = res.usable
+    if "mean_recurrence" not in u or u["mean_recurrence"].nunique() < 2:
+        return []
+    out = []
+    for C, grp in u[np.isfinite(u["flop_budget"].astype(float))].groupby("flop_budget"):
+        best = grp.loc[grp["loss"].astype(float).idxmin()]
+        if float(best["mean_recurrence"]) == 1.0 and grp["mean_recurrence"].nunique() >= 2:
+            out.append(float(C))
+    return out
+
+
 def summary_of(res: Results) -> dict:
     """summary.json (analysis.report.summary) of the results."""
     fits = res.testtime.fits if res.testtime is not None else {}
+    decided = [g.frame for g in res.isoflop if g.frame is not None]
+    qc_reasons = (pd.concat(decided)["qc_reason"] if decided else pd.Series([], dtype=object))
+    dropped = qc_reasons[qc_reasons != "none"].tolist()
+    n_used = len(res.usable) - len(dropped)
     summary = build_summary(res.axes, res.laws, testtime_entries(res.usable, fits) if fits else [],
-                            runs_entry(len(res.usable), res.excluded["reason"].tolist()), res.source,
-                            res.holdout, asdict(res.options.qc), res.seeds)
+                            runs_entry(n_used, res.excluded["reason"].tolist() + dropped), res.source,
+                            res.holdout, asdict(res.options.qc), res.seeds, res.predictions, runs_at_one(res))
     if res.conventions is not None:
         summary["conventions"] = res.conventions
     return summary
@@ -108,5 +128,5 @@ def render(res: Results, out_dir: str | Path) -> tuple[Path, dict]:
         path = out_dir / "report.md"
         path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
         write_summary(summary, out_dir)
-        write_points(res.runs, res.axes, out_dir)
+        write_points(res, out_dir)
     return path, summary

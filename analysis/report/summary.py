@@ -43,15 +43,23 @@ def _clean(value):
 
 def isoflop_entry(r: AxisResult) -> dict:
     law = r.law
-    entry = {"group": r.group, "estimator": f"{r.estimator} ({NAMES[r.estimator]}), run bootstrap",
+    lo, hi = r.interval if law else (float("nan"), float("nan"))
+    why = not_identified(law.gamma, lo, hi) if law else r.reason
+    entry = {"group": r.group, "estimator": f"{r.estimator} ({NAMES[r.estimator]})",
              "estimator_choice": r.choice.entry() if r.choice else None,
-             "exponent": law.gamma if law else None,
-             "interval": list(r.interval) if law else None,
-             "interval_method": "run bootstrap",
-             # the seed bootstrap beside it (each grid point's seeds resampled, the grid kept); null
-             # without replicates at every budget of the law
-             "interval_seeds": list(law.boot_ci_gamma("seeds", LEVEL)) if law and "seeds" in law.boot else None,
-             "prefactor": law.k if law else None,
+             "identified": law is not None and why is None,
+             # no point estimate for an exponent that is not identified (its value stays in "fitted")
+             "exponent": law.gamma if law and why is None else None,
+             "fitted": law.gamma if law else None,
+             "interval": [lo, hi] if law else None,
+             "interval_method": ("each run's loss redrawn at its grid point from the per-run noise (SD with "
+                                 "its χ² uncertainty), optima and line refitted"
+                                 + ("; budgets resampled (lack of fit)" if law and law.lack_of_fit
+                                    and law.lack_of_fit["budgets_resampled"] else "")),
+             "noise_sd": r.noise.sd if r.noise else None,
+             "lack_of_fit": law.lack_of_fit if law else None,
+             "prefactor": law.k if law and why is None else None,
+             "optima": [optimum_entry(o, law) for o in r.optima],
              "budgets_used": sorted(law.C.tolist()) if law else [],
              "budgets_excluded": r.budgets_excluded(),
              "points_excluded": r.points_excluded(),
@@ -63,6 +71,15 @@ def isoflop_entry(r: AxisResult) -> dict:
     if r.paper is not None:
         entry["paper"] = {"exponent": r.paper, "source": PAPER_SOURCE}
     return entry
+
+
+def optimum_entry(o, law) -> dict:
+    """One budget's optimum on one axis (summary.json["isoflop"][axis]["optima"])."""
+    lo, hi = o.interval()
+    return {"budget": o.budget, "estimator": o.estimator, "optimum": o.opt if np.isfinite(o.x_opt) else None,
+            "interval": [lo, hi], "loss_at_optimum": o.y_opt, "runs": len(o.run_ids),
+            "in_power_law": bool(law is not None and o.budget in set(law.C.tolist())),
+            "flags": [f"{f.code}: {f.reason}" for f in o.flags]}
 
 
 def law_entry(res) -> dict:
@@ -160,18 +177,16 @@ def _runs_line(runs: dict) -> str:
     return f"runs: {runs['used']} used, {sum(excl.values())} excluded{why}"
 
 
-def _regime_line(isoflop: list[AxisResult]) -> str | None:
-    """When no budget of a looped sweep favours looping, say so first, and where the trend is measured."""
-    mu = [r for r in isoflop if r.axis == "mean_recurrence" and r.optima]
-    if not mu or any(r.law is not None for r in mu):
+def _regime_line(isoflop: list[AxisResult], runs_at_one: list[float] | None = None) -> str | None:
+    """What this sweep measured about looping when no µ_rec* law came out: the budgets whose lowest loss
+    sits at µ_rec = 1 (from the runs themselves), nothing that this data did not produce."""
+    mu = [r for r in isoflop if r.axis == "mean_recurrence"]
+    if not mu or any(r.law is not None for r in mu) or not runs_at_one:
         return None
-    at_one = [o for r in mu for o in r.optima if any("looping does not pay" in f.reason for f in o.flags)]
-    if len(at_one) < sum(len(r.optima) for r in mu):
-        return None
-    return ("regime: looping does not pay at any budget of this sweep (every isoFLOP optimum at µ_rec = 1), "
-            "so µ_rec* ∝ C^γ cannot be measured here; on 2 CPU cores looping pays only from a few hundred tokens "
-            "per parameter on, by about one seed-noise width, at one budget of three (docs/pilot.md; "
-            "`make sweep SWEEP=isoflop-long`)")
+    budgets = ", ".join(f"{c:.3g}" for c in runs_at_one)
+    return (f"regime: at {len(runs_at_one)} budget(s) of this sweep (C = {budgets}) the lowest loss is at "
+            "µ_rec = 1, so µ_rec* ∝ C^γ is not measured here; docs/pilot.md discusses where looping "
+            "starts to pay")
 
 
 def _holdout_line(entry: dict | None) -> str | None:
@@ -189,17 +204,40 @@ def _holdout_line(entry: dict | None) -> str | None:
             + " % and ".join(f"{e:g}" for e in paper["error_pct"]) + f" % ({paper['source']})")
 
 
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if v is not None and np.isfinite(v) else "—"
+
+
+def prediction_lines(rows: list[dict]) -> list[str]:
+    """One headline line per target budget: each approach's N*, D*, µ_rec*, L* with its interval."""
+    out = []
+    for C in sorted({r["C"] for r in rows}):
+        parts = []
+        for r in (r for r in rows if r["C"] == C):
+            if "reason" in r:
+                parts.append(f"{r['approach']}: none ({r['reason']})")
+                continue
+            vals = [f"{q['label']} = {_fmt(q['value'])} [{_fmt(q['interval'][0])}, {_fmt(q['interval'][1])}]"
+                    for k, q in r.items() if isinstance(q, dict) and "label" in q]
+            far = " — a far extrapolation" if r.get("far") else ""
+            parts.append(f"{r['approach']}: " + ", ".join(vals) + far)
+        out.append(f"prediction at C = {C:.3g}: " + "; ".join(parts))
+    return out
+
+
 def headline(isoflop: list[AxisResult], laws: dict[str, dict], testtime: list[dict],
-             runs: dict, holdout: dict | None = None, seeds: list | None = None) -> list[str]:
+             runs: dict, holdout: dict | None = None, seeds: list | None = None,
+             predictions: list[dict] | None = None, runs_at_one: list[float] | None = None) -> list[str]:
     """seeds: analysis.isoflop.seeds.SeedSummary per group (the optimum against its grid neighbours)."""
     show_group = len({r.group for r in isoflop}) > 1
-    regime = _regime_line(isoflop)
+    regime = _regime_line(isoflop, runs_at_one)
     lines = ([regime] if regime else []) + [_exponent_line(r, show_group) for r in isoflop]
     if not isoflop:
         lines.append("isoFLOP exponents: not identified — fewer than 2 FLOP budgets have >= 3 distinct values of "
                      "an allocation variable (an optimum needs points on both sides; see the isoFLOP section)")
     lines += [seeds_line(s, len(seeds) > 1) for s in seeds or []]
     lines += _law_lines(laws)
+    lines += prediction_lines(predictions or [])
     for extra in (_holdout_line(holdout), _testtime_line(testtime)):
         if extra:
             lines.append(extra)
@@ -212,7 +250,8 @@ def headline_markdown(lines: list[str]) -> str:
 
 
 def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[dict], runs: dict,
-                  source: dict, holdout=None, qc: dict | None = None, seeds: list | None = None) -> dict:
+                  source: dict, holdout=None, qc: dict | None = None, seeds: list | None = None,
+                  predictions: list[dict] | None = None, runs_at_one: list[float] | None = None) -> dict:
     """The summary.json object (see module docstring and docs/analysis.md); holdout: analysis.holdout.Holdout;
     seeds: analysis.isoflop.seeds.SeedSummary per group."""
     laws = {res.name: law_entry(res) for res in law_results}
@@ -223,9 +262,9 @@ def build_summary(isoflop: list[AxisResult], law_results: list, testtime: list[d
     held = (holdout.entry() if holdout is not None
             else {"budgets": [], "rows": [], "mean_abs_error_pct": None, "reason": "not run"})
     out = {"schema_version": SCHEMA_VERSION, "source": source,
-           "headline": headline(isoflop, laws, testtime, runs, _clean(held), seeds),
+           "headline": headline(isoflop, laws, testtime, runs, _clean(held), seeds, predictions, runs_at_one),
            "isoflop": main, "laws": laws, "testtime": testtime, "runs": runs, "holdout": held,
-           "seeds": [s.entry() for s in seeds or []], "qc": qc or {}}
+           "seeds": [s.entry() for s in seeds or []], "qc": qc or {}, "predictions": predictions or []}
     if len(groups) > 1:
         out["isoflop_groups"] = groups
     return _clean(out)

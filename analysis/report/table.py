@@ -11,9 +11,9 @@ from analysis.results import save
 from analysis.runs.table import Table
 
 
-def analyze_table(t: Table, out_dir: str | Path, opts: Options | None = None) -> Path:
-    """Analyse a validated table (analysis.runs.table.load_table); returns the report path."""
+def analyze_table(t: Table, out_dir: str | Path, opts: Options | None = None):
+    """Analyse a validated table (analysis.runs.table.load_table); returns (report path, results)."""
     results = compute_table(t, opts or Options())
     path, _ = render(results, out_dir)
     save(results, out_dir)
-    return path
+    return path, results

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_COLUMNS = {"flops": "C", "params": "N", "tokens": "D", "loss": "loss", "loops": None, "seed": None}
+DEFAULT_COLUMNS = {"flops": "C", "params": "N", "tokens": "D", "loss": "loss", "loops": None, "seed": None,
+                   "group": None}
+# Other names a role's column is found under when its default is absent (published tables' spellings).
+ALIASES = {"flops": ("budget", "flops", "compute"), "params": ("params", "n_params", "parameters"),
+           "tokens": ("tokens", "n_tokens")}
 FLAG_OF = {"flops": "--flops", "params": "--params", "tokens": "--tokens", "loss": "--loss",
-           "loops": "--loops", "seed": "--train-seed"}
+           "loops": "--loops", "seed": "--train-seed", "group": "--group"}
 DEFAULT_TOLERANCE = 0.1
 FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6·N·D (Kaplan et al. 2020, Hoffmann et al. 2022), only to derive a missing N or D
 
@@ -125,6 +129,9 @@ def load_table(path: str, columns: dict[str, str | None] | None = None,
     cols.update({k: v for k, v in (columns or {}).items() if v is not None})
     df = _read(path)
     present = ", ".join(df.columns)
+    for role, names in ALIASES.items():
+        if role not in explicit and cols[role] not in df.columns:
+            cols[role] = next((n for n in names if n in df.columns), cols[role])
     for role in ("flops", "loss", *sorted(explicit - {"flops", "loss"})):
         if cols[role] not in df.columns:
             raise TableError(f"{path}: no column {cols[role]!r} for {role} (columns: {present}); "
@@ -150,6 +157,10 @@ def load_table(path: str, columns: dict[str, str | None] | None = None,
     loops = _numbers(df, cols["loops"], "--loops", path) if cols["loops"] else None
     # training seeds: rows at one grid point differing only in it are replicates (any integer, 0 included)
     seed = _integers(df, cols["seed"], "--train-seed", path) if cols["seed"] else None
+    groups = df[cols["group"]].astype(str).str.strip().to_numpy() if cols["group"] else None
+    if groups is not None and (groups == "").any():
+        row = int(np.flatnonzero(groups == "")[0]) + 2
+        raise TableError(f"{path} line {row}: empty {cols['group']!r} (--group); give every row a group")
     nominal, bins = bin_budgets(C, tolerance)
     nan = np.full(C.size, np.nan)
     labels = [f"row {i + 1}" for i in range(C.size)]
@@ -162,7 +173,12 @@ def load_table(path: str, columns: dict[str, str | None] | None = None,
         "tokens": D if D is not None else nan, "n_params": N if N is not None else nan,
         "n_params_unrolled": nan, "loss": loss,
         "seed": pd.array(seed if seed is not None else [pd.NA] * C.size, dtype="Int64"),
+        # each run's own compute, to choose between duplicates (analysis.isoflop.qc): 6·N·D when the
+        # table gives both, else its C
+        "implied_flops": (FLOPS_PER_PARAM_TOKEN * N * D if cols["params"] and cols["tokens"] else C),
     })
+    if groups is not None:
+        frame["group"] = groups
     spread = float(bins["max_rel_dev"].max())
     notes.append(f"{C.size} rows binned into {len(bins)} FLOP budget(s) within a relative tolerance of "
                  f"{tolerance:g}; largest deviation of a run's C from its budget: {100 * spread:.2g} %")
