@@ -65,6 +65,7 @@ OFF_CENTER, EDGE_LOW, EDGE_HIGH = Reason.OFF_CENTER, Reason.EDGE_LOW, Reason.EDG
 OUTLIER, WEAK_CURVATURE = Reason.OUTLIER, Reason.WEAK_CURVATURE
 SINGLE_POINT, DISAGREE = Reason.SINGLE_POINT, Reason.DISAGREE
 
+OUTLIER_SCALE_FLOOR = 1e-3
 # The stage that makes each decision, in the order they run (points.csv's `stage`).
 STAGES = ("duplicates", "too_few_points", "off_center", "outliers", "weak_curvature", "too_few_after")
 
@@ -285,22 +286,30 @@ def screen(df: pd.DataFrame, column: str, cfg: QCConfig = QCConfig(), bound_at_o
         drop(df.index[rows[far]], Reason.OFF_CENTER,
              f"{column} more than {cfg.off_center_k:g}× the vertex's distance to the nearer grid end "
              f"({np.exp(h):.3g}×) from the vertex {np.exp(v):.4g} at budget {b:.3g}")
-    # 4. outliers: leave-one-out residuals pooled over budgets, robust z
-    res = pd.Series(np.nan, index=df.index)
-    for b, rows in budgets():
-        if np.unique(x_all[rows]).size >= cfg.outlier_min_points:
-            res.iloc[rows] = _loo_residuals(x_all[rows], df["loss"].to_numpy(dtype=float)[rows])
-    r = res.dropna()
+    # 4. outliers: leave-one-out residuals pooled over budgets, robust z; the worst one is dropped and the
+    # residuals recomputed (an outlier pulls its neighbours' leave-one-out predictions, so flagging every
+    # |z| beyond the threshold at once also drops the neighbours)
     scale = float("nan")
-    if r.size >= 8:
+    floor = OUTLIER_SCALE_FLOOR * float(df["loss"].abs().median())
+    while True:
+        res = pd.Series(np.nan, index=df.index)
+        for b, rows in budgets():
+            if np.unique(x_all[rows]).size >= cfg.outlier_min_points:
+                res.iloc[rows] = _loo_residuals(x_all[rows], df["loss"].to_numpy(dtype=float)[rows])
+        r = res.dropna()
+        if r.size < 8:
+            break
         med = float(r.median())
-        scale = 1.4826 * float((r - med).abs().median())
-        if scale > 0:
-            z = (r - med) / scale
-            for i in z.index[np.abs(z.to_numpy()) > cfg.outlier_z]:
-                drop([i], Reason.OUTLIER, f"loss {df.at[i, 'loss']:.5g} is {z[i]:+.1f} robust SDs "
-                     f"({'above' if z[i] > 0 else 'below'}) a spline through the budget's other runs "
-                     f"(|z| > {cfg.outlier_z:g}; SD pooled over {r.size} runs)")
+        # floored at OUTLIER_SCALE_FLOOR of the loss: on noise-free curves the MAD is ~0 and every
+        # interpolation error would count as an outlier
+        scale = max(1.4826 * float((r - med).abs().median()), floor)
+        z = (r - med) / scale
+        i = z.abs().idxmax()
+        if not abs(z[i]) > cfg.outlier_z:
+            break
+        drop([i], Reason.OUTLIER, f"loss {df.at[i, 'loss']:.5g} is {z[i]:+.1f} robust SDs "
+             f"({'above' if z[i] > 0 else 'below'}) a spline through the budget's other runs "
+             f"(|z| > {cfg.outlier_z:g}; SD pooled over {r.size} runs)")
     # 5. weak curvature
     for b, rows in list(budgets()):
         t, dof = curvature_t(x_all[rows], df["loss"].to_numpy(dtype=float)[rows])
