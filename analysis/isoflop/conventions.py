@@ -56,13 +56,13 @@ def _executed(r, runs: pd.DataFrame, column: str, opts: Options) -> str:
         v = np.log(sel[column].astype(float).to_numpy())
         ratio = np.log((sel[FLOPS["executed"]].astype(float) / sel[FLOPS["reference"]].astype(float)).to_numpy())
         order = np.argsort(v)
-        x = o.x_opt if r.law.estimator == "akima" else o.fit.x_opt
+        x = o.x_opt
         revalued.append(replace(o, budget=o.budget * float(np.exp(np.interp(x, v[order], ratio[order])))))
     try:
         law = powerlaw_from_optima(revalued, r.law.estimator, opts.min_budgets, opts.keep_flagged)
     except NoPowerLaw:
         return "no power law"
-    return _cell(law, *law.boot_ci_gamma("runs"))
+    return _cell(law, *law.boot_ci_gamma())
 
 
 def convention_table(df: pd.DataFrame, group: str, opts: Options) -> pd.DataFrame:

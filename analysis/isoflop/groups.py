@@ -34,6 +34,8 @@ class IsoflopGroup:
 
 def flop_check(df: pd.DataFrame) -> str | None:
     """Realised training FLOPs vs nominal budget: the fits use the nominal C."""
+    if "train_flops" not in df:
+        return None
     sel = df[np.isfinite(df["flop_budget"].astype(float)) & np.isfinite(df["train_flops"].astype(float))]
     if sel.empty:
         return None

@@ -213,8 +213,11 @@ def screen(df: pd.DataFrame, column: str, cfg: QCConfig = QCConfig(), bound_at_o
     budget = df["flop_budget"].to_numpy(dtype=float)
     value = df[column].to_numpy(dtype=float) if column in df else np.full(len(df), np.nan)
     ok = np.isfinite(budget) & np.isfinite(value) & (value > 0) & np.isfinite(df["loss"].to_numpy(dtype=float))
-    reason[~ok] = Reason.TOO_FEW
-    detail[~ok] = f"no FLOP budget, {column} or loss: on no isoFLOP profile"
+    # runs without a FLOP budget (token-budget runs) lie on no isoFLOP profile: nothing to screen, and the
+    # laws fitted on every run still read them
+    bad = ~ok & np.isfinite(budget)
+    reason[bad] = Reason.TOO_FEW
+    detail[bad] = f"no {column} or loss: on no isoFLOP profile"
     x_all = np.log(np.where(ok, value, 1.0))
     seeds = (df["seed"].to_numpy(dtype=float, na_value=np.nan) if "seed" in df
              else np.full(len(df), np.nan))
@@ -226,7 +229,7 @@ def screen(df: pd.DataFrame, column: str, cfg: QCConfig = QCConfig(), bound_at_o
         detail[idx] = why
 
     def budgets():
-        alive = (reason == Reason.KEPT).to_numpy()
+        alive = (reason == Reason.KEPT).to_numpy() & ok
         for b in np.unique(budget[alive]):
             rows = np.flatnonzero(alive & (budget == b))
             yield b, rows

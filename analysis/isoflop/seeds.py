@@ -93,7 +93,7 @@ class SeedSummary:
 
     def entry(self) -> dict:
         return {"group": self.group, "axis": self.axis, "replicated": self.replicated,
-                "headline_interval": "run bootstrap", "budgets": [b.entry() for b in self.budgets]}
+                "headline_interval": "noise draws", "budgets": [b.entry() for b in self.budgets]}
 
 
 def pooled_sd(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:

@@ -33,7 +33,7 @@ def compare_approaches(approach2: dict[str, PowerLawFit], results) -> tuple[pd.D
     list. Returns the table and a warning per disagreement."""
     rows, warnings = [], []
     for group, power in approach2.items():
-        ci2 = power.boot_ci_gamma("runs", LEVEL)
+        ci2 = power.boot_ci_gamma(level=LEVEL)
         for res in results:
             b = res.params.get("b_opt", np.nan)
             if not np.isfinite(b):

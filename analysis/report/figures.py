@@ -201,8 +201,9 @@ def draw_isoflop(ax, optima: list[BudgetOptimum], xlabel: str, mu_of: dict[str, 
 def isoflop_figure(optima: list[BudgetOptimum], xlabel: str, mu_of: dict[str, float] | None = None) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.4, 4.6))
     draw_isoflop(ax, optima, xlabel, mu_of)
-    ax.set_title("IsoFLOP profiles: Akima spline (solid) and its minimum ★ with 95 % run-bootstrap bar;\n"
-                 "parabola dotted; × a point left out by QC", fontsize=9)
+    est = optima[0].estimator if optima else "parabola"
+    ax.set_title(f"IsoFLOP profiles: Akima spline (solid), parabola (dotted); ★ the {est} optimum with its "
+                 "95 % bar;\n× a run the QC stage left out", fontsize=9)
     return fig
 
 
@@ -228,10 +229,10 @@ def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylab
         if not group:
             continue
         C = np.array([o.budget for o in group])
-        # the optima of the estimator the line was fitted through (the spline's or the parabola's)
-        parabola = fit is not None and fit.estimator == "parabola"
-        y = np.array([o.fit.opt if parabola else o.opt for o in group])
-        ci = np.array([o.boot_interval("runs") if parabola else o.interval() for o in group])
+        # the optima of the estimator the line was fitted through (one estimator per figure)
+        est = fit.estimator if fit is not None else None
+        y = np.array([np.exp(o.minima[est][0]) if est in o.minima else o.opt for o in group])
+        ci = np.array([o.boot_interval(est) if est else o.interval() for o in group])
         has = np.all(np.isfinite(ci), axis=1)
         yerr = np.vstack([np.where(has, y - ci[:, 0], 0), np.where(has, ci[:, 1] - y, 0)])
         ax.errorbar(C, y, yerr=np.clip(yerr, 0, None), fmt="o", capsize=3, **style)
@@ -239,7 +240,7 @@ def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylab
     if fit is not None:
         flagged = _flagged_in_fit(fit, optima)
         color = "0.5" if flagged else "C0"
-        lo_ci, hi_ci = fit.boot_ci_gamma("runs")
+        lo_ci, hi_ci = fit.boot_ci_gamma()
         ci = f", 95 % [{lo_ci:.2f}, {hi_ci:.2f}]" if np.isfinite(lo_ci) else ""
         what = "fit THROUGH FLAGGED optima (biased)" if flagged else "fit"
         inside = np.geomspace(min(fit.C), max(fit.C), 60)
@@ -249,9 +250,9 @@ def draw_powerlaw(ax, fit: PowerLawFit | None, optima: list[BudgetOptimum], ylab
         ax.plot(beyond, fit.predict(beyond), color=color, lw=1.2, ls="--",
                 label=f"extrapolation (to {EXTRAPOLATE:g}× the largest budget)")
         grid = np.geomspace(min(fit.C), max(fit.C) * EXTRAPOLATE, 90)
-        band = fit.band(grid, "runs")
+        band = fit.band(grid)
         if band is not None:
-            ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, label="95 % bootstrap band (runs)")
+            ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, label="95 % band (noise draws)")
     else:
         ax.set_title("no power law: too few clean budgets", color="C3", fontsize=9)  # above, not over, the data
     log_axis(ax, "x", budgets + ([max(budgets) * EXTRAPOLATE] if fit is not None else []))

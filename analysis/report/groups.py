@@ -79,9 +79,9 @@ def group_lines(label: str, results, ref: pd.Series | None) -> list[str]:
 
 
 def reference_agreement(results, path: str, column: str | None) -> list[str]:
-    """The printed lines of one analysed table (no --group)."""
+    """The printed lines of one analysed table (no --group): only where it carries a published QC column."""
     ref = reference_column(path, column)
-    return group_lines("table", results, ref)
+    return group_lines("table", results, ref) if ref is not None else []
 
 
 def analyze_groups(t: Table, out_dir: str | Path, opts: Options, reference: str | None = None) -> Path:

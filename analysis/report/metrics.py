@@ -21,7 +21,7 @@ def metrics(res: Results) -> dict[str, float]:
             continue
         key = f"{slug(r.group)}.gamma_{r.axis}"
         out[key] = r.law.gamma
-        out[f"{key}_runs_lo"], out[f"{key}_runs_hi"] = r.law.boot_ci_gamma("runs")
+        out[f"{key}_lo"], out[f"{key}_hi"] = r.law.boot_ci_gamma()
         if r.alternative is not None:
             out[f"{key}_{r.alternative.estimator}"] = r.alternative.gamma
     for law in res.laws:

@@ -38,9 +38,8 @@ def seeds_section(summaries: list[SeedSummary]) -> str:
         "lowest mean loss) is **distinguishable from its grid neighbours**: the neighbour's loss minus the "
         "optimum's, paired over the seeds both points ran (Welch's unpaired interval when the seeds do not "
         "pair), with its 95 % t-interval; not distinguishable when it includes 0. The headline intervals of "
-        "the optima and exponents are the **run bootstrap**; the seed bootstrap (each point's seeds "
-        "resampled, the grid kept: seed noise alone) is beside it in the isoFLOP tables. With 2 seeds a "
-        "point's bootstrap can take only 3 values, so the seed interval is coarse; " + HOW + ".")]
+        "the optima and exponents are the **noise draws** (analysis/isoflop/noise.py), whose per-run noise "
+        "SD pools the seeds' spread about each grid point's mean with the smooth curve's residuals; " + HOW + ".")]
     for s in summaries:
         rows = [{"C": b.budget, "grid points": b.n_points,
                  "seeds per point": str(b.seeds_max) if b.seeds_min == b.seeds_max else f"{b.seeds_min}–{b.seeds_max}",

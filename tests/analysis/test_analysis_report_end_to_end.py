@@ -139,7 +139,7 @@ def test_analyze_end_to_end(store, tmp_path):
     assert_sound(text, summary)  # no number outside its interval, no se > 1e6, no negative r²
     # three budgets: no held-out check, and the report says why
     assert summary["holdout"]["budgets"] == [] and "needs >= 4" in summary["holdout"]["reason"]
-    assert summary["qc"]["exclude_disagreement"] is False
+    assert summary["qc"]["min_points"] == 6
     conv = {r["quantity"]: r for r in summary["conventions"]["table"]}
     assert "## Compute conventions" in text and summary["conventions"]["default"] == {"flops": "reference",
                                                                                        "params": "unique"}

@@ -45,7 +45,8 @@ def test_csv_end_to_end_recovers_the_allocation_and_writes_summary(tmp_path, cap
     assert "binned into 5 FLOP budget(s)" in text and "row 1" in text
     # points.csv: one row per input row, with its budget, whether it was used and why not
     points = pd.read_csv(out / "points.csv", keep_default_na=False)
-    assert list(points.columns) == ["run", "budget", "loss", "used", "flags"] and len(points) == 45
+    assert list(points.columns) == ["run", "group", "budget", "N", "D", "mu_rec", "loss", "used", "stage", "reason",
+                                    "detail", "notes"] and len(points) == 45
     assert points["run"].tolist() == [f"row {i + 1}" for i in range(45)]
     excluded = {float(c) for c in n["budgets_excluded"]} | {float(c) for c in summary["isoflop"]["tokens"]["budgets_excluded"]}
     used = points["used"].astype(str) == "True"
@@ -54,9 +55,9 @@ def test_csv_end_to_end_recovers_the_allocation_and_writes_summary(tmp_path, cap
     assert len(held["budgets"]) == 1 and held["mean_abs_error_pct"] < 2
     assert {r["approach"] for r in held["rows"]} == {"Approach 2", "Approach 3 (chinchilla)"}
     assert "## Held-out budgets" in text and (out / "figures" / "holdout.png").exists()
-    assert summary["qc"]["outlier_k"] == 5.0 and n["estimator_choice"]["estimator"] in ("akima", "parabola")
-    assert used.sum() > 0 and all(points.loc[~used, "flags"].str.len() > 0)  # every exclusion says why
-    assert not used[points["budget"].isin(excluded)].any()
+    assert summary["qc"]["outlier_z"] == 6.0 and n["estimator_choice"]["estimator"] in ("akima", "parabola")
+    assert used.sum() > 0 and all(points.loc[~used, "reason"].str.len() > 0)  # every exclusion says why
+    assert all(points.loc[~used, "detail"].str.len() > 0)
 
 
 def test_too_few_clean_budgets_gives_no_power_law_and_says_why(tmp_path):

@@ -119,7 +119,7 @@ def test_isoflop_and_powerlaw_figures(frame, axes, tmp_path):
     fig = plots.powerlaw_figure(r.law, r.optima, LABEL[r.axis])
     texts = _legend_texts(fig)
     assert any(t.startswith(f"fit: {LABEL[r.axis]} ∝ C^{r.law.gamma:.3f}, 95 % [") for t in texts)
-    assert "95 % bootstrap band (runs)" in texts and any(t.startswith("extrapolation") for t in texts)
+    assert "95 % band (noise draws)" in texts and any(t.startswith("extrapolation") for t in texts)
     assert ("optimum left out (flagged)" in texts) == any(not o.ok for o in r.optima)
     assert "FLOPs" in fig.axes[0].get_xlabel()
     _check_saved(fig, tmp_path, "powerlaw")
