@@ -122,3 +122,30 @@ def test_a_sweep_over_model_sizes_gets_an_N_star_power_law(tmp_path):
     (r,) = [r for g in sweep_groups(df, Options(n_boot=50)) for r in g.results]
     assert (r.group, r.axis, r.paper) == ("all models", "params", None)
     assert r.law.gamma == pytest.approx(TRUE_A, abs=0.06)
+
+
+def test_predict_at_a_target_budget_covers_the_truth(tmp_path):
+    """--predict 1e23 on a synthetic Chinchilla table: the true N*, D* and L* lie inside the intervals of
+    summary.json["predictions"] (Approach 3, the law's own form), and Approach 2 says what it predicts."""
+    from analysis.synth import CHINCHILLA_TRUE as P
+
+    csv = chinchilla_table(tmp_path / "t.csv", budgets=np.geomspace(1e18, 1e21, 6), n_per=9, seed=3)
+    out = tmp_path / "out"
+    assert main(["--csv", str(csv), "--out", str(out), "--n-boot", "200", "--predict", "1e23", "--holdout", "0"]) == 0
+    rows = json.loads((out / "summary.json").read_text())["predictions"]
+    assert {r["approach"] for r in rows} == {"Approach 2", "Approach 3"}
+    a, b = P["alpha"], P["beta"]
+    n_true = (a * P["A"] / (b * P["B"])) ** (1 / (a + b)) * (1e23 / 6) ** (b / (a + b))
+    d_true = 1e23 / (6 * n_true)
+    l_true = P["E"] + P["A"] * n_true**-a + P["B"] * d_true**-b
+    a3 = next(r for r in rows if r["approach"] == "Approach 3")
+    for key, truth in (("params", n_true), ("tokens", d_true), ("loss", l_true)):
+        lo, hi = a3[key]["interval"]
+        assert lo <= truth <= hi, (key, truth, a3[key])
+    a2 = next(r for r in rows if r["approach"] == "Approach 2")
+    lo, hi = a2["params"]["interval"]
+    assert lo < a2["params"]["value"] < hi and a2["far"] is True   # 100× beyond the largest budget
+    assert any(line.startswith("prediction at C = 1e+23") for line in
+               json.loads((out / "summary.json").read_text())["headline"])
+    assert main(["--csv", str(csv), "--out", str(tmp_path / "bad"), "--predict", "1e23,x"]) == 2
+    assert not (tmp_path / "bad").exists()
