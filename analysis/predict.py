@@ -123,10 +123,10 @@ def _approach3(res, targets) -> list[dict]:
     s = law.boot.samples if law.boot is not None else {}
     rows = []
     for C in targets:
-        N, D, L = _chinchilla_optimum(p["e"], p["a"], p["alpha"], p["b"], p["beta"], C)
+        N, D, L = _chinchilla_optimum(p["E"], p["A"], p["alpha"], p["B"], p["beta"], C)
         row = {"approach": "Approach 3", "C": C, "law": "chinchilla"}
-        if all(k in s for k in ("e", "a", "alpha", "b", "beta")):
-            Nd, Dd, Ld = _chinchilla_optimum(s["e"], s["a"], s["alpha"], s["b"], s["beta"], C)
+        if all(k in s for k in ("E", "A", "alpha", "B", "beta")):  # raw units (analysis.laws.forms.to_raw)
+            Nd, Dd, Ld = _chinchilla_optimum(s["E"], s["A"], s["alpha"], s["B"], s["beta"], C)
         else:
             Nd = Dd = Ld = np.array([])
         for key, label, v, d in (("params", "N*", N, Nd), ("tokens", "D*", D, Dd), ("loss", "L*", L, Ld)):
