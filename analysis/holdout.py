@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 
 from analysis.isoflop.approach2 import approach2, main_group
 from analysis.isoflop.optima import AXIS_COLUMN
-from analysis.isoflop.powerlaw import fit_powerlaw
+from analysis.isoflop.powerlaw import fit_powerlaw, powerlaw_from_optima
 from analysis.laws.forms import design_from_frame, make_design
 from analysis.laws.point_fit import fit_law
 from analysis.laws.results import MIN_RUNS, candidate_laws
@@ -157,8 +157,6 @@ def holdout_predictions(df: pd.DataFrame, axes: tuple[str, ...], opts: Options, 
     if a2.law is None:
         res.notes.append(f"Approach 2: no power law on the training budgets ({a2.reason})")
     else:
-        from analysis.isoflop.approach2 import approach2_from_optima  # noqa: F401 (same estimator below)
-        from analysis.isoflop.powerlaw import powerlaw_from_optima
         law = powerlaw_from_optima(a2.optima, est, opts.min_budgets, opts.keep_flagged,
                                    np.random.default_rng(opts.seed))
         used = [o for o in a2.optima if o.budget in set(law.C.tolist())]

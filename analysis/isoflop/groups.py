@@ -95,11 +95,18 @@ def sweep_groups(usable: pd.DataFrame, opts: Options) -> list[IsoflopGroup]:
             for name, grp in usable.groupby(["model_kind", "model_name"], sort=True, dropna=False)]
 
 
+def decisions(groups: list[IsoflopGroup]) -> pd.DataFrame:
+    """Every screened run of the groups with the QC stage's columns (qc_reason, qc_stage, qc_detail, used);
+    each run lies in one group, so its index is the runs'."""
+    frames = [g.frame for g in groups if g.frame is not None]
+    return pd.concat(frames) if frames else pd.DataFrame(columns=["qc_reason", "qc_stage", "qc_detail", "used"])
+
+
 def used_runs(groups: list[IsoflopGroup], runs: pd.DataFrame, keep_flagged: bool = False) -> pd.DataFrame:
     """The runs every later fit reads (Approach 3, held-out, predictions): those the QC stage kept in
     their group (all with --keep-flagged). Runs outside every group (no FLOP budget) keep their row."""
     if keep_flagged or not groups:
         return runs
-    decided = pd.concat([g.frame for g in groups if g.frame is not None])
+    decided = decisions(groups)
     dropped = set(decided.index[~decided["used"].to_numpy(dtype=bool)])
     return runs[[i not in dropped for i in runs.index]]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis import comparison
 from analysis.compute import compute_table
+from analysis.isoflop.groups import decisions
 from analysis.options import Options
 from analysis.report.render import render
 from analysis.results import save
@@ -40,7 +41,7 @@ def reference_column(path: str, column: str | None) -> pd.Series | None:
 
 def agreement(results, ref: pd.Series) -> tuple[float, int]:
     """Share of the rows where our QC (used or not) agrees with the published decision."""
-    decided = pd.concat([g.frame for g in results.isoflop if g.frame is not None])
+    decided = decisions(results.isoflop)
     ours = ~decided["used"].astype(bool)
     theirs = ref.iloc[decided.index.to_numpy()].to_numpy()
     return float(np.mean(ours.to_numpy() == theirs)), int(len(decided))

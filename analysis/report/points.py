@@ -6,21 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis.isoflop.approach2 import LABEL
-from analysis.report.summary import run_label
+from analysis.report.summary import _finite_or_none, run_label
 
 COLUMNS = ["run", "group", "budget", "N", "D", "mu_rec", "loss", "used", "stage", "reason", "detail", "notes"]
-
-
-def _num(v) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
 
 
 def points_frame(res) -> pd.DataFrame:
@@ -47,8 +38,8 @@ def points_frame(res) -> pd.DataFrame:
             used, stage, reason, detail = False, "run", "run_excluded", r["reason"]
         elif i not in decided:
             stage, reason, detail = "none", "no_group", "in no isoFLOP group (no FLOP budget)"
-        rows.append({"run": label, "group": group, "budget": _num(r.get("flop_budget")), "N": _num(r.get("n_params")),
-                     "D": _num(r.get("tokens")), "mu_rec": _num(r.get("mean_recurrence")), "loss": _num(r.get("loss")),
+        rows.append({"run": label, "group": group, "budget": _finite_or_none(r.get("flop_budget")), "N": _finite_or_none(r.get("n_params")),
+                     "D": _finite_or_none(r.get("tokens")), "mu_rec": _finite_or_none(r.get("mean_recurrence")), "loss": _finite_or_none(r.get("loss")),
                      "used": used, "stage": stage, "reason": reason, "detail": detail,
                      "notes": " | ".join(left_out.get(label, []))})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -7,8 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from analysis.isoflop.groups import decisions
 from analysis.progress import stage
 from analysis.report.document import warnings_section
 from analysis.report.holdout_section import holdout_section
@@ -102,8 +102,7 @@ def runs_at_one(res: Results) -> list[float]:
 def summary_of(res: Results) -> dict:
     """summary.json (analysis.report.summary) of the results."""
     fits = res.testtime.fits if res.testtime is not None else {}
-    decided = [g.frame for g in res.isoflop if g.frame is not None]
-    qc_reasons = (pd.concat(decided)["qc_reason"] if decided else pd.Series([], dtype=object))
+    qc_reasons = decisions(res.isoflop)["qc_reason"]
     dropped = qc_reasons[qc_reasons != "none"].tolist()
     n_used = len(res.usable) - len(dropped)
     summary = build_summary(res.axes, res.laws, testtime_entries(res.usable, fits) if fits else [],
