@@ -30,7 +30,7 @@ from experiments.config.errors import ConfigError
 from experiments.config.naming import compact, point_label
 from experiments.config.plan import Plan, branching_on, cooldown_start, plan
 from experiments.launch.preflight import check_device, cuda_build, runs_here
-from experiments.launch.sweep import effective_grid, grid_overrides, point_error, stop_on_invalid_points
+from experiments.launch.grid import effective_grid, grid_overrides, point_error, stop_on_invalid_points
 from experiments.config.identity import trunk_identity
 from experiments.training.branching import sweep_cost
 from experiments.training.progress import fmt_seconds

@@ -20,7 +20,7 @@ from experiments.config.launch_env import env_rank
 from experiments.data import run_data
 from experiments.tracking.store import check_uri
 from experiments.config.plan import budget_overrides, check_uri_has_no_password, plan
-from experiments.launch.sweep import grid_overrides
+from experiments.launch.grid import grid_overrides
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 _HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p",
