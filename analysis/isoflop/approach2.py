@@ -86,7 +86,10 @@ def approach2(df: pd.DataFrame, group: str, axis: str, opts: Options,
               rng: np.random.Generator, looped: bool = True, dropped: pd.DataFrame | None = None) -> AxisResult:
     """Approach 2 on the used runs ``df`` (the QC stage's decisions applied; ``dropped``: the rows it
     dropped, shown beside their budgets). looped: the runs vary µ_rec at fixed model size, so the paper's
-    exponents are comparable."""
+    exponents are comparable. A frame from analysis.isoflop.groups.used_runs carries the QC stage's
+    profile decision (qc.PROFILE_USED): only the runs it marks enter."""
+    if qc.PROFILE_USED in df:
+        df = df[df[qc.PROFILE_USED].astype(bool)]
     optima = isoflop_optima(df, axis, opts.qc, dropped)
     return approach2_from_optima(optima, group, axis, opts, looped, rng)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.isoflop import optima
+from analysis.isoflop import optima, qc
 from analysis.isoflop.approach2 import LABEL, SWEEP_AXES, AxisResult, approach2
 from analysis.isoflop.qc import QCConfig, Screen, screen
 from analysis.options import Options
@@ -73,7 +73,9 @@ def isoflop_group(name: str, df: pd.DataFrame, opts: Options, axes: tuple[str, .
                          mu_of=dict(zip(df["run"].astype(str), df["mean_recurrence"].astype(float))),
                          qc=s, frame=frame)
     for axis in axes:
-        supported, why = optima.isoflop_supported(used, axis)
+        # an axis the runs support is analysed even when QC empties it: its budgets and their dropped runs
+        # are shown, and its line says why there is no law
+        supported, why = optima.isoflop_supported(frame, axis)
         if not supported:
             counts = s.counts()
             group.skipped.append(f"{LABEL[axis]}: {why}" + (" after QC (" + ", ".join(
@@ -103,10 +105,15 @@ def decisions(groups: list[IsoflopGroup]) -> pd.DataFrame:
 
 
 def used_runs(groups: list[IsoflopGroup], runs: pd.DataFrame, keep_flagged: bool = False) -> pd.DataFrame:
-    """The runs every later fit reads (Approach 3, held-out, predictions): those the QC stage kept in
-    their group (all with --keep-flagged). Runs outside every group (no FLOP budget) keep their row."""
-    if keep_flagged or not groups:
-        return runs
+    """The runs every later fit reads (Approach 3, held-out, predictions, conventions): the QC stage's
+    decisions applied once. Runs dropped for a reason of their own (qc.RUN_REASONS: duplicates, outliers)
+    are gone; the others carry ``qc.PROFILE_USED``, whether they enter an isoFLOP profile, which
+    Approach 2 reads (a run of a budget with too few sizes is still a valid run for a parametric law).
+    Runs outside every group (no FLOP budget) are kept. --keep-flagged keeps every run everywhere."""
     decided = decisions(groups)
-    dropped = set(decided.index[~decided["used"].to_numpy(dtype=bool)])
-    return runs[[i not in dropped for i in runs.index]]
+    reason = decided["qc_reason"].reindex(runs.index)
+    profile = decided["used"].reindex(runs.index).fillna(True).astype(bool)
+    if keep_flagged:
+        return runs.assign(**{qc.PROFILE_USED: True})
+    bad = reason.isin({str(r) for r in qc.RUN_REASONS}).to_numpy()
+    return runs.assign(**{qc.PROFILE_USED: profile.to_numpy()})[~bad]

@@ -152,15 +152,22 @@ def isoflop_optima(df: pd.DataFrame, axis: str, cfg: qc.QCConfig = qc.QCConfig()
     for budget, grp, seeds in budget_runs(df, axis):
         o = budget_optimum(budget, axis, grp[column].to_numpy(dtype=float), grp["loss"].to_numpy(dtype=float),
                            list(grp[name].astype(str)), cfg, seeds, estimator)
-        if dropped is not None and len(dropped):
-            mine = dropped[dropped["flop_budget"].astype(float) == budget]
-            o.points_excluded = [{"value": float(r[column]), "loss": float(r["loss"]), "run_id": str(r[name]),
-                                  "code": str(r["qc_reason"]), "reason": str(r["qc_detail"])}
-                                 for _, r in mine.iterrows() if np.isfinite(float(r[column]))]
         mixed = _mixed_points(grp, column)
         if mixed:
             o.notes.append(mixed)
         out.append(o)
+    if dropped is not None and len(dropped):
+        # budgets the QC stage emptied still appear (no estimate), so their runs are drawn and named
+        have = {o.budget for o in out}
+        for budget, _, _ in budget_runs(dropped, axis):
+            if budget not in have:
+                out.append(budget_optimum(budget, axis, np.empty(0), np.empty(0), [], cfg, None, estimator))
+        out.sort(key=lambda o: o.budget)
+        for o in out:
+            mine = dropped[dropped["flop_budget"].astype(float) == o.budget]
+            o.points_excluded = [{"value": float(r[column]), "loss": float(r["loss"]), "run_id": str(r[name]),
+                                  "code": str(r["qc_reason"]), "reason": str(r["qc_detail"])}
+                                 for _, r in mine.iterrows() if np.isfinite(float(r[column])) and float(r[column]) > 0]
     return out
 
 

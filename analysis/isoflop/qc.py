@@ -66,6 +66,14 @@ OUTLIER, WEAK_CURVATURE = Reason.OUTLIER, Reason.WEAK_CURVATURE
 SINGLE_POINT, DISAGREE = Reason.SINGLE_POINT, Reason.DISAGREE
 
 OUTLIER_SCALE_FLOOR = 1e-3
+# Reasons that make a run bad in itself, for every fit (a repeated row, an outlier); the others are about a
+# budget's isoFLOP profile (too few sizes, off-centre, an edge, weak curvature): such a run is still a
+# valid training run for a parametric law (Approach 3), but it enters no isoFLOP profile.
+RUN_REASONS = frozenset({Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.OUTLIER})
+# The column of a runs frame that carries the QC stage's profile decision (analysis.isoflop.groups.used_runs);
+# Approach 2 reads only the runs it marks.
+PROFILE_USED = "qc_used"
+
 # The stage that makes each decision, in the order they run (points.csv's `stage`).
 STAGES = ("duplicates", "too_few_points", "off_center", "outliers", "weak_curvature", "too_few_after")
 
@@ -333,6 +341,8 @@ def axis_flags(ux: np.ndarray, uy: np.ndarray, x_opt: float, axis: str, parabola
     """What one axis's optimum of one budget adds to the stage's decisions (ux, uy: per-size means of
     the used rows; x_opt: the chosen estimator's ln optimum): an optimum at the edge of the kept grid is
     not an estimate (excluded); the two estimators far apart is a warning."""
+    if ux.size == 0:
+        return [Flag(Reason.TOO_FEW, "the QC stage left no run at this budget (its runs are listed with their reasons)")]
     if ux.size < 3:
         return [Flag(Reason.TOO_FEW, f"{ux.size} distinct value(s) on this axis")]
     flags: list[Flag] = []
